@@ -1,0 +1,146 @@
+"""Plans: which source blocks supply each destination block, by box intersection.
+
+One planner serves runtime redistribution (sources are ranks, executed with MPI), checkpoint
+resharding (sources are files, executed as byte-range reads) and export. For every destination
+rank, its block is cut into the pieces where it meets the distinct source blocks; each piece
+names one source holding it. A destination that holds the piece itself is its own source
+(``prefer_self``), so a plan never moves bytes that are already in place: the bytes it moves
+are the minimum any redistribution must move.
+
+>>> from distinfer.layout import Layout
+>>> src = Layout((2, 2, 2), (-1, 1), (784, 512))      # columns split by axis b
+>>> dst = Layout((4,), (0, -1), (784, 512))            # rows split 4 ways
+>>> [(p.src, p.box) for p in make_plan(src, dst).pieces_for(0)]
+[(0, ((0, 196), (0, 256))), (2, ((0, 196), (256, 512)))]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import LayoutError
+from .layout import Layout
+
+__all__ = ["Piece", "Plan", "make_plan", "local_index", "assemble"]
+
+Box = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """``box`` (global ``[start, stop)`` per dim) moves from source ``src`` to destination ``dst``."""
+
+    src: int
+    dst: int
+    box: Box
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(b - a for a, b in self.box)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for a, b in self.box:
+            n *= b - a
+        return n
+
+
+def local_index(box: Box, origin: Box) -> tuple[slice, ...]:
+    """Index of global ``box`` inside a block whose global extent is ``origin``."""
+    return tuple(slice(a - o, b - o) for (a, b), (o, _) in zip(box, origin))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """All pieces that turn ``src``-laid-out data into ``dst``-laid-out data."""
+
+    src: Layout
+    dst: Layout
+    pieces: tuple[Piece, ...]
+
+    def pieces_for(self, dst_rank: int) -> list[Piece]:
+        """Pieces that fill ``dst_rank``'s block, in source-block order."""
+        return [p for p in self.pieces if p.dst == dst_rank]
+
+    def pieces_from(self, src_rank: int) -> list[Piece]:
+        return [p for p in self.pieces if p.src == src_rank]
+
+    def sources_for(self, dst_rank: int) -> list[int]:
+        """Distinct sources ``dst_rank`` needs, ascending."""
+        return sorted({p.src for p in self.pieces if p.dst == dst_rank})
+
+    @property
+    def is_local(self) -> bool:
+        """True when no piece crosses ranks (sources and destinations in the same rank space)."""
+        return all(p.src == p.dst for p in self.pieces)
+
+    def moved_elements(self) -> int:
+        """Elements that cross between ranks (the minimum any redistribution moves)."""
+        return sum(p.size for p in self.pieces if p.src != p.dst)
+
+    def messages(self) -> int:
+        """Distinct (source, destination) pairs that exchange data across ranks."""
+        return len({(p.src, p.dst) for p in self.pieces if p.src != p.dst})
+
+
+def _check_compatible(src: Layout, dst: Layout) -> None:
+    if src.shape != dst.shape:
+        raise LayoutError(f"cannot plan between layouts of different shapes: source {src} and destination {dst}")
+
+
+@lru_cache(maxsize=4096)
+def make_plan(src: Layout, dst: Layout, prefer_self: bool = True,
+              dst_ranks: tuple[int, ...] | None = None) -> Plan:
+    """Plan ``src -> dst`` for ``dst_ranks`` (all destination ranks by default).
+
+    Each destination block is intersected with every distinct source block; of the ranks
+    holding a source block, the destination itself is chosen when it is one of them
+    (``prefer_self``), otherwise ``holders[dst % len(holders)]`` spreads the load evenly.
+    """
+    _check_compatible(src, dst)
+    blocks, holders = src.unique_blocks
+    ranks = range(dst.num_devices) if dst_ranks is None else dst_ranks
+    pieces: list[Piece] = []
+    for r in ranks:
+        mine = dst.boxes[r]
+        lo = np.maximum(blocks[:, :, 0], mine[:, 0])
+        hi = np.minimum(blocks[:, :, 1], mine[:, 1])
+        hit = np.flatnonzero((hi > lo).all(axis=1)) if blocks.shape[1] else np.arange(len(blocks))
+        for i in hit:
+            h = holders[i]
+            src_rank = r if (prefer_self and r in h) else h[r % len(h)]
+            pieces.append(Piece(src_rank, r, tuple((int(a), int(b)) for a, b in zip(lo[i], hi[i]))))
+    return Plan(src, dst, tuple(pieces))
+
+
+def assemble(plan: Plan, dst_rank: int, fetch: Callable[[Piece], np.ndarray],
+             out: np.ndarray | None = None, dtype=None) -> np.ndarray:
+    """Fill ``dst_rank``'s block from the pieces ``fetch`` returns (each of shape ``piece.shape``).
+
+    This is the single place where blocks are stitched together: runtime redistribution,
+    checkpoint loading and merging all call it.
+    """
+    origin = plan.dst.box(dst_rank)
+    if out is None:
+        out = np.empty(plan.dst.local_shape, dtype=dtype)
+    elif tuple(out.shape) != plan.dst.local_shape:
+        raise LayoutError(f"output buffer shape {out.shape} != block shape {plan.dst.local_shape}")
+    for piece in plan.pieces_for(dst_rank):
+        out[local_index(piece.box, origin)] = fetch(piece)
+    return out
+
+
+def extract(block: np.ndarray, layout: Layout, rank: int, box: Box) -> np.ndarray:
+    """The part ``box`` (global coordinates) of ``rank``'s ``block`` under ``layout`` (a view)."""
+    return block[local_index(box, layout.box(rank))]
+
+
+def pieces_by_pair(pieces: Iterable[Piece]) -> dict[tuple[int, int], list[Piece]]:
+    out: dict[tuple[int, int], list[Piece]] = {}
+    for p in pieces:
+        out.setdefault((p.src, p.dst), []).append(p)
+    return out
