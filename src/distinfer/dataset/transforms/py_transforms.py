@@ -1,0 +1,2 @@
+"""MindSpore 1.x spelling (``mindspore.dataset.transforms.py_transforms``) of the same transforms."""
+from .transforms import Compose, OneHot, TypeCast  # noqa: F401
