@@ -8,6 +8,9 @@
 from __future__ import annotations
 
 import os
+import random
+
+import numpy as np
 
 __all__ = ["set_seed", "get_seed", "set_num_parallel_workers", "get_num_parallel_workers",
            "set_prefetch_size", "get_prefetch_size"]
@@ -30,10 +33,15 @@ def _check_seed(seed: int) -> int:
 def set_seed(seed: int) -> None:
     """Seed every random choice the pipeline makes (shuffles, random samplers).
 
+    As in MindSpore, this also seeds Python's ``random`` and ``numpy.random``, which Python
+    transforms may use.
+
     >>> import distinfer.dataset as ds
     >>> ds.config.set_seed(7)
     """
     _state["seed"] = _check_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def get_seed() -> int:
