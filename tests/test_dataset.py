@@ -342,3 +342,16 @@ def test_vision_ops():
     resized = ds.vision.Resize((4, 8))(np.full((2, 4, 1), 9, np.uint8))
     assert resized.shape == (4, 8, 1) and resized.dtype == np.uint8 and (resized == 9).all()
     assert ds.vision.Resize(14)(np.zeros((28, 56), np.uint8)).shape == (14, 28)
+
+
+def test_split():
+    ds.config.set_seed(2)
+    train, test = ds.MnistDataset(ds.embedded_mnist_dir(), usage="test", shuffle=False).split([0.9, 0.1])
+    assert (train.get_dataset_size(), test.get_dataset_size()) == (900, 100)
+    a, b = ds.NumpySlicesDataset(np.arange(100)).split([0.7, 0.3])
+    seen_a, seen_b = ([int(x) for x in rows(part, "column_0")] for part in (a, b))
+    assert len(seen_a) == 70 and sorted(seen_a + seen_b) == list(range(100)) and seen_a != sorted(seen_a)
+    first, rest = ds.NumpySlicesDataset(np.arange(5), shuffle=False).split([2, 3], randomize=False)
+    assert [int(x) for x in rows(rest, "column_0")] == [2, 3, 4]
+    with pytest.raises(ValueError):
+        ds.NumpySlicesDataset(np.arange(5)).split([2, 2])

@@ -13,6 +13,7 @@ seeded pipeline reproducible and still reshuffled each epoch.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -156,6 +157,37 @@ class Dataset:
 
     __add__ = concat
 
+    def split(self, sizes: Sequence[int | float], randomize: bool = True) -> list[Dataset]:
+        """Split into consecutive (or, with ``randomize``, randomly chosen) disjoint parts.
+
+        ``sizes`` are row counts summing to the dataset size, or fractions summing to 1 (the
+        rounding difference goes to the first part). ``randomize`` needs a random-access source
+        directly below, as in MindSpore.
+
+        >>> import distinfer.dataset as ds
+        >>> a, b = ds.NumpySlicesDataset(list(range(10)), shuffle=False).split([0.8, 0.2], randomize=False)
+        >>> a.get_dataset_size(), [int(r[0]) for r in b.create_tuple_iterator(output_numpy=True)]
+        (8, [8, 9])
+        """
+        counts = _split_counts(list(sizes), self.get_dataset_size())
+        if not randomize:
+            starts = np.cumsum([0, *counts[:-1]])
+            return [self.skip(int(start)).take(count) for start, count in zip(starts, counts)]
+        from .samplers import SequentialSampler, SubsetRandomSampler, SubsetSampler
+        if not hasattr(self, "sampler") or self.children:
+            raise RuntimeError("split(randomize=True) needs a source dataset (MnistDataset, NumpySlicesDataset ...)")
+        order = self.sampler.indices(self._num_rows(), (0,))
+        order = order[_rng((0x5911,), False).permutation(order.size)]
+        # A shuffling source keeps reshuffling each part every epoch.
+        subset = SubsetSampler if isinstance(self.sampler, SequentialSampler) else SubsetRandomSampler
+        parts, start = [], 0
+        for count in counts:
+            part = copy.copy(self)
+            part.sampler, part._cached_size = subset(order[start:start + count]), None
+            parts.append(part)
+            start += count
+        return parts
+
     # --- introspection -----------------------------------------------------------------
     def get_dataset_size(self) -> int:
         """Number of rows (batches, after ``batch``) in one epoch.
@@ -254,6 +286,23 @@ class Dataset:
         return iter(self.create_tuple_iterator(num_epochs=1))
 
 
+def _split_counts(sizes: list[int | float], total: int) -> list[int]:
+    """Row counts of each split part, following MindSpore's rules for ints and fractions."""
+    if not sizes:
+        raise ValueError("split sizes must not be empty")
+    if all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        if sum(sizes) != total or min(sizes) <= 0:
+            raise ValueError(f"split sizes {sizes} must be positive and sum to the dataset size {total}")
+        return list(sizes)
+    if not all(isinstance(s, float) and 0 < s <= 1 for s in sizes) or abs(sum(sizes) - 1) > 1e-6:
+        raise ValueError(f"split sizes {sizes} must be all ints or all floats in (0, 1] summing to 1")
+    counts = [round(s * total) for s in sizes]
+    counts[0] += total - sum(counts)
+    if min(counts) <= 0:
+        raise ValueError(f"split sizes {sizes} leave an empty part of a {total}-row dataset")
+    return counts
+
+
 # ---------------------------------------------------------------------------------------
 # Operations
 # ---------------------------------------------------------------------------------------
@@ -313,8 +362,8 @@ class BatchDataset(Dataset):
 
     def _size(self) -> int | None:
         n = self.children[0]._size()
-        if n is None:
-            return None
+        if n is None or n == -1:  # unknown, or an endless repeat
+            return n
         return n // self.batch_size if self.drop_remainder else math.ceil(n / self.batch_size)
 
     def _stack(self, rows: list[Row]) -> Row:
