@@ -1,7 +1,14 @@
 """File formats at the numpy level: MindSpore ``.ckpt``, safetensors and strategy files.
 
->>> from distinfer.io import CkptFile, write_ckpt, read_strategy, write_strategy
+>>> from distinfer.io import CkptFile, write_ckpt, SafetensorsFile, read_strategy
 """
 from .ckpt import CkptEntry, CkptFile, RawValue, write_ckpt
+from .safetensors_io import SafetensorsFile, ms_crc, write_safetensors
+from .strategy_file import (ParamLayout, StrategyFile, StrategyTypeError, build_searched_strategy,
+                            merge_pipeline_strategys, read_strategy, split_stage_name,
+                            write_strategy)
 
-__all__ = ["CkptEntry", "CkptFile", "RawValue", "write_ckpt"]
+__all__ = ["CkptEntry", "CkptFile", "RawValue", "write_ckpt",
+           "SafetensorsFile", "write_safetensors", "ms_crc",
+           "ParamLayout", "StrategyFile", "StrategyTypeError", "read_strategy", "write_strategy",
+           "build_searched_strategy", "merge_pipeline_strategys", "split_stage_name"]

@@ -43,3 +43,36 @@ def atomic_output(path: Union[str, os.PathLike]) -> Iterator[BinaryIO]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
+    """Like :func:`atomic_output`, for writers that want a file name rather than a handle.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "y.bin")
+    >>> with atomic_path(p) as tmp: _ = open(tmp, "wb").write(b"ok")
+    >>> open(p, "rb").read()
+    b'ok'
+    """
+    path = os.fspath(path)
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

@@ -259,7 +259,129 @@ def _make_entry(path: str, recs: list[_Rec]) -> CkptEntry:
     return CkptEntry(first.tag, dt, tuple(dims), chunks, nbytes, first.index)
 
 
-class CkptFile:
+class _RangedReader:
+    """Reads of byte ranges and boxes of a tensor whose C-order bytes lie in ``entry.chunks``.
+
+    Subclasses set ``self.path`` and ``self._fd``.
+    """
+
+    path: str
+    _fd: int
+
+    def _read_box_entry(self, e: CkptEntry, box: Box, out: np.ndarray | None) -> np.ndarray:
+        box = tuple((int(a), int(b)) for a, b in box)
+        if len(box) != len(e.shape) or any(not 0 <= a <= b <= n for (a, b), n in zip(box, e.shape)):
+            raise ValueError(f"{self.path}: box {box} does not fit tensor {e.name!r} of shape {e.shape}")
+        shape = tuple(b - a for a, b in box)
+        if out is None:
+            out = np.empty(shape, dtype=e.dtype.np)
+        elif out.shape != shape or out.dtype != e.dtype.np or not out.flags.c_contiguous \
+                or not out.flags.writeable:
+            raise ValueError(f"out must be a writeable C-contiguous {e.dtype.np} array of shape "
+                             f"{shape}, got {out.dtype} {out.shape}")
+        if out.size:
+            self._read_region(e, box, out)
+        return out
+
+    def _read_logical(self, e: CkptEntry, start: int, stop: int, mv: memoryview) -> None:
+        """Bytes ``[start, stop)`` of the tensor's concatenated content into ``mv``."""
+        if len(e.chunks) == 1:
+            self._pread(e, e.chunks[0][0] + start, mv[: stop - start])
+            return
+        starts = self._chunk_starts(e)
+        i = bisect.bisect_right(starts, start) - 1
+        done = 0
+        while start < stop:
+            off, n = e.chunks[i]
+            take = min(stop, starts[i] + n) - start
+            if take > 0:
+                self._pread(e, off + start - starts[i], mv[done: done + take])
+                done += take
+                start += take
+            i += 1
+
+    def _chunk_starts(self, e: CkptEntry) -> list[int]:
+        cache = self.__dict__.setdefault("_starts", {})
+        if e.name not in cache:
+            cache[e.name] = [0, *np.cumsum([n for _, n in e.chunks[:-1]]).tolist()]
+        return cache[e.name]
+
+    def _pread(self, e: CkptEntry, off: int, mv: memoryview) -> None:
+        got = 0
+        while got < len(mv):
+            n = os.preadv(self._fd, [mv[got:]], off + got)
+            if n <= 0:
+                raise FormatError(f"{self.path}: tensor {e.name!r}: file ends at "
+                                  f"byte {off + got}, inside the tensor's content (truncated after "
+                                  f"it was indexed?)")
+            got += n
+
+    def _read_region(self, e: CkptEntry, box: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
+        shape, item = e.shape, e.dtype.itemsize
+        nd = len(shape)
+        # k: the outermost dim from which every inner dim is taken whole -> runs are contiguous
+        # over dims k.. and there is one run per index of dims 0..k-1 inside the box.
+        k = nd - 1
+        while k > 0 and box[k] == (0, shape[k]):
+            k -= 1
+        if nd == 0:
+            self._read_logical(e, 0, e.nbytes, memoryview(out.reshape(-1).view(np.uint8)))
+            return
+        strides = [item * math.prod(shape[d + 1:]) for d in range(nd)]
+        run = (box[k][1] - box[k][0]) * strides[k]
+        # Logical byte offsets of all runs, row-major over the outer box dims (vectorised).
+        starts = np.array([box[k][0] * strides[k]], dtype=np.int64)
+        for d in range(k - 1, -1, -1):
+            starts = (np.arange(box[d][0], box[d][1], dtype=np.int64)[:, None] * strides[d]
+                      + starts[None, :]).reshape(-1)
+        dst = memoryview(out.reshape(-1).view(np.uint8))
+        if len(starts) == 1:
+            self._read_logical(e, int(starts[0]), int(starts[0]) + run, dst)
+            return
+        gaps = np.diff(starts) - run
+        if run >= _STAGING_BYTES // 4 or not (gaps < _GAP_COALESCE).any():
+            for i, s in enumerate(starts.tolist()):
+                self._read_logical(e, s, s + run, dst[i * run: (i + 1) * run])
+            return
+        self._read_coalesced(e, starts, run, gaps, dst)
+
+    def _read_coalesced(self, e: CkptEntry, starts: np.ndarray, run: int, gaps: np.ndarray,
+                        dst: memoryview) -> None:
+        """Read groups of nearby runs with one pread each into a bounded staging buffer."""
+        # Group breaks: a big gap, or the group span outgrowing the staging buffer.
+        big = np.flatnonzero(gaps >= _GAP_COALESCE) + 1
+        seg_id = np.zeros(len(starts), dtype=np.int64)
+        seg_id[big] = 1
+        seg_id = np.cumsum(seg_id)
+        seg_start = starts[np.r_[0, big]][seg_id]
+        bucket = (starts - seg_start) // max(_STAGING_BYTES - run, run)
+        key = seg_id * (int(bucket.max()) + 1) + bucket
+        cut = np.r_[0, np.flatnonzero(np.diff(key)) + 1, len(starts)]
+        staging = np.empty(min(_STAGING_BYTES, int(starts[-1] - starts[0]) + run), dtype=np.uint8)
+        out_u8 = np.frombuffer(dst, dtype=np.uint8)
+        for g0, g1 in zip(cut[:-1].tolist(), cut[1:].tolist()):
+            lo = int(starts[g0])
+            hi = int(starts[g1 - 1]) + run
+            if g1 - g0 == 1 or hi - lo > len(staging):
+                for i in range(g0, g1):
+                    s = int(starts[i])
+                    self._read_logical(e, s, s + run, dst[i * run: (i + 1) * run])
+                continue
+            self._read_logical(e, lo, hi, memoryview(staging)[: hi - lo])
+            rel = starts[g0:g1] - lo
+            target = out_u8[g0 * run: g1 * run].reshape(g1 - g0, run)
+            step = rel[1] - rel[0]
+            if (np.diff(rel) == step).all():
+                src = np.lib.stride_tricks.as_strided(staging[rel[0]:], shape=(g1 - g0, run),
+                                                      strides=(int(step), 1), writeable=False)
+                target[...] = src
+            else:
+                for j, r in enumerate(rel.tolist()):
+                    target[j] = staging[r: r + run]
+
+
+
+class CkptFile(_RangedReader):
     """An opened ``.ckpt``: its tensor index, and reads of whole tensors or blocks of them.
 
     ``crc_check=True`` verifies the CRC trailer on open (and requires one), streaming the file
@@ -431,116 +553,7 @@ class CkptFile:
         e = self.entry(name)
         if e.dtype in (mstype.string, mstype.qint4x2):
             raise ValueError(f"{self.path}: {name!r} is a {e.dtype.name} record; use read()")
-        box = tuple((int(a), int(b)) for a, b in box)
-        if len(box) != len(e.shape) or any(not 0 <= a <= b <= n for (a, b), n in zip(box, e.shape)):
-            raise ValueError(f"{self.path}: box {box} does not fit tensor {name!r} of shape {e.shape}")
-        shape = tuple(b - a for a, b in box)
-        if out is None:
-            out = np.empty(shape, dtype=e.dtype.np)
-        elif out.shape != shape or out.dtype != e.dtype.np or not out.flags.c_contiguous \
-                or not out.flags.writeable:
-            raise ValueError(f"out must be a writeable C-contiguous {e.dtype.np} array of shape "
-                             f"{shape}, got {out.dtype} {out.shape}")
-        if out.size:
-            self._read_region(e, box, out)
-        return out
-
-    # ------------------------------------------------------------------------ raw reads
-    def _read_logical(self, e: CkptEntry, start: int, stop: int, mv: memoryview) -> None:
-        """Bytes ``[start, stop)`` of the tensor's concatenated content into ``mv``."""
-        if len(e.chunks) == 1:
-            self._pread(e, e.chunks[0][0] + start, mv[: stop - start])
-            return
-        starts = self._chunk_starts(e)
-        i = bisect.bisect_right(starts, start) - 1
-        done = 0
-        while start < stop:
-            off, n = e.chunks[i]
-            take = min(stop, starts[i] + n) - start
-            if take > 0:
-                self._pread(e, off + start - starts[i], mv[done: done + take])
-                done += take
-                start += take
-            i += 1
-
-    def _chunk_starts(self, e: CkptEntry) -> list[int]:
-        cache = self.__dict__.setdefault("_starts", {})
-        if e.name not in cache:
-            cache[e.name] = [0, *np.cumsum([n for _, n in e.chunks[:-1]]).tolist()]
-        return cache[e.name]
-
-    def _pread(self, e: CkptEntry, off: int, mv: memoryview) -> None:
-        got = 0
-        while got < len(mv):
-            n = os.preadv(self._fd, [mv[got:]], off + got)
-            if n <= 0:
-                raise FormatError(f"{self.path}: record #{e.record} (tag {e.name!r}): file ends at "
-                                  f"byte {off + got}, inside the tensor's content (truncated after "
-                                  f"it was indexed?)")
-            got += n
-
-    def _read_region(self, e: CkptEntry, box: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
-        shape, item = e.shape, e.dtype.itemsize
-        nd = len(shape)
-        # k: the outermost dim from which every inner dim is taken whole -> runs are contiguous
-        # over dims k.. and there is one run per index of dims 0..k-1 inside the box.
-        k = nd - 1
-        while k > 0 and box[k] == (0, shape[k]):
-            k -= 1
-        if nd == 0:
-            self._read_logical(e, 0, e.nbytes, memoryview(out.reshape(-1).view(np.uint8)))
-            return
-        strides = [item * math.prod(shape[d + 1:]) for d in range(nd)]
-        run = (box[k][1] - box[k][0]) * strides[k]
-        # Logical byte offsets of all runs, row-major over the outer box dims (vectorised).
-        starts = np.array([box[k][0] * strides[k]], dtype=np.int64)
-        for d in range(k - 1, -1, -1):
-            starts = (np.arange(box[d][0], box[d][1], dtype=np.int64)[:, None] * strides[d]
-                      + starts[None, :]).reshape(-1)
-        dst = memoryview(out.reshape(-1).view(np.uint8))
-        if len(starts) == 1:
-            self._read_logical(e, int(starts[0]), int(starts[0]) + run, dst)
-            return
-        gaps = np.diff(starts) - run
-        if run >= _STAGING_BYTES // 4 or not (gaps < _GAP_COALESCE).any():
-            for i, s in enumerate(starts.tolist()):
-                self._read_logical(e, s, s + run, dst[i * run: (i + 1) * run])
-            return
-        self._read_coalesced(e, starts, run, gaps, dst)
-
-    def _read_coalesced(self, e: CkptEntry, starts: np.ndarray, run: int, gaps: np.ndarray,
-                        dst: memoryview) -> None:
-        """Read groups of nearby runs with one pread each into a bounded staging buffer."""
-        # Group breaks: a big gap, or the group span outgrowing the staging buffer.
-        big = np.flatnonzero(gaps >= _GAP_COALESCE) + 1
-        seg_id = np.zeros(len(starts), dtype=np.int64)
-        seg_id[big] = 1
-        seg_id = np.cumsum(seg_id)
-        seg_start = starts[np.r_[0, big]][seg_id]
-        bucket = (starts - seg_start) // max(_STAGING_BYTES - run, run)
-        key = seg_id * (int(bucket.max()) + 1) + bucket
-        cut = np.r_[0, np.flatnonzero(np.diff(key)) + 1, len(starts)]
-        staging = np.empty(min(_STAGING_BYTES, int(starts[-1] - starts[0]) + run), dtype=np.uint8)
-        out_u8 = np.frombuffer(dst, dtype=np.uint8)
-        for g0, g1 in zip(cut[:-1].tolist(), cut[1:].tolist()):
-            lo = int(starts[g0])
-            hi = int(starts[g1 - 1]) + run
-            if g1 - g0 == 1 or hi - lo > len(staging):
-                for i in range(g0, g1):
-                    s = int(starts[i])
-                    self._read_logical(e, s, s + run, dst[i * run: (i + 1) * run])
-                continue
-            self._read_logical(e, lo, hi, memoryview(staging)[: hi - lo])
-            rel = starts[g0:g1] - lo
-            target = out_u8[g0 * run: g1 * run].reshape(g1 - g0, run)
-            step = rel[1] - rel[0]
-            if (np.diff(rel) == step).all():
-                src = np.lib.stride_tricks.as_strided(staging[rel[0]:], shape=(g1 - g0, run),
-                                                      strides=(int(step), 1), writeable=False)
-                target[...] = src
-            else:
-                for j, r in enumerate(rel.tolist()):
-                    target[j] = staging[r: r + run]
+        return self._read_box_entry(e, box, out)
 
 
 # --------------------------------------------------------------------------------------- writer
