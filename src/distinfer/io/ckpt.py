@@ -576,14 +576,14 @@ def _encode(name: str, value: Any) -> tuple[str, list[int], memoryview]:
     if isinstance(value, str):
         # MindSpore: dims [0], tensor_type "str", content np.array(s).tobytes() (UTF-32-LE).
         return mstype.string.name, [0], memoryview(np.array(value).tobytes())
-    if isinstance(value, bool):
+    if isinstance(value, (np.ndarray, np.generic)):  # first: np.float64 is also a float
+        arr = np.asarray(value)
+    elif isinstance(value, bool):
         arr = np.asarray(value, dtype=np.bool_)
     elif isinstance(value, int):
         arr = np.asarray(value, dtype=np.int64)
     elif isinstance(value, float):
         arr = np.asarray(value, dtype=np.float32)
-    elif isinstance(value, (np.ndarray, np.generic)):
-        arr = np.asarray(value)
     else:
         raise TypeError(f"{name!r}: cannot write a {type(value).__name__} to a checkpoint "
                         f"(numpy array, int, float, bool, str or RawValue expected)")

@@ -79,7 +79,9 @@ def ms_crc(tensors: Mapping[str, np.ndarray]) -> int:
 
 
 def _to_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, bool):
+    if isinstance(value, (np.ndarray, np.generic)):  # first: np.float64 is also a float
+        pass
+    elif isinstance(value, bool):
         return np.asarray(value, dtype=np.bool_)
     if isinstance(value, int):
         return np.asarray(value, dtype=np.int64)
