@@ -1,2 +1,37 @@
-"""distinfer: MindSpore-shaped semi-auto-parallel models on CPUs, MPI ranks as devices."""
+"""distinfer: MindSpore-shaped semi-auto-parallel models on CPUs, with MPI ranks as devices.
+
+Swap ``import mindspore as ms`` for ``import distinfer as ms`` and run the script under
+``mpirun -n N``. Importing distinfer does not start MPI; :func:`communication.init` does.
+
+>>> import numpy as np, distinfer as ms
+>>> ms.Tensor(np.ones(2, np.float32)).dtype
+Float32
+"""
+from . import _logging  # noqa: F401  (rank-prefixed log lines)
+from .dtype import (Type, bfloat16, bool_, double, dtype_to_nptype, float16, float32, float64, float_, half, int8,
+                    int16, int32, int64, int_, pytype_to_dtype, qint4x2, uint8, uint16, uint32, uint64)
+from .dtype import bool_ as bool  # noqa: A001  (MindSpore exports ms.bool)
+from .context import (GRAPH_MODE, PYNATIVE_MODE, ParallelMode, get_auto_parallel_context, get_context,
+                      reset_auto_parallel_context, set_auto_parallel_context, set_context)
+from .tensor import Parameter, Tensor
+from .common.initializer import get_seed, set_seed as _set_init_seed
+from . import ops, nn, parallel, communication  # noqa: E402
+from .train import Model
+
 __version__ = "0.1.0"
+
+
+def set_seed(seed: int) -> None:
+    """Seed parameter initialisation, numpy and datasets, identically on every rank."""
+    _set_init_seed(seed)
+    from . import dataset
+
+    dataset._set_global_seed(seed)
+
+
+__all__ = [
+    "Tensor", "Parameter", "Model", "set_seed", "get_seed", "set_context", "get_context", "set_auto_parallel_context",
+    "get_auto_parallel_context", "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE",
+    "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
+    "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
+]

@@ -1,0 +1,301 @@
+"""Parameter initializers whose values do not depend on the rank count.
+
+Every value is a pure function of ``(seed, flat index in the full tensor)`` through a
+counter-based generator (the splitmix64 mixer), so any rank computes exactly its own block of
+the tensor that :func:`distinfer.set_seed` defines, without generating the rest. Normal
+samples use Box-Muller on two independent streams; truncated normals redraw out-of-range
+elements from further streams, element by element, so they stay position-determined too.
+
+>>> import distinfer as ms
+>>> from distinfer.common.initializer import initializer, Normal
+>>> ms.set_seed(1)
+>>> w = initializer(Normal(0.02), [4, 6], ms.float32)
+>>> full = w.init_data().asnumpy()
+>>> bool((w.init.block((4, 6), ((0, 4), (3, 6)), w.init_seed) == full[:, 3:]).all())
+True
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from .. import dtype as mstype
+
+__all__ = ["Initializer", "initializer", "Normal", "Uniform", "Zero", "One", "Constant", "TruncatedNormal",
+           "XavierUniform", "XavierNormal", "HeUniform", "HeNormal", "set_seed", "get_seed"]
+
+Box = Sequence[tuple[int, int]]
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_ROWS_PER_CHUNK_ELEMS = 1 << 22  # bound temporaries when a block is large
+
+
+# ------------------------------------------------------------------------- global seed
+class _SeedState:
+    seed: int | None = None
+    counter: int = 0
+
+
+def set_seed(seed: int) -> None:
+    """Seed parameter initialisation (and numpy's global generator, as MindSpore does)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"set_seed: seed must be a non-negative int, got {seed!r}")
+    _SeedState.seed = seed
+    _SeedState.counter = 0
+    np.random.seed(seed % (2 ** 32))
+
+
+def get_seed() -> int | None:
+    return _SeedState.seed
+
+
+def _next_seed() -> int:
+    """A fresh 64-bit stream key for the next initialised tensor (same order on every rank)."""
+    base = 0 if _SeedState.seed is None else _SeedState.seed
+    _SeedState.counter += 1
+    return int(_mix(np.array([base * 0x100000001B3 + _SeedState.counter], dtype=np.uint64))[0])
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> np.uint64(30))
+        x = x * np.uint64(0xBF58476D1CE4E5B9)
+        x = x ^ (x >> np.uint64(27))
+        x = x * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def _uniform01(seed: int, flat: np.ndarray, stream: int) -> np.ndarray:
+    """Uniform doubles in (0, 1), one per flat index, for ``stream``."""
+    with np.errstate(over="ignore"):
+        key = np.uint64((seed + stream * 0xD1B54A32D192ED03) & 0xFFFFFFFFFFFFFFFF)
+        bits = _mix(flat * _GOLDEN + key)
+    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (2.0 ** -53)
+
+
+def _flat_indices(shape: Sequence[int], box: Box) -> np.ndarray:
+    """uint64 flat (C-order) indices of ``box`` inside a tensor of ``shape``."""
+    strides = np.cumprod((list(shape[1:]) + [1])[::-1])[::-1] if shape else np.array([], np.int64)
+    flat = np.zeros([b - a for a, b in box] or [], dtype=np.uint64)
+    for d, ((a, b), s) in enumerate(zip(box, strides)):
+        view = [1] * len(box)
+        view[d] = b - a
+        flat = flat + (np.arange(a, b, dtype=np.uint64) * np.uint64(s)).reshape(view)
+    return flat
+
+
+def _fans(shape: Sequence[int]) -> tuple[int, int]:
+    """MindSpore's fan_in/fan_out: ``shape[1]``/``shape[0]`` times the receptive field."""
+    if len(shape) < 2:
+        raise ValueError(f"fan_in and fan_out need a tensor of at least 2 dims, got shape {tuple(shape)}")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+# ------------------------------------------------------------------------- initializers
+class Initializer:
+    """Base class: subclasses define :meth:`_values` for flat indices of the full tensor."""
+
+    def __init__(self, **kwargs) -> None:
+        self._kwargs = kwargs
+
+    def _values(self, shape: Sequence[int], seed: int, flat: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def block(self, shape: Sequence[int], box: Box, seed: int, dtype=mstype.float32) -> np.ndarray:
+        """Values of the sub-box ``box`` of the full tensor of ``shape``; never builds the rest."""
+        shape = tuple(int(s) for s in shape)
+        box = tuple((int(a), int(b)) for a, b in box)
+        np_dtype = mstype.get_dtype(dtype).np
+        out = np.empty([b - a for a, b in box], dtype=np_dtype)
+        if not box:
+            out[...] = self._values(shape, seed, np.zeros((), np.uint64))
+            return out
+        row_elems = max(1, math.prod(b - a for a, b in box[1:]))
+        step = max(1, _ROWS_PER_CHUNK_ELEMS // row_elems)
+        a0, b0 = box[0]
+        for start in range(a0, b0, step):
+            sub = ((start, min(b0, start + step)),) + box[1:]
+            out[start - a0:sub[0][1] - a0] = self._values(shape, seed, _flat_indices(shape, sub))
+        return out
+
+    def __call__(self, arr: np.ndarray) -> None:
+        """MindSpore's in-place form: fill ``arr`` with a freshly seeded full tensor."""
+        arr[...] = self.block(arr.shape, tuple((0, s) for s in arr.shape), _next_seed(), mstype.from_numpy(arr.dtype))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self._kwargs.items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Initializer):
+    """Every element equals ``value``."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(value=value)
+        self.value = value
+
+    def _values(self, shape, seed, flat):
+        return np.full(flat.shape, self.value, dtype=np.float64)
+
+
+class Zero(Constant):
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+class One(Constant):
+    def __init__(self) -> None:
+        super().__init__(1)
+
+
+class Uniform(Initializer):
+    """U(-scale, scale); MindSpore's default scale is 0.07."""
+
+    def __init__(self, scale: float = 0.07) -> None:
+        super().__init__(scale=scale)
+        self.scale = scale
+
+    def _values(self, shape, seed, flat):
+        return (2.0 * _uniform01(seed, flat, 0) - 1.0) * self.scale
+
+
+def _standard_normal(seed: int, flat: np.ndarray, stream: int = 0) -> np.ndarray:
+    u1 = _uniform01(seed, flat, 2 * stream)
+    u2 = _uniform01(seed, flat, 2 * stream + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+class Normal(Initializer):
+    """N(mean, sigma^2); MindSpore's default sigma is 0.01."""
+
+    def __init__(self, sigma: float = 0.01, mean: float = 0.0) -> None:
+        super().__init__(sigma=sigma, mean=mean)
+        self.sigma, self.mean = sigma, mean
+
+    def _values(self, shape, seed, flat):
+        return _standard_normal(seed, flat) * self.sigma + self.mean
+
+
+class TruncatedNormal(Initializer):
+    """N(mean, sigma^2) restricted to [a, b]: out-of-range elements are redrawn per element."""
+
+    def __init__(self, sigma: float = 0.01, mean: float = 0.0, a: float = -2.0, b: float = 2.0) -> None:
+        super().__init__(sigma=sigma, mean=mean, a=a, b=b)
+        self.sigma, self.mean, self.a, self.b = sigma, mean, a, b
+
+    def _values(self, shape, seed, flat):
+        vals = _standard_normal(seed, flat) * self.sigma + self.mean
+        for stream in range(1, 64):
+            bad = (vals < self.a) | (vals > self.b)
+            if not bad.any():
+                break
+            vals[bad] = _standard_normal(seed, flat[bad], stream) * self.sigma + self.mean
+        return np.clip(vals, self.a, self.b)
+
+
+class XavierUniform(Initializer):
+    """U(-bound, bound), ``bound = gain * sqrt(6 / (fan_in + fan_out))``."""
+
+    def __init__(self, gain: float = 1) -> None:
+        super().__init__(gain=gain)
+        self.gain = gain
+
+    def _values(self, shape, seed, flat):
+        fan_in, fan_out = _fans(shape)
+        bound = self.gain * math.sqrt(6.0 / (fan_in + fan_out))
+        return (2.0 * _uniform01(seed, flat, 0) - 1.0) * bound
+
+
+class XavierNormal(Initializer):
+    """N(0, std^2), ``std = gain * sqrt(2 / (fan_in + fan_out))``."""
+
+    def __init__(self, gain: float = 1) -> None:
+        super().__init__(gain=gain)
+        self.gain = gain
+
+    def _values(self, shape, seed, flat):
+        fan_in, fan_out = _fans(shape)
+        return _standard_normal(seed, flat) * self.gain * math.sqrt(2.0 / (fan_in + fan_out))
+
+
+def _he_std(shape, negative_slope: float, mode: str, nonlinearity: str) -> float:
+    fan_in, fan_out = _fans(shape)
+    fan = fan_in if mode == "fan_in" else fan_out
+    gain = math.sqrt(2.0 / (1 + negative_slope ** 2)) if nonlinearity == "leaky_relu" else \
+        math.sqrt(2.0) if nonlinearity == "relu" else 1.0
+    return gain / math.sqrt(fan)
+
+
+class HeUniform(Initializer):
+    """Kaiming uniform: U(-bound, bound), ``bound = sqrt(3) * gain / sqrt(fan)``."""
+
+    def __init__(self, negative_slope: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> None:
+        super().__init__(negative_slope=negative_slope, mode=mode, nonlinearity=nonlinearity)
+        if mode not in ("fan_in", "fan_out"):
+            raise ValueError(f"HeUniform: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        self.args = (negative_slope, mode, nonlinearity)
+
+    def _values(self, shape, seed, flat):
+        bound = math.sqrt(3.0) * _he_std(shape, *self.args)
+        return (2.0 * _uniform01(seed, flat, 0) - 1.0) * bound
+
+
+class HeNormal(Initializer):
+    """Kaiming normal: N(0, std^2), ``std = gain / sqrt(fan)``."""
+
+    def __init__(self, negative_slope: float = 0, mode: str = "fan_in", nonlinearity: str = "leaky_relu") -> None:
+        super().__init__(negative_slope=negative_slope, mode=mode, nonlinearity=nonlinearity)
+        if mode not in ("fan_in", "fan_out"):
+            raise ValueError(f"HeNormal: mode must be 'fan_in' or 'fan_out', got {mode!r}")
+        self.args = (negative_slope, mode, nonlinearity)
+
+    def _values(self, shape, seed, flat):
+        return _standard_normal(seed, flat) * _he_std(shape, *self.args)
+
+
+_BY_NAME = {
+    "normal": Normal, "uniform": Uniform, "zeros": Zero, "zero": Zero, "ones": One, "one": One,
+    "truncatednormal": TruncatedNormal, "xavier_uniform": XavierUniform, "xavieruniform": XavierUniform,
+    "xavier_normal": XavierNormal, "xaviernormal": XavierNormal, "he_uniform": HeUniform,
+    "heuniform": HeUniform, "he_normal": HeNormal, "henormal": HeNormal,
+}
+
+
+def _as_initializer(init) -> Initializer:
+    if isinstance(init, Initializer):
+        return init
+    if isinstance(init, str):
+        try:
+            return _BY_NAME[init.lower()]()
+        except KeyError:
+            raise ValueError(f"initializer: unknown name {init!r}; known: {sorted(_BY_NAME)}") from None
+    if isinstance(init, numbers.Number):
+        return Constant(init)
+    raise TypeError(f"initializer: init must be a str, an Initializer, a number or a Tensor, got {type(init).__name__}")
+
+
+def initializer(init, shape=None, dtype=mstype.float32):
+    """A lazily initialised Tensor of ``shape``; its data is produced only when needed.
+
+    ``init`` is a name ("normal", "zeros", ...), an :class:`Initializer`, a number, or a
+    Tensor/ndarray (returned as a Tensor, its shape checked against ``shape``).
+    """
+    from ..tensor import Tensor
+
+    if isinstance(init, (Tensor, np.ndarray)):
+        t = init if isinstance(init, Tensor) else Tensor(init)
+        if shape is not None and tuple(t.shape) != tuple(shape):
+            raise ValueError(f"initializer: the Tensor has shape {tuple(t.shape)} but shape {tuple(shape)} was asked for")
+        return t
+    if shape is None:
+        raise ValueError("initializer: shape is required unless init is a Tensor")
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"initializer: shape {shape} has a negative dimension")
+    return Tensor(shape=shape, dtype=dtype, init=_as_initializer(init))

@@ -1,0 +1,154 @@
+"""``mindspore.communication`` over MPI.
+
+Under ``mpirun -n N`` each process is one device; without a launcher the world is one rank and
+everything still works. MPI starts in :func:`init` (or on first communication), never at import.
+
+>>> from distinfer.communication import init, get_rank, get_group_size
+>>> init()
+>>> get_rank(), get_group_size()
+(0, 1)
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from ..errors import CommError
+from . import _backend
+
+__all__ = ["init", "release", "get_rank", "get_group_size", "get_local_rank", "get_local_rank_size",
+           "create_group", "destroy_group", "get_world_rank_from_group_rank",
+           "get_group_rank_from_world_rank", "get_process_group_ranks", "GlobalComm",
+           "HCCL_WORLD_COMM_GROUP", "NCCL_WORLD_COMM_GROUP", "MCCL_WORLD_COMM_GROUP"]
+
+HCCL_WORLD_COMM_GROUP = "hccl_world_group"
+NCCL_WORLD_COMM_GROUP = "nccl_world_group"
+MCCL_WORLD_COMM_GROUP = "mccl_world_group"
+_WORLD_NAMES = {HCCL_WORLD_COMM_GROUP, NCCL_WORLD_COMM_GROUP, MCCL_WORLD_COMM_GROUP}
+
+
+class GlobalComm:
+    """MindSpore's communication globals; on CPUs the backend is "mccl"."""
+
+    BACKEND = "mccl"
+    WORLD_COMM_GROUP = MCCL_WORLD_COMM_GROUP
+    INITED = False
+
+
+# User groups: name -> world ranks (ascending), plus their MPI communicators.
+_GROUPS: dict[str, tuple[int, ...]] = {}
+_GROUP_COMMS: dict[str, object] = {}
+
+
+def init(backend_name: str | None = None) -> None:
+    """Start communication (MPI when launched by ``mpirun``) and set the context's device count.
+
+    ``backend_name`` is accepted for compatibility ("hccl", "nccl", "mccl"); MPI is always used.
+    """
+    if backend_name not in (None, "hccl", "nccl", "mccl", "mpi"):
+        raise ValueError(f"init: backend_name must be one of None, 'hccl', 'nccl', 'mccl', got {backend_name!r}")
+    world = _backend.world()
+    GlobalComm.INITED = True
+    # MindSpore fills these from the launcher's environment (spec §10.2).
+    os.environ.setdefault("RANK_ID", str(world.rank))
+    os.environ.setdefault("RANK_SIZE", str(world.size))
+    from .. import context
+
+    context._on_comm_init(world.rank, world.size)
+
+
+def release() -> None:
+    """Release user groups (MPI itself is finalised at process exit)."""
+    for name in list(_GROUPS):
+        destroy_group(name)
+
+
+def _group_ranks(group: str) -> tuple[int, ...]:
+    if group is None or group in _WORLD_NAMES:
+        return tuple(range(_backend.world().size))
+    if group not in _GROUPS:
+        raise ValueError(f"communication group {group!r} does not exist; create it with create_group first")
+    return _GROUPS[group]
+
+
+def get_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
+    """Rank of this process in ``group`` (the world by default)."""
+    ranks = _group_ranks(group)
+    me = _backend.world().rank
+    if me not in ranks:
+        raise ValueError(f"rank {me} is not a member of group {group!r} {list(ranks)}")
+    return ranks.index(me)
+
+
+def get_group_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
+    """Number of ranks in ``group`` (the world by default)."""
+    return len(_group_ranks(group))
+
+
+def _local_size() -> int:
+    for var in ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return _backend.world().size
+
+
+def get_local_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
+    """Rank of this process among the ranks on its machine."""
+    for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"):
+        if os.environ.get(var):
+            return int(os.environ[var])
+    return get_rank(group) % _local_size()
+
+
+def get_local_rank_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
+    """Number of ranks on this machine."""
+    return _local_size()
+
+
+def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
+    """Create the named group of world ranks ``rank_ids``; called by the member ranks."""
+    world = _backend.world()
+    ranks = tuple(sorted(int(r) for r in rank_ids))
+    if group in _WORLD_NAMES or group in _GROUPS:
+        raise ValueError(f"create_group: group {group!r} already exists")
+    if len(set(ranks)) != len(ranks) or not ranks or ranks[0] < 0 or ranks[-1] >= world.size:
+        raise CommError(f"create_group {group!r}: rank_ids {list(rank_ids)} must be distinct ranks in "
+                        f"0..{world.size - 1}")
+    if world.rank not in ranks:
+        raise CommError(f"create_group {group!r}: rank {world.rank} is not in rank_ids {list(ranks)} "
+                        "(only member ranks call create_group)")
+    _GROUPS[group] = ranks
+    if isinstance(world, _backend.MPIBackend):
+        mpi_group = world.comm.Get_group().Incl(list(ranks))
+        _GROUP_COMMS[group] = world.comm.Create_group(mpi_group)
+
+
+def destroy_group(group: str) -> None:
+    """Destroy a group made by :func:`create_group`."""
+    if group in _WORLD_NAMES:
+        raise ValueError("the world group cannot be destroyed")
+    if group not in _GROUPS:
+        raise ValueError(f"destroy_group: group {group!r} does not exist")
+    comm = _GROUP_COMMS.pop(group, None)
+    if comm is not None:
+        comm.Free()
+    del _GROUPS[group]
+
+
+def get_process_group_ranks(group: str = GlobalComm.WORLD_COMM_GROUP) -> list[int]:
+    """World ranks of ``group``."""
+    return list(_group_ranks(group))
+
+
+def get_world_rank_from_group_rank(group: str, group_rank_id: int) -> int:
+    ranks = _group_ranks(group)
+    if not 0 <= group_rank_id < len(ranks):
+        raise ValueError(f"group rank {group_rank_id} is outside group {group!r} of size {len(ranks)}")
+    return ranks[group_rank_id]
+
+
+def get_group_rank_from_world_rank(world_rank_id: int, group: str) -> int:
+    ranks = _group_ranks(group)
+    if world_rank_id not in ranks:
+        raise ValueError(f"world rank {world_rank_id} is not in group {group!r} {list(ranks)}")
+    return ranks.index(world_rank_id)

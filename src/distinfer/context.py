@@ -1,0 +1,241 @@
+"""``set_context`` and the auto-parallel context, with MindSpore's keys, defaults and checks.
+
+>>> import distinfer as ms
+>>> ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.SEMI_AUTO_PARALLEL, full_batch=True)
+>>> ms.get_auto_parallel_context("dataset_strategy")
+'full_batch'
+>>> ms.reset_auto_parallel_context()
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["set_context", "get_context", "set_auto_parallel_context", "get_auto_parallel_context",
+           "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE"]
+
+GRAPH_MODE = 0
+PYNATIVE_MODE = 1
+
+
+class ParallelMode:
+    """Parallel modes; the constants are the strings MindSpore uses."""
+
+    STAND_ALONE = "stand_alone"
+    DATA_PARALLEL = "data_parallel"
+    HYBRID_PARALLEL = "hybrid_parallel"
+    SEMI_AUTO_PARALLEL = "semi_auto_parallel"
+    AUTO_PARALLEL = "auto_parallel"
+    MODE_LIST = [STAND_ALONE, DATA_PARALLEL, HYBRID_PARALLEL, SEMI_AUTO_PARALLEL, AUTO_PARALLEL]
+
+
+# ------------------------------------------------------------------------------ set_context
+_CONTEXT_DEFAULTS: dict[str, Any] = {
+    "mode": GRAPH_MODE, "device_target": "CPU", "device_id": 0, "save_graphs": False,
+    "save_graphs_path": ".", "max_call_depth": 1000, "jit_config": {}, "max_device_memory": "1024GB",
+    "deterministic": "OFF", "pynative_synchronize": False, "runtime_num_threads": 30,
+    "memory_optimize_level": "O0", "enable_graph_kernel": False, "precompile_only": False,
+    "jit_syntax_level": 2, "ascend_config": {}, "print_file_path": "", "env_config_path": "",
+    "debug_level": 0, "reserve_class_name_in_scope": True, "check_bprop": False,
+    "enable_compile_cache": False, "compile_cache_path": ".", "inter_op_parallel_num": 0,
+    "aoe_tune_mode": "", "op_timeout": 900, "mempool_block_size": "1GB", "enable_reduce_precision": True,
+    "enable_dump": False, "save_dump_path": ".", "variable_memory_max_size": "30GB", "gpu_config": {},
+}
+_context: dict[str, Any] = dict(_CONTEXT_DEFAULTS)
+
+
+def _reject(func: str, key: str, value: Any, allowed: Any) -> None:
+    raise ValueError(f"For '{func}', the argument '{key}' must be {allowed}, but got {value!r}.")
+
+
+def set_context(**kwargs: Any) -> None:
+    """Set global context keys (``mode``, ``device_target``...). CPU is the only device."""
+    for key, value in kwargs.items():
+        if key not in _CONTEXT_DEFAULTS:
+            raise ValueError(f"For 'set_context', the keyword argument {key!r} is not recognized; "
+                             f"valid keys: {sorted(_CONTEXT_DEFAULTS)}")
+        if key == "mode" and value not in (GRAPH_MODE, PYNATIVE_MODE):
+            _reject("set_context", key, value, "GRAPH_MODE (0) or PYNATIVE_MODE (1)")
+        if key == "device_target" and value not in ("CPU", "GPU", "Ascend"):
+            _reject("set_context", key, value, "one of 'CPU', 'GPU', 'Ascend'")
+        _context[key] = value
+
+
+def get_context(key: str) -> Any:
+    """Value of a context key set by :func:`set_context`."""
+    if key not in _context:
+        raise ValueError(f"For 'get_context', the key {key!r} is not recognized; valid keys: {sorted(_context)}")
+    return _context[key]
+
+
+# ------------------------------------------------------------------- auto-parallel context
+_STRATEGY_CKPT_KEYS = {"load_file": "", "save_file": "", "only_trainable_params": True}
+_SEARCH_MODES = ("recursive_programming", "sharding_propagation", "dynamic_programming")
+_PIPELINE_SCHEDULERS = ("gpipe", "1f1b", "seqpipe", "seqvpp", "seqsmartvpp", "zero_bubble_v")
+
+_AP_DEFAULTS: dict[str, Any] = {
+    "parallel_mode": ParallelMode.STAND_ALONE,
+    "device_num": 1,
+    "global_rank": 0,
+    "gradients_mean": False,
+    "gradient_fp32_sync": True,
+    "loss_repeated_mean": True,
+    "full_batch": False,
+    "dataset_strategy": "data_parallel",
+    "search_mode": "recursive_programming",
+    "pipeline_stages": 1,
+    "pipeline_result_broadcast": False,
+    "pipeline_config": {},
+    "enable_parallel_optimizer": False,
+    "parallel_optimizer_config": {},
+    "strategy_ckpt_config": dict(_STRATEGY_CKPT_KEYS),
+    "group_ckpt_save_file": "",
+    "parameter_broadcast": False,
+    "enable_alltoall": False,
+    "all_reduce_fusion_config": [],
+    "comm_fusion": {},
+    "force_fp32_communication": False,
+    "auto_pipeline": False,
+    "dump_local_norm": False,
+    "dump_local_norm_path": "",
+    "dump_device_local_norm": False,
+    "optimizer_weight_shard_size": -1,
+    "optimizer_weight_shard_aggregated_save": False,
+    "sharding_propagation": False,
+}
+_ALIASES = {"auto_parallel_search_mode": "search_mode"}
+_LEGACY_CKPT = {"strategy_ckpt_load_file": "load_file", "strategy_ckpt_save_file": "save_file"}
+
+_ap: dict[str, Any] = copy.deepcopy(_AP_DEFAULTS)
+_explicit: set[str] = set()  # keys the user set (device_num/global_rank otherwise follow init())
+
+
+def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        _reject("set_auto_parallel_context", key, value, f"an int in [{lo}, {hi}]")
+    return value
+
+
+def _check_bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        _reject("set_auto_parallel_context", key, value, "a bool")
+    return value
+
+
+def _check_dataset_strategy(value: Any) -> Any:
+    if value in ("data_parallel", "full_batch"):
+        return value
+    if isinstance(value, (tuple, list)) and value and all(
+            isinstance(s, (tuple, list)) and all(isinstance(d, int) and d >= 1 for d in s) for s in value):
+        return tuple(tuple(s) for s in value)
+    if isinstance(value, (tuple, list)) and value and all(hasattr(s, "to_dict") for s in value):
+        return tuple(value)
+    _reject("set_auto_parallel_context", "dataset_strategy", value,
+            "'data_parallel', 'full_batch', a tuple of per-input split tuples such as ((1, 8), (1, 8)), "
+            "or a tuple of Layouts")
+
+
+def _check_strategy_ckpt_config(value: Any) -> dict:
+    if not isinstance(value, dict):
+        _reject("set_auto_parallel_context", "strategy_ckpt_config", value, "a dict")
+    unknown = set(value) - set(_STRATEGY_CKPT_KEYS)
+    if unknown:
+        raise ValueError(f"For 'set_auto_parallel_context', 'strategy_ckpt_config' got unknown keys "
+                         f"{sorted(unknown)}; valid keys: {sorted(_STRATEGY_CKPT_KEYS)}")
+    merged = dict(_ap["strategy_ckpt_config"])
+    for k, v in value.items():
+        if k == "only_trainable_params":
+            _check_bool("strategy_ckpt_config.only_trainable_params", v)
+        elif not isinstance(v, str):
+            _reject("set_auto_parallel_context", f"strategy_ckpt_config.{k}", v, "a str path")
+        merged[k] = v
+    return merged
+
+
+def set_auto_parallel_context(**kwargs: Any) -> None:
+    """Set auto-parallel keys (``parallel_mode``, ``device_num``, ``full_batch``,
+    ``dataset_strategy``, ``pipeline_stages``, ``strategy_ckpt_config``...), checked as MindSpore does.
+    """
+    for key, value in kwargs.items():
+        key = _ALIASES.get(key, key)
+        if key in _LEGACY_CKPT:
+            if not isinstance(value, str):
+                _reject("set_auto_parallel_context", key, value, "a str path")
+            _ap["strategy_ckpt_config"] = {**_ap["strategy_ckpt_config"], _LEGACY_CKPT[key]: value}
+            continue
+        if key not in _AP_DEFAULTS:
+            raise ValueError(f"For 'set_auto_parallel_context', the keyword argument {key!r} is not "
+                             f"recognized; valid keys: {sorted(list(_AP_DEFAULTS) + list(_LEGACY_CKPT))}")
+        if key == "parallel_mode":
+            if value not in ParallelMode.MODE_LIST:
+                _reject("set_auto_parallel_context", key, value, f"one of {ParallelMode.MODE_LIST}")
+        elif key == "device_num":
+            value = _check_int(key, value, 1, 4096)
+        elif key == "global_rank":
+            value = _check_int(key, value, 0, 4095)
+        elif key == "pipeline_stages":
+            value = _check_int(key, value, 1, 4096)
+        elif key == "search_mode":
+            if value not in _SEARCH_MODES:
+                _reject("set_auto_parallel_context", key, value, f"one of {list(_SEARCH_MODES)}")
+        elif key == "dataset_strategy":
+            value = _check_dataset_strategy(value)
+            _ap["full_batch"] = value == "full_batch"
+        elif key == "full_batch":
+            _check_bool(key, value)
+            _ap["dataset_strategy"] = "full_batch" if value else "data_parallel"
+        elif key == "strategy_ckpt_config":
+            value = _check_strategy_ckpt_config(value)
+        elif key == "pipeline_config":
+            if not isinstance(value, dict) or value.get("pipeline_scheduler", "1f1b") not in _PIPELINE_SCHEDULERS:
+                _reject("set_auto_parallel_context", key, value,
+                        f"a dict with pipeline_scheduler in {list(_PIPELINE_SCHEDULERS)}")
+        elif isinstance(_AP_DEFAULTS[key], bool):
+            _check_bool(key, value)
+        _ap[key] = value
+        _explicit.add(key)
+
+
+def get_auto_parallel_context(attr_key: str) -> Any:
+    """Current value of an auto-parallel key (``device_num`` follows ``init()`` unless set)."""
+    key = _ALIASES.get(attr_key, attr_key)
+    if key in _LEGACY_CKPT:
+        return _ap["strategy_ckpt_config"][_LEGACY_CKPT[key]]
+    if key not in _ap:
+        raise ValueError(f"For 'get_auto_parallel_context', the key {attr_key!r} is not recognized; "
+                         f"valid keys: {sorted(list(_ap) + list(_LEGACY_CKPT))}")
+    return copy.deepcopy(_ap[key])
+
+
+def reset_auto_parallel_context() -> None:
+    """Restore every auto-parallel key to its default."""
+    _ap.clear()
+    _ap.update(copy.deepcopy(_AP_DEFAULTS))
+    _explicit.clear()
+    from .communication import _backend
+
+    if _backend.is_started():
+        _on_comm_init(_backend.world().rank, _backend.world().size)
+
+
+def _on_comm_init(rank: int, size: int) -> None:
+    """``init()`` fills device_num and global_rank unless the user set them."""
+    if "device_num" not in _explicit:
+        _ap["device_num"] = size
+    if "global_rank" not in _explicit:
+        _ap["global_rank"] = rank
+
+
+# -------------------------------------------------------------------- runtime helpers
+def parallel_mode() -> str:
+    return _ap["parallel_mode"]
+
+
+def is_sharded_mode() -> bool:
+    """True when ``.shard()`` strategies apply (semi-auto or auto parallel)."""
+    return _ap["parallel_mode"] in (ParallelMode.SEMI_AUTO_PARALLEL, ParallelMode.AUTO_PARALLEL)
+
+
+def strategy_ckpt_file(which: str) -> str:
+    """``strategy_ckpt_config['load_file' | 'save_file']``."""
+    return _ap["strategy_ckpt_config"][which]

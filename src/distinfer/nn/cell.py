@@ -1,0 +1,215 @@
+"""``nn.Cell``: MindSpore's module type, with parameter names from the attribute path.
+
+Assigning a :class:`~distinfer.Parameter` to a Cell attribute registers it; assigning a Cell
+registers a child and prefixes its parameters' names with the attribute name, so a Dense layer
+stored as ``self.layer1`` owns ``layer1.weight`` and ``layer1.bias`` (MindSpore's auto-prefix).
+
+>>> import numpy as np, distinfer as ms
+>>> from distinfer import nn
+>>> class Net(nn.Cell):
+...     def __init__(self):
+...         super().__init__()
+...         self.fc = nn.Dense(3, 2)
+...     def construct(self, x):
+...         return self.fc(x)
+>>> [name for name, _ in Net().parameters_and_names()]
+['fc.weight', 'fc.bias']
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Iterator
+
+from ..tensor import Parameter, Tensor
+
+__all__ = ["Cell", "SequentialCell", "CellList"]
+
+
+class Cell:
+    """Base class of every network and layer (``construct`` defines the forward pass)."""
+
+    def __init__(self, auto_prefix: bool = True, flags: dict | None = None) -> None:
+        object.__setattr__(self, "_params", OrderedDict())
+        object.__setattr__(self, "_cells", OrderedDict())
+        object.__setattr__(self, "training", False)
+        object.__setattr__(self, "_auto_prefix", auto_prefix)
+        object.__setattr__(self, "pipeline_stage", 0)
+        object.__setattr__(self, "_parameter_layout_dict", {})
+        object.__setattr__(self, "requires_grad", False)
+
+    # ---------------------------------------------------------------- registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_params" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        params, cells = self.__dict__["_params"], self.__dict__["_cells"]
+        if isinstance(value, Parameter):
+            if value._name is None or value._name == "Parameter":
+                value.name = name
+            params[name] = value
+            cells.pop(name, None)
+        elif isinstance(value, Cell):
+            if self._auto_prefix:
+                value.update_parameters_name(name + ".")
+            cells[name] = value
+            params.pop(name, None)
+        else:
+            if name in params and value is not None and not isinstance(value, Parameter):
+                raise TypeError(f"{type(self).__name__}.{name} is a Parameter; assign a Parameter, not "
+                                f"{type(value).__name__}")
+            params.pop(name, None)
+            cells.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._params.pop(name, None)
+        self._cells.pop(name, None)
+        object.__delattr__(self, name)
+
+    def insert_child_to_cell(self, child_name: str, child_cell: "Cell") -> None:
+        setattr(self, child_name, child_cell)
+
+    def insert_param_to_cell(self, param_name: str, param: Parameter, check_name_contain_dot: bool = True) -> None:
+        setattr(self, param_name, param)
+
+    def update_parameters_name(self, prefix: str = "", recurse: bool = True) -> None:
+        """Prefix every parameter name below this cell (MindSpore's auto-prefix)."""
+        for _, p in self.parameters_and_names(expand=recurse):
+            if not p.name.startswith(prefix):
+                p.name = prefix + p.name
+
+    # --------------------------------------------------------------------- traversal
+    def cells_and_names(self, cells=None, name_prefix: str = "") -> Iterator[tuple[str, "Cell"]]:
+        """``(path, cell)`` for this cell and every descendant, depth first, each once."""
+        seen = set() if cells is None else cells
+        if id(self) not in seen:
+            seen.add(id(self))
+            yield name_prefix, self
+        for name, child in self._cells.items():
+            if child is None or id(child) in seen:
+                continue
+            yield from child.cells_and_names(seen, f"{name_prefix}.{name}" if name_prefix else name)
+
+    def cells(self) -> list["Cell"]:
+        return [c for c in self._cells.values() if c is not None]
+
+    def name_cells(self) -> "OrderedDict[str, Cell]":
+        return OrderedDict((k, v) for k, v in self._cells.items() if v is not None)
+
+    def parameters_and_names(self, name_prefix: str = "", expand: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """``(name, parameter)`` pairs in registration order; shared parameters appear once."""
+        seen: set[int] = set()
+        cells = self.cells_and_names(name_prefix=name_prefix) if expand else [(name_prefix, self)]
+        for _, cell in cells:
+            for p in cell._params.values():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    yield p.name, p
+
+    def get_parameters(self, expand: bool = True) -> Iterator[Parameter]:
+        for _, p in self.parameters_and_names(expand=expand):
+            yield p
+
+    def trainable_params(self, recurse: bool = True) -> list[Parameter]:
+        return [p for p in self.get_parameters(expand=recurse) if p.requires_grad]
+
+    def untrainable_params(self, recurse: bool = True) -> list[Parameter]:
+        return [p for p in self.get_parameters(expand=recurse) if not p.requires_grad]
+
+    def parameters_dict(self, recurse: bool = True) -> "OrderedDict[str, Parameter]":
+        return OrderedDict(self.parameters_and_names(expand=recurse))
+
+    @property
+    def parameter_layout_dict(self) -> dict:
+        """MindSpore's ``{name: [dev_matrix, tensor_map, slice_shape, ...]}`` after a layout run."""
+        return self._parameter_layout_dict
+
+    # ------------------------------------------------------------------------ running
+    def construct(self, *inputs: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define construct()")
+
+    def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        return self.construct(*inputs, **kwargs)
+
+    def set_train(self, mode: bool = True) -> "Cell":
+        for _, cell in self.cells_and_names():
+            object.__setattr__(cell, "training", mode)
+        return self
+
+    def set_grad(self, requires_grad: bool = True) -> "Cell":
+        object.__setattr__(self, "requires_grad", requires_grad)
+        return self
+
+    def to_float(self, dst_type) -> "Cell":
+        return self
+
+    def set_inputs(self, *inputs: Any) -> None:
+        pass
+
+    def shard(self, *args: Any, **kwargs: Any) -> "Cell":
+        raise NotImplementedError("Cell.shard is the PyNative form; use Primitive.shard in semi-auto parallel")
+
+    def extend_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}<{self.extend_repr()}>"]
+        for name, child in self._cells.items():
+            lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
+        return "\n".join(lines)
+
+
+class SequentialCell(Cell):
+    """Cells run in order; built from a list or an OrderedDict."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__()
+        items = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple, OrderedDict)) else args
+        if isinstance(items, OrderedDict):
+            for name, cell in items.items():
+                setattr(self, name, cell)
+        else:
+            for i, cell in enumerate(items):
+                setattr(self, str(i), cell)
+
+    def __getitem__(self, index: int) -> Cell:
+        return list(self._cells.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def append(self, cell: Cell) -> None:
+        setattr(self, str(len(self._cells)), cell)
+
+    def construct(self, x):
+        for cell in self._cells.values():
+            x = cell(x)
+        return x
+
+
+class CellList(Cell):
+    """A list of cells whose parameters are registered as ``<index>.<name>``."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__()
+        for cell in (args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args):
+            self.append(cell)
+
+    def __getitem__(self, index: int) -> Cell:
+        return list(self._cells.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def __iter__(self):
+        return iter(list(self._cells.values()))
+
+    def append(self, cell: Cell) -> None:
+        setattr(self, str(len(self._cells)), cell)
+
+    def extend(self, cells) -> "CellList":
+        for c in cells:
+            self.append(c)
+        return self
+
+    def construct(self, *inputs):
+        raise RuntimeError("CellList is a container; call its cells")

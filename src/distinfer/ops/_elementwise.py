@@ -1,0 +1,430 @@
+"""Elementwise ops (with numpy broadcasting), activations, softmax and BiasAdd.
+
+Layout rule (MindSpore's ArithmeticBase): inputs are right-aligned; the device matrix is the
+per-dim strategy of the broadcast output; a dim of size 1 cannot be split; dims that exist in
+several inputs with the same size must be split the same way. The default strategy splits
+dim 0 of every input whose broadcast-expanded dim 0 is not 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import dtype as mstype
+from ..errors import StrategyError
+from .primitive import OpLayouts, Primitive, batch_split, build
+
+__all__ = ["Add", "Sub", "Mul", "RealDiv", "Div", "Maximum", "Minimum", "Pow", "Less", "Greater", "LessEqual",
+           "GreaterEqual", "Equal", "ReLU", "GeLU", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Rsqrt", "Neg",
+           "Square", "Abs", "Cast", "Softmax", "LogSoftmax", "BiasAdd", "Identity", "FastGeLU", "SiLU"]
+
+
+def _result_dtype(dtypes, consts):
+    arrays = [np.empty(0, dtype=mstype.get_dtype(d).np) for d in dtypes]
+    return mstype.from_numpy(np.result_type(*arrays, *[c for c in consts.values() if isinstance(c, (int, float))]))
+
+
+class _Elementwise(Primitive):
+    """n-ary broadcasting op; ``fn`` computes on local blocks (and Python scalars in place)."""
+
+    output_bool = False
+
+    def infer(self, shapes, dtypes, consts):
+        try:
+            out = tuple(np.broadcast_shapes(*shapes))
+        except ValueError:
+            raise ValueError(f"{self.name}: input shapes {[tuple(s) for s in shapes]} cannot be broadcast together") from None
+        dt = mstype.bool_ if self.output_bool else _result_dtype(dtypes, consts)
+        return [(out, dt)]
+
+    def default_strategy(self, shapes, n, consts):
+        out = np.broadcast_shapes(*shapes)
+        split = batch_split(out[0], n) if out else 1
+        return tuple(tuple([split if len(s) == len(out) and s[0] == out[0] and s[0] != 1 else 1]
+                           + [1] * (len(s) - 1)) if s else () for s in shapes)
+
+    def check_extra(self, strategy, shapes, consts) -> None:
+        """Op-specific constraints (e.g. softmax axis unsplit)."""
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        out = out_shapes[0]
+        k = len(out)
+        out_strat = [1] * k
+        for i, (s, shape) in enumerate(zip(strategy, shapes)):
+            for t, v in enumerate(s):
+                d = k - len(shape) + t
+                if shape[t] == 1 and v != 1:
+                    raise StrategyError(f"{self.name}: dim {t} of input {i} (shape {tuple(shape)}) has size 1 and is "
+                                        f"broadcast, so it cannot be split {v} ways (strategy {strategy}, {n} devices)")
+                out_strat[d] = max(out_strat[d], v)
+        for i, (s, shape) in enumerate(zip(strategy, shapes)):
+            for t, v in enumerate(s):
+                d = k - len(shape) + t
+                if shape[t] != 1 and v != out_strat[d]:
+                    raise StrategyError(
+                        f"{self.name}: output dim {d} is split {out_strat[d]} ways by one input but input {i} "
+                        f"(shape {tuple(shape)}) splits it {v} ways; inputs must split shared dims equally "
+                        f"(strategy {strategy}, shapes {[tuple(x) for x in shapes]}, {n} devices)")
+        self.check_extra(strategy, shapes, consts)
+        in_dims = [[k - len(shape) + t if v > 1 else -1 for t, v in enumerate(s)]
+                   for s, shape in zip(strategy, shapes)]
+        out_dims = [d if out_strat[d] > 1 else -1 for d in range(k)]
+        return build(n, out_strat or [1], in_dims, shapes, [out_dims], out_shapes, op=self.name)
+
+    def fn(self, *args):
+        raise NotImplementedError(self.name)
+
+    def kernel(self, ctx, *xs):
+        args = _merge(ctx, xs)
+        return np.asarray(self.fn(*args)).astype(ctx.out_dtypes[0].np, copy=False)
+
+
+def _merge(ctx, xs):
+    """Tensor blocks and constant scalars back in call order."""
+    args, it = [], iter(xs)
+    for i in range(len(xs) + len(ctx.consts)):
+        args.append(ctx.consts[i] if i in ctx.consts else next(it))
+    return args
+
+
+def _unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
+    """Sum ``grad`` down to ``shape`` (the local shape of a broadcast input)."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    g = grad.sum(axis=tuple(range(extra))) if extra else grad
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+class Add(_Elementwise):
+    def fn(self, a, b):
+        return np.add(a, b)
+
+    def bprop(self, ctx, xs, out, douts):
+        g = douts[0]
+        return [_unbroadcast(g, x.shape) for x in xs]
+
+
+class Sub(_Elementwise):
+    def fn(self, a, b):
+        return np.subtract(a, b)
+
+    def bprop(self, ctx, xs, out, douts):
+        g = douts[0]
+        signs = [1.0, -1.0]
+        tensor_pos = [i for i in range(len(xs) + len(ctx.consts)) if i not in ctx.consts]
+        return [_unbroadcast(g * signs[p], x.shape) for p, x in zip(tensor_pos, xs)]
+
+
+class Mul(_Elementwise):
+    def fn(self, a, b):
+        return np.multiply(a, b)
+
+    def bprop(self, ctx, xs, out, douts):
+        a, b = _merge(ctx, xs)
+        g = douts[0]
+        tensor_pos = [i for i in range(2) if i not in ctx.consts]
+        grads = {0: g * b, 1: g * a}
+        return [_unbroadcast(np.asarray(grads[p]), x.shape) for p, x in zip(tensor_pos, xs)]
+
+
+class RealDiv(_Elementwise):
+    def fn(self, a, b):
+        return np.divide(a, b)
+
+    def bprop(self, ctx, xs, out, douts):
+        a, b = _merge(ctx, xs)
+        g = douts[0]
+        tensor_pos = [i for i in range(2) if i not in ctx.consts]
+        grads = {0: g / b, 1: -g * a / (np.asarray(b) * b)}
+        return [_unbroadcast(np.asarray(grads[p]), x.shape) for p, x in zip(tensor_pos, xs)]
+
+
+class Div(RealDiv):
+    pass
+
+
+class Maximum(_Elementwise):
+    def fn(self, a, b):
+        return np.maximum(a, b)
+
+
+class Minimum(_Elementwise):
+    def fn(self, a, b):
+        return np.minimum(a, b)
+
+
+class Pow(_Elementwise):
+    def fn(self, a, b):
+        return np.power(a, b)
+
+    def bprop(self, ctx, xs, out, douts):
+        a, b = _merge(ctx, xs)
+        g = douts[0]
+        tensor_pos = [i for i in range(2) if i not in ctx.consts]
+        grads = {0: g * b * np.power(a, np.asarray(b) - 1), 1: g * out * np.log(a)}
+        return [_unbroadcast(np.asarray(grads[p]), x.shape) for p, x in zip(tensor_pos, xs)]
+
+
+class _Compare(_Elementwise):
+    output_bool = True
+
+    def bprop(self, ctx, xs, out, douts):
+        return [None for _ in xs]
+
+
+class Less(_Compare):
+    def fn(self, a, b):
+        return np.less(a, b)
+
+
+class Greater(_Compare):
+    def fn(self, a, b):
+        return np.greater(a, b)
+
+
+class LessEqual(_Compare):
+    def fn(self, a, b):
+        return np.less_equal(a, b)
+
+
+class GreaterEqual(_Compare):
+    def fn(self, a, b):
+        return np.greater_equal(a, b)
+
+
+class Equal(_Compare):
+    def fn(self, a, b):
+        return np.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ unary
+class _Unary(_Elementwise):
+    tensor_args = (0,)
+
+    def grad(self, x, y, g):
+        raise NotImplementedError(f"{self.name} has no gradient")
+
+    def bprop(self, ctx, xs, out, douts):
+        return [self.grad(xs[0], out, douts[0])]
+
+
+class Identity(_Unary):
+    def fn(self, x):
+        return x.copy()
+
+    def grad(self, x, y, g):
+        return g
+
+
+class ReLU(_Unary):
+    def fn(self, x):
+        return np.maximum(x, np.zeros((), x.dtype))
+
+    def grad(self, x, y, g):
+        return g * (x > 0)
+
+
+class GeLU(_Unary):
+    """GeLU with the tanh approximation, as MindSpore's ``ops.GeLU``."""
+
+    _C = math.sqrt(2.0 / math.pi)
+
+    def fn(self, x):
+        x64 = x.astype(np.float64)
+        out = 0.5 * x64 * (1.0 + np.tanh(self._C * (x64 + 0.044715 * x64 ** 3)))
+        return out.astype(x.dtype)
+
+    def grad(self, x, y, g):
+        x64 = x.astype(np.float64)
+        inner = self._C * (x64 + 0.044715 * x64 ** 3)
+        t = np.tanh(inner)
+        d = 0.5 * (1 + t) + 0.5 * x64 * (1 - t * t) * self._C * (1 + 3 * 0.044715 * x64 ** 2)
+        return (g * d).astype(x.dtype)
+
+
+class FastGeLU(_Unary):
+    def fn(self, x):
+        x64 = x.astype(np.float64)
+        return (x64 / (1 + np.exp(-1.702 * np.abs(x64))) * np.exp(0.851 * (x64 - np.abs(x64)))).astype(x.dtype)
+
+
+class Sigmoid(_Unary):
+    def fn(self, x):
+        return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
+
+    def grad(self, x, y, g):
+        return g * y * (1 - y)
+
+
+class SiLU(_Unary):
+    def fn(self, x):
+        return (x / (1.0 + np.exp(-x))).astype(x.dtype)
+
+
+class Tanh(_Unary):
+    def fn(self, x):
+        return np.tanh(x)
+
+    def grad(self, x, y, g):
+        return g * (1 - y * y)
+
+
+class Exp(_Unary):
+    def fn(self, x):
+        return np.exp(x)
+
+    def grad(self, x, y, g):
+        return g * y
+
+
+class Log(_Unary):
+    def fn(self, x):
+        return np.log(x)
+
+    def grad(self, x, y, g):
+        return g / x
+
+
+class Sqrt(_Unary):
+    def fn(self, x):
+        return np.sqrt(x)
+
+    def grad(self, x, y, g):
+        return g * 0.5 / y
+
+
+class Rsqrt(_Unary):
+    def fn(self, x):
+        return (1.0 / np.sqrt(x)).astype(x.dtype)
+
+    def grad(self, x, y, g):
+        return g * -0.5 * y ** 3
+
+
+class Neg(_Unary):
+    def fn(self, x):
+        return np.negative(x)
+
+    def grad(self, x, y, g):
+        return -g
+
+
+class Square(_Unary):
+    def fn(self, x):
+        return np.square(x)
+
+    def grad(self, x, y, g):
+        return g * 2 * x
+
+
+class Abs(_Unary):
+    def fn(self, x):
+        return np.abs(x)
+
+    def grad(self, x, y, g):
+        return g * np.sign(x)
+
+
+class Cast(_Unary):
+    """``Cast()(x, dtype)``."""
+
+    def infer(self, shapes, dtypes, consts):
+        return [(tuple(shapes[0]), mstype.get_dtype(consts[1]))]
+
+    def fn(self, x, dtype):
+        return x.astype(mstype.get_dtype(dtype).np)
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0].astype(xs[0].dtype)]
+
+
+class _AxisUnsplit(_Unary):
+    """Elementwise in layout, but the op's axis must stay whole on every rank."""
+
+    def __init__(self, axis=-1) -> None:
+        super().__init__()
+        self.axis = axis if isinstance(axis, int) else tuple(axis)
+        self.attrs["axis"] = self.axis
+
+    def _axes(self, ndim):
+        axes = (self.axis,) if isinstance(self.axis, int) else self.axis
+        return tuple(a % ndim for a in axes)
+
+    def check_extra(self, strategy, shapes, consts):
+        for a in self._axes(len(shapes[0])):
+            if strategy[0][a] != 1:
+                raise StrategyError(f"{self.name}: axis {a} is the {self.name} axis and cannot be split, but the "
+                                    f"strategy {strategy} splits it {strategy[0][a]} ways (shape {tuple(shapes[0])})")
+
+    def default_strategy(self, shapes, n, consts):
+        s = list(super().default_strategy(shapes, n, consts)[0])
+        for a in self._axes(len(shapes[0])):
+            s[a] = 1
+        return (tuple(s),)
+
+
+class Softmax(_AxisUnsplit):
+    def fn(self, x):
+        axes = self._axes(x.ndim)
+        e = np.exp(x - x.max(axis=axes, keepdims=True))
+        return e / e.sum(axis=axes, keepdims=True)
+
+    def grad(self, x, y, g):
+        axes = self._axes(x.ndim)
+        return y * (g - (g * y).sum(axis=axes, keepdims=True))
+
+
+class LogSoftmax(_AxisUnsplit):
+    def fn(self, x):
+        axes = self._axes(x.ndim)
+        shifted = x - x.max(axis=axes, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=axes, keepdims=True))
+
+    def grad(self, x, y, g):
+        axes = self._axes(x.ndim)
+        return g - np.exp(y) * g.sum(axis=axes, keepdims=True)
+
+
+class BiasAdd(Primitive):
+    """``BiasAdd(data_format="NCHW")(x, bias)``: bias added along dim 1 (the channel)."""
+
+    def __init__(self, data_format: str = "NCHW") -> None:
+        super().__init__()
+        self.data_format = data_format
+        self.attrs["data_format"] = data_format
+
+    def _channel(self, ndim):
+        return ndim - 1 if self.data_format == "NHWC" else 1
+
+    def infer(self, shapes, dtypes, consts):
+        x, b = shapes
+        c = self._channel(len(x))
+        if len(b) != 1 or len(x) < 2 or x[c] != b[0]:
+            raise ValueError(f"BiasAdd: bias of shape {tuple(b)} does not match channel dim {c} of input {tuple(x)}")
+        return [(tuple(x), dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        x = shapes[0]
+        return (tuple([batch_split(x[0], n)] + [1] * (len(x) - 1)), (1,))
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        sx, sb = strategy
+        c = self._channel(len(shapes[0]))
+        if sb[0] != sx[c]:
+            raise StrategyError(f"BiasAdd: the bias is split {sb[0]} ways but channel dim {c} of the input is split "
+                                f"{sx[c]} ways (strategy {strategy}, shapes {[tuple(s) for s in shapes]}, {n} devices)")
+        x_dims = [d if v > 1 else -1 for d, v in enumerate(sx)]
+        return build(n, sx, [x_dims, [x_dims[c]]], shapes, [x_dims], out_shapes, op=self.name)
+
+    def kernel(self, ctx, x, b):
+        shape = [1] * x.ndim
+        shape[self._channel(x.ndim)] = -1
+        return x + b.reshape(shape)
+
+    def bprop(self, ctx, xs, out, douts):
+        g = douts[0]
+        c = self._channel(g.ndim)
+        return [g, g.sum(axis=tuple(a for a in range(g.ndim) if a != c))]

@@ -1,0 +1,309 @@
+"""Neural-network ops: Gather (embedding), OneHot, LayerNorm, Dropout and the fused losses.
+
+Gather with its table split along the gathered axis (vocabulary rows) has each rank look up
+only the ids in its own row range and write zeros elsewhere; the output is then a partial sum
+over that device axis. The device matrix is the indices' strategy followed by the table's, so
+Megatron-style ``((mp, 1), (dp, 1))`` lines up with ``[dp, mp]`` layouts of the other ops.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import dtype as mstype
+from ..errors import StrategyError
+from .primitive import Primitive, batch_split, build
+
+__all__ = ["Gather", "OneHot", "LayerNorm", "Dropout", "SparseSoftmaxCrossEntropyWithLogits",
+           "SoftmaxCrossEntropyWithLogits"]
+
+
+class Gather(Primitive):
+    """``Gather(batch_dims=0)(input_params, input_indices, axis)``."""
+
+    tensor_args = (0, 1)
+
+    def __init__(self, batch_dims: int = 0) -> None:
+        super().__init__()
+        if batch_dims:
+            raise ValueError("Gather: batch_dims other than 0 is not supported")
+        self.batch_dims = batch_dims
+
+    def _axis(self, consts, ndim):
+        return int(consts[2]) % ndim
+
+    def infer(self, shapes, dtypes, consts):
+        p, i = shapes
+        a = self._axis(consts, len(p))
+        if dtypes[1] not in (mstype.int32, mstype.int64):
+            raise TypeError(f"Gather: indices must be Int32 or Int64, got {dtypes[1]}")
+        return [(tuple(p[:a]) + tuple(i) + tuple(p[a + 1:]), dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        p, i = shapes
+        return (tuple([1] * len(p)), tuple([batch_split(i[0], n)] + [1] * (len(i) - 1)) if i else ())
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        sp, si = strategy
+        a = self._axis(consts, len(shapes[0]))
+        ni = len(si)
+        i_dims = [t if v > 1 else -1 for t, v in enumerate(si)]
+        p_dims = [ni + t if v > 1 else -1 for t, v in enumerate(sp)]
+        out_dims = p_dims[:a] + i_dims + p_dims[a + 1:]
+        partial = [p_dims[a]] if sp[a] > 1 else []
+        return build(n, list(si) + list(sp), [p_dims, i_dims], shapes, [out_dims], out_shapes,
+                     partial=[partial], op=self.name)
+
+    def kernel(self, ctx, params, indices):
+        a = self._axis(ctx.consts, params.ndim)
+        lo, hi = ctx.in_boxes[0][a]
+        if (lo, hi) == (0, ctx.in_shapes[0][a]):
+            return np.take(params, indices, axis=a)
+        local = indices.astype(np.int64) - lo
+        inside = (local >= 0) & (local < hi - lo)
+        out = np.take(params, np.where(inside, local, 0), axis=a)
+        mask_shape = (1,) * a + inside.shape + (1,) * (params.ndim - a - 1)
+        return out * inside.reshape(mask_shape).astype(out.dtype)
+
+    def bprop(self, ctx, xs, out, douts):
+        params, indices = xs
+        a = self._axis(ctx.consts, params.ndim)
+        lo, hi = ctx.in_boxes[0][a]
+        local = indices.astype(np.int64).reshape(-1) - lo
+        inside = (local >= 0) & (local < hi - lo)
+        g = np.moveaxis(douts[0], list(range(a, a + indices.ndim)), list(range(indices.ndim)))
+        g = g.reshape((-1,) + g.shape[indices.ndim:])
+        grad = np.zeros(np.moveaxis(params, a, 0).shape, dtype=params.dtype)
+        np.add.at(grad, local[inside], g[inside])
+        return [np.moveaxis(grad, 0, a), None]
+
+
+class OneHot(Primitive):
+    """``OneHot(axis=-1)(indices, depth, on_value, off_value)``; strategy is for the output."""
+
+    tensor_args = (0,)
+    repeat_left = True
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        if axis != -1:
+            raise ValueError("OneHot: only axis=-1 is supported")
+        self.axis = axis
+
+    def infer(self, shapes, dtypes, consts):
+        on = consts[2]
+        dt = on.dtype if hasattr(on, "dtype") and isinstance(on.dtype, mstype.Type) else mstype.float32
+        return [(tuple(shapes[0]) + (int(consts[1]),), dt)]
+
+    def default_strategy(self, shapes, n, consts):
+        i = shapes[0]
+        return (tuple([batch_split(i[0], n)] + [1] * len(i)),) if i else ((1,),)
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        so = strategy[0]
+        if len(so) == len(shapes[0]):  # an indices-only strategy leaves the depth whole
+            so = tuple(so) + (1,)
+        out_dims = [d if v > 1 else -1 for d, v in enumerate(so)]
+        return build(n, so, [out_dims[:-1]], shapes, [out_dims], out_shapes, repeat_left=True, op=self.name)
+
+    def shard(self, in_strategy=None, out_strategy=None, **kw):
+        # MindSpore gives ((dims of the output), (), ()): keep only the first tuple.
+        if in_strategy is not None:
+            in_strategy = (tuple(in_strategy[0]),)
+        return super().shard(in_strategy, out_strategy)
+
+    def kernel(self, ctx, indices):
+        lo, hi = ctx.out_boxes[0][-1]
+        on = np.asarray(ctx.consts[2].asnumpy() if hasattr(ctx.consts[2], "asnumpy") else ctx.consts[2])
+        off = np.asarray(ctx.consts[3].asnumpy() if hasattr(ctx.consts[3], "asnumpy") else ctx.consts[3])
+        hot = indices[..., None] == np.arange(lo, hi)
+        return np.where(hot, on, off).astype(ctx.out_dtypes[0].np)
+
+    def bprop(self, ctx, xs, out, douts):
+        return [None]
+
+
+class LayerNorm(Primitive):
+    """``LayerNorm(begin_norm_axis=1, begin_params_axis=1, epsilon=1e-7)(x, gamma, beta)``
+    -> ``(y, mean, variance)``; the normalised dims must not be split."""
+
+    def __init__(self, begin_norm_axis: int = 1, begin_params_axis: int = 1, epsilon: float = 1e-7) -> None:
+        super().__init__()
+        self.begin_norm_axis, self.begin_params_axis, self.epsilon = begin_norm_axis, begin_params_axis, epsilon
+
+    def _axes(self, ndim):
+        return self.begin_norm_axis % ndim, self.begin_params_axis % ndim
+
+    def infer(self, shapes, dtypes, consts):
+        x, g, b = shapes
+        na, pa = self._axes(len(x))
+        if tuple(g) != tuple(x[pa:]) or tuple(b) != tuple(x[pa:]):
+            raise ValueError(f"LayerNorm: gamma {tuple(g)} and beta {tuple(b)} must have shape {tuple(x[pa:])}")
+        stat = tuple(x[:na]) + (1,) * (len(x) - na)
+        return [(tuple(x), dtypes[0]), (stat, dtypes[0]), (stat, dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        x, g, b = shapes
+        return (tuple([batch_split(x[0], n)] + [1] * (len(x) - 1)), (1,) * len(g), (1,) * len(b))
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        sx, sg, sb = strategy
+        na, pa = self._axes(len(sx))
+        if any(v != 1 for v in sx[na:]):
+            raise StrategyError(f"LayerNorm: dims from begin_norm_axis={na} on cannot be split, got strategy "
+                                f"{strategy} (shape {tuple(shapes[0])}, {n} devices)")
+        if tuple(sg) != tuple(sx[pa:]) or tuple(sb) != tuple(sx[pa:]):
+            raise StrategyError(f"LayerNorm: gamma/beta strategies {sg}, {sb} must equal the input's {tuple(sx[pa:])} "
+                                f"(strategy {strategy}, {n} devices)")
+        x_dims = [d if v > 1 else -1 for d, v in enumerate(sx)]
+        stat_dims = x_dims[:na] + [-1] * (len(sx) - na)
+        return build(n, sx, [x_dims, x_dims[pa:], x_dims[pa:]], shapes, [x_dims, stat_dims, stat_dims],
+                     out_shapes, op=self.name)
+
+    def kernel(self, ctx, x, gamma, beta):
+        na, pa = self._axes(x.ndim)
+        axes = tuple(range(na, x.ndim))
+        x64 = x.astype(np.float64)
+        mean = x64.mean(axis=axes, keepdims=True)
+        var = x64.var(axis=axes, keepdims=True)
+        xhat = (x64 - mean) / np.sqrt(var + self.epsilon)
+        y = xhat * gamma + beta
+        ctx.saved["xhat"] = xhat
+        ctx.saved["rstd"] = 1.0 / np.sqrt(var + self.epsilon)
+        return y.astype(x.dtype), mean.astype(x.dtype), var.astype(x.dtype)
+
+    def bprop(self, ctx, xs, out, douts):
+        x, gamma, _ = xs
+        na, pa = self._axes(x.ndim)
+        axes = tuple(range(na, x.ndim))
+        g = douts[0].astype(np.float64)
+        xhat, rstd = ctx.saved["xhat"], ctx.saved["rstd"]
+        param_axes = tuple(range(pa))
+        dgamma = (g * xhat).sum(axis=param_axes)
+        dbeta = g.sum(axis=param_axes)
+        gx = g * gamma
+        m = np.prod([x.shape[a] for a in axes])
+        dx = rstd / m * (m * gx - gx.sum(axis=axes, keepdims=True) - xhat * (gx * xhat).sum(axis=axes, keepdims=True))
+        return [dx.astype(x.dtype), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)]
+
+
+class Dropout(Primitive):
+    """``Dropout(keep_prob=0.5, Seed0=0, Seed1=0)(x)`` -> ``(output, mask)``.
+
+    The mask of each element is a function of the seed and its *global* position, so it does not
+    depend on how the tensor is laid out across ranks.
+    """
+
+    tensor_args = (0,)
+
+    def __init__(self, keep_prob: float = 0.5, Seed0: int = 0, Seed1: int = 0) -> None:
+        super().__init__()
+        if not 0 < keep_prob <= 1:
+            raise ValueError(f"Dropout: keep_prob must be in (0, 1], got {keep_prob}")
+        self.keep_prob = keep_prob
+        self.seed = (Seed0 << 32) + Seed1
+        self.calls = 0
+
+    def infer(self, shapes, dtypes, consts):
+        return [(tuple(shapes[0]), dtypes[0]), (tuple(shapes[0]), mstype.float32)]
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        dims = [d if v > 1 else -1 for d, v in enumerate(strategy[0])]
+        return build(n, strategy[0] or [1], [dims], shapes, [dims, dims], out_shapes, op=self.name)
+
+    def kernel(self, ctx, x):
+        from ..common.initializer import _flat_indices, _next_seed, _uniform01
+
+        key = ctx.saved.setdefault("key", _next_seed() ^ self.seed)
+        u = _uniform01(key, _flat_indices(ctx.in_shapes[0], ctx.in_boxes[0]), 0)
+        mask = (u < self.keep_prob).astype(np.float32)
+        return (x * (mask / self.keep_prob)).astype(x.dtype), mask
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0] * (out[1] / self.keep_prob).astype(douts[0].dtype)]
+
+
+class SparseSoftmaxCrossEntropyWithLogits(Primitive):
+    """``SparseSoftmaxCrossEntropyWithLogits(is_grad=False)(logits, labels)``: mean loss over the batch.
+
+    The class dim must be whole; a split batch gives a partial sum of per-rank losses over the
+    global batch size.
+    """
+
+    def __init__(self, is_grad: bool = False) -> None:
+        super().__init__()
+        self.is_grad = is_grad
+
+    def infer(self, shapes, dtypes, consts):
+        logits, labels = shapes
+        if len(logits) != 2 or tuple(labels) != tuple(logits[:1]):
+            raise ValueError(f"SparseSoftmaxCrossEntropyWithLogits: logits {tuple(logits)} must be [N, C] and labels "
+                             f"{tuple(labels)} must be [N]")
+        if dtypes[1] not in (mstype.int32, mstype.int64):
+            raise TypeError(f"SparseSoftmaxCrossEntropyWithLogits: labels must be Int32 or Int64, got {dtypes[1]}")
+        return [((), dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        s = batch_split(shapes[0][0], n)
+        return ((s, 1), (s,))
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        (b, c), (b2,) = strategy
+        if c != 1 or b != b2:
+            raise StrategyError(f"SparseSoftmaxCrossEntropyWithLogits: strategy must be ((b, 1), (b,)), got "
+                                f"{strategy} (shapes {[tuple(s) for s in shapes]}, {n} devices)")
+        bd = 0 if b > 1 else -1
+        return build(n, [b, 1], [[bd, -1], [bd]], shapes, [[]], out_shapes, partial=[[0] if b > 1 else []],
+                     op=self.name)
+
+    def kernel(self, ctx, logits, labels):
+        x = logits.astype(np.float64)
+        shifted = x - x.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        ctx.saved["logp"] = logp
+        nll = -logp[np.arange(len(labels)), labels.astype(np.int64)]
+        return np.asarray(nll.sum() / ctx.in_shapes[0][0], dtype=logits.dtype)
+
+    def bprop(self, ctx, xs, out, douts):
+        logits, labels = xs
+        grad = np.exp(ctx.saved["logp"])
+        grad[np.arange(len(labels)), labels.astype(np.int64)] -= 1.0
+        grad *= float(douts[0]) / ctx.in_shapes[0][0]
+        return [grad.astype(logits.dtype), None]
+
+
+class SoftmaxCrossEntropyWithLogits(Primitive):
+    """``SoftmaxCrossEntropyWithLogits()(logits, labels)`` -> ``(loss [N], dlogits [N, C])``."""
+
+    def infer(self, shapes, dtypes, consts):
+        if tuple(shapes[0]) != tuple(shapes[1]) or len(shapes[0]) != 2:
+            raise ValueError(f"SoftmaxCrossEntropyWithLogits: logits {tuple(shapes[0])} and labels "
+                             f"{tuple(shapes[1])} must both be [N, C]")
+        return [((shapes[0][0],), dtypes[0]), (tuple(shapes[0]), dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        s = batch_split(shapes[0][0], n)
+        return ((s, 1), (s, 1))
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        if strategy[0] != strategy[1] or strategy[0][1] != 1:
+            raise StrategyError(f"SoftmaxCrossEntropyWithLogits: strategy must be ((b, 1), (b, 1)), got {strategy}")
+        bd = 0 if strategy[0][0] > 1 else -1
+        return build(n, [strategy[0][0], 1], [[bd, -1], [bd, -1]], shapes, [[bd], [bd, -1]], out_shapes, op=self.name)
+
+    def kernel(self, ctx, logits, labels):
+        x = logits.astype(np.float64)
+        shifted = x - x.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        ctx.saved["logp"] = logp
+        loss = -(labels * logp).sum(axis=1)
+        return loss.astype(logits.dtype), (np.exp(logp) - labels).astype(logits.dtype)
+
+    def bprop(self, ctx, xs, out, douts):
+        logits, labels = xs
+        g = douts[0]
+        if g is None:
+            return [None, None]
+        p = np.exp(ctx.saved["logp"])
+        dlogits = g[:, None] * (p * labels.sum(axis=1, keepdims=True) - labels)
+        dlabels = -g[:, None] * ctx.saved["logp"]
+        return [dlogits.astype(logits.dtype), dlabels.astype(labels.dtype)]

@@ -1,0 +1,283 @@
+"""Shape ops: Reshape, Flatten, Transpose, ExpandDims, Squeeze, Concat, Split.
+
+Reshape-like ops take no strategy: they keep their input's layout where the new shape allows
+it, and otherwise first make the offending dims whole. For a reshape, dims are grouped where
+the running products of the old and new shapes meet; within a group only the first non-1 input
+dim may be split, and it carries its split to the first non-1 output dim when that dim is
+divisible by the split (a contiguous block stays contiguous). Transpose without a strategy
+permutes the map.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import StrategyError
+from ..layout import Layout
+from .primitive import OpLayouts, Primitive, build
+
+__all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "reshape_layout"]
+
+
+def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """Pairs of (input dims, output dims) covering equal contiguous element ranges."""
+    cs = np.cumprod(src).tolist() if src else []
+    cd = np.cumprod(dst).tolist() if dst else []
+    bounds = sorted(set(cs) & set(cd))
+    out = []
+    for g, b in enumerate(bounds):
+        lo = bounds[g - 1] if g else 0
+        ins = [i for i, c in enumerate(cs) if lo < c <= b or (c == b and i not in sum((x[0] for x in out), []))]
+        outs = [j for j, c in enumerate(cd) if lo < c <= b or (c == b and j not in sum((x[1] for x in out), []))]
+        out.append((ins, outs))
+    return out
+
+
+def reshape_layout(layout: Layout, dst: tuple[int, ...]) -> tuple[Layout, Layout]:
+    """(required input layout, output layout) for reshaping ``layout.shape`` to ``dst``."""
+    src = layout.shape
+    tm = list(layout.tensor_map)
+    out_tm: list = [-1] * len(dst)
+    if math.prod(src) == 0:
+        return Layout(layout.dev_matrix, [-1] * len(src), src), Layout(layout.dev_matrix, out_tm, dst)
+    for ins, outs in _groups(src, dst):
+        split = [d for d in ins if tm[d] != -1]
+        if not split:
+            continue
+        first_i = next((d for d in ins if src[d] > 1), None)
+        first_j = next((d for d in outs if dst[d] > 1), None)
+        s = layout.splits[split[0]]
+        if split == [first_i] and first_j is not None and dst[first_j] % s == 0:
+            out_tm[first_j] = tm[first_i]
+        else:
+            for d in split:
+                tm[d] = -1
+    return Layout(layout.dev_matrix, tm, src), Layout(layout.dev_matrix, out_tm, dst)
+
+
+class _FollowInput(Primitive):
+    """Shape op that keeps its input's layout (no strategy)."""
+
+    follows_input = True
+    tensor_args = (0,)
+
+    def shard(self, in_strategy=None, out_strategy=None, **kw):
+        if in_strategy is not None and type(self) is not Transpose:
+            raise StrategyError(f"{self.name} takes no strategy: it keeps its input's layout")
+        return super().shard(in_strategy, out_strategy)
+
+    def rule_follow(self, layout: Layout, out_shape, consts) -> tuple[Layout, Layout]:
+        raise NotImplementedError
+
+
+class Reshape(_FollowInput):
+    """``Reshape()(x, shape)``; one ``-1`` may be inferred."""
+
+    def infer(self, shapes, dtypes, consts):
+        src = tuple(shapes[0])
+        shape = list(consts[1].asnumpy().tolist() if hasattr(consts[1], "asnumpy") else consts[1])
+        total = math.prod(src)
+        if shape.count(-1) > 1:
+            raise ValueError(f"Reshape: at most one -1 allowed in {tuple(shape)}")
+        if -1 in shape:
+            rest = math.prod(s for s in shape if s != -1)
+            if rest == 0 or total % rest:
+                raise ValueError(f"Reshape: cannot reshape {src} to {tuple(shape)}")
+            shape[shape.index(-1)] = total // rest
+        if math.prod(shape) != total:
+            raise ValueError(f"Reshape: cannot reshape {src} ({total} elements) to {tuple(shape)}")
+        return [(tuple(int(s) for s in shape), dtypes[0])]
+
+    def rule_follow(self, layout, out_shape, consts):
+        return reshape_layout(layout, out_shape)
+
+    def kernel(self, ctx, x):
+        return x.reshape(tuple(b - a for a, b in ctx.out_boxes[0]))
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0].reshape(xs[0].shape)]
+
+
+class Flatten(_FollowInput):
+    """``Flatten()(x)``: ``[N, ...] -> [N, prod(...)]``."""
+
+    def infer(self, shapes, dtypes, consts):
+        s = tuple(shapes[0])
+        if not s:
+            raise ValueError("Flatten: input must have at least 1 dim")
+        return [((s[0], math.prod(s[1:])), dtypes[0])]
+
+    def rule_follow(self, layout, out_shape, consts):
+        return reshape_layout(layout, out_shape)
+
+    def kernel(self, ctx, x):
+        return x.reshape(x.shape[0], -1)
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0].reshape(xs[0].shape)]
+
+
+class Transpose(_FollowInput):
+    """``Transpose()(x, perm)``; with a strategy it splits x as given, else it keeps x's layout."""
+
+    follows_input = True
+
+    def infer(self, shapes, dtypes, consts):
+        perm = tuple(consts[1])
+        if sorted(perm) != list(range(len(shapes[0]))):
+            raise ValueError(f"Transpose: perm {perm} is not a permutation of the {len(shapes[0])} dims")
+        return [(tuple(shapes[0][p] for p in perm), dtypes[0])]
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        s = strategy[0]
+        perm = tuple(consts[1])
+        x_dims = [d if v > 1 else -1 for d, v in enumerate(s)]
+        return build(n, s, [x_dims], shapes, [[x_dims[p] for p in perm]], out_shapes, op=self.name)
+
+    def rule_follow(self, layout, out_shape, consts):
+        perm = tuple(consts[1])
+        return layout, Layout(layout.dev_matrix, [layout.tensor_map[p] for p in perm], out_shape)
+
+    def kernel(self, ctx, x):
+        return np.ascontiguousarray(np.transpose(x, tuple(ctx.consts[1])))
+
+    def bprop(self, ctx, xs, out, douts):
+        return [np.transpose(douts[0], np.argsort(tuple(ctx.consts[1])))]
+
+
+class ExpandDims(_FollowInput):
+    """``ExpandDims()(x, axis)``."""
+
+    def infer(self, shapes, dtypes, consts):
+        s = list(shapes[0])
+        a = consts[1]
+        if not -len(s) - 1 <= a <= len(s):
+            raise ValueError(f"ExpandDims: axis {a} out of range for shape {tuple(s)}")
+        s.insert(a % (len(s) + 1), 1)
+        return [(tuple(s), dtypes[0])]
+
+    def rule_follow(self, layout, out_shape, consts):
+        tm = list(layout.tensor_map)
+        tm.insert(consts[1] % (len(tm) + 1), -1)
+        return layout, Layout(layout.dev_matrix, tm, out_shape)
+
+    def kernel(self, ctx, x):
+        return np.expand_dims(x, ctx.consts[1] % (x.ndim + 1))
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0].reshape(xs[0].shape)]
+
+
+class Squeeze(_FollowInput):
+    """``Squeeze(axis=())(x)``: removes the given size-1 dims (all of them by default)."""
+
+    def __init__(self, axis=()) -> None:
+        super().__init__()
+        self.axis = (axis,) if isinstance(axis, int) else tuple(axis)
+
+    def _axes(self, shape):
+        if not self.axis:
+            return tuple(d for d, s in enumerate(shape) if s == 1)
+        axes = tuple(a % len(shape) for a in self.axis)
+        for a in axes:
+            if shape[a] != 1:
+                raise ValueError(f"Squeeze: dim {a} of shape {tuple(shape)} is not 1")
+        return axes
+
+    def infer(self, shapes, dtypes, consts):
+        axes = self._axes(shapes[0])
+        return [(tuple(s for d, s in enumerate(shapes[0]) if d not in axes), dtypes[0])]
+
+    def rule_follow(self, layout, out_shape, consts):
+        axes = self._axes(layout.shape)
+        return layout, Layout(layout.dev_matrix, [e for d, e in enumerate(layout.tensor_map) if d not in axes], out_shape)
+
+    def kernel(self, ctx, x):
+        return np.squeeze(x, axis=self._axes(ctx.in_shapes[0])) if x.ndim else x
+
+    def bprop(self, ctx, xs, out, douts):
+        return [douts[0].reshape(xs[0].shape)]
+
+
+class Concat(Primitive):
+    """``Concat(axis=0)((x1, x2, ...))``; the axis must not be split."""
+
+    def __init__(self, axis: int = 0) -> None:
+        super().__init__()
+        self.axis = axis
+        self.attrs["axis"] = axis
+
+    def __call__(self, xs):
+        return super().__call__(*xs)
+
+    def infer(self, shapes, dtypes, consts):
+        a = self.axis % len(shapes[0])
+        for s in shapes[1:]:
+            if len(s) != len(shapes[0]) or any(x != y for d, (x, y) in enumerate(zip(s, shapes[0])) if d != a):
+                raise ValueError(f"Concat: shapes {[tuple(x) for x in shapes]} differ outside axis {a}")
+        out = list(shapes[0])
+        out[a] = sum(s[a] for s in shapes)
+        return [(tuple(out), dtypes[0])]
+
+    def default_strategy(self, shapes, n, consts):
+        s = list(super().default_strategy(shapes, n, consts)[0])
+        s[self.axis % len(s)] = 1
+        if self.axis % len(s) == 0:
+            s = [1] * len(s)
+        return tuple(tuple(s) for _ in shapes)
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        a = self.axis % len(shapes[0])
+        if any(s != strategy[0] for s in strategy) or strategy[0][a] != 1:
+            raise StrategyError(f"Concat: every input needs the same strategy with axis {a} unsplit, got {strategy} "
+                                f"(shapes {[tuple(s) for s in shapes]}, {n} devices)")
+        dims = [d if v > 1 else -1 for d, v in enumerate(strategy[0])]
+        return build(n, strategy[0], [dims] * len(shapes), shapes, [dims], out_shapes, op=self.name)
+
+    def kernel(self, ctx, *xs):
+        return np.concatenate(xs, axis=self.axis)
+
+    def bprop(self, ctx, xs, out, douts):
+        idx = np.cumsum([x.shape[self.axis] for x in xs])[:-1]
+        return list(np.split(douts[0], idx, axis=self.axis))
+
+
+class Split(Primitive):
+    """``Split(axis=0, output_num=1)(x)``: equal pieces; the axis must not be split."""
+
+    tensor_args = (0,)
+
+    def __init__(self, axis: int = 0, output_num: int = 1) -> None:
+        super().__init__()
+        self.axis, self.output_num = axis, output_num
+        self.attrs.update(axis=axis, output_num=output_num)
+
+    def infer(self, shapes, dtypes, consts):
+        s = list(shapes[0])
+        a = self.axis % len(s)
+        if s[a] % self.output_num:
+            raise ValueError(f"Split: dim {a} of shape {tuple(s)} is not divisible by output_num {self.output_num}")
+        s[a] //= self.output_num
+        return [(tuple(s), dtypes[0])] * self.output_num
+
+    def default_strategy(self, shapes, n, consts):
+        s = list(super().default_strategy(shapes, n, consts)[0])
+        if self.axis % len(s) == 0:
+            s = [1] * len(s)
+        return (tuple(s),)
+
+    def rule(self, strategy, shapes, out_shapes, n, consts):
+        a = self.axis % len(shapes[0])
+        if strategy[0][a] != 1:
+            raise StrategyError(f"Split: axis {a} cannot be split, got strategy {strategy} (shape {tuple(shapes[0])}, "
+                                f"{n} devices)")
+        dims = [d if v > 1 else -1 for d, v in enumerate(strategy[0])]
+        return build(n, strategy[0], [dims], shapes, [dims] * self.output_num, out_shapes, op=self.name)
+
+    def kernel(self, ctx, x):
+        return tuple(np.ascontiguousarray(p) for p in np.split(x, self.output_num, axis=self.axis))
+
+    def bprop(self, ctx, xs, out, douts):
+        parts = [d if d is not None else np.zeros_like(o) for d, o in zip(douts, out)]
+        return [np.concatenate(parts, axis=self.axis)]

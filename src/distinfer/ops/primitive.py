@@ -1,0 +1,202 @@
+"""``Primitive``: an op with a ``.shard()`` strategy, a layout rule and a local numpy kernel.
+
+A strategy says how many pieces each input dim is cut into (MindSpore's ``in_strategy``). An
+op's *layout rule* turns it into a device matrix and tensor maps (spec §4.2):
+
+* the raw device matrix comes from the strategy (for MatMul ``((a, b), (b, c))`` it is
+  ``[a, b, c]``);
+* if it uses fewer than the stage's devices, the repeat count is appended on the RIGHT (on the
+  left for the few ops MindSpore treats that way);
+* tensor maps count device axes from the right; the recorded form drops size-1 axes.
+
+Rules are written in *device-axis positions* (indices into the raw matrix), which stay valid
+whether the repeat axis is appended on the right or the left; :func:`build` converts them to
+:class:`~distinfer.layout.Layout` objects. A split contraction dimension leaves its output as a
+partial sum over that axis, which the executor reduces before anyone reads it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import StrategyError
+from ..layout import Layout
+
+__all__ = ["Primitive", "OpLayouts", "Dims", "build", "check_strategy", "batch_split"]
+
+# A rule's description of one tensor: per dim, the raw device position splitting it (-1: none,
+# a tuple: several positions, outermost first).
+Dims = Sequence[Any]
+
+# Set by distinfer.parallel._executor at import: runs a primitive on Tensors.
+_EXECUTE: Callable[..., Any] | None = None
+
+
+@dataclass
+class OpLayouts:
+    """What a rule decided: device matrix, required input layouts, output layouts and partial axes."""
+
+    dev_matrix: tuple[int, ...]
+    inputs: list[Layout | None]
+    outputs: list[Layout]
+    partial: list[tuple[int, ...]] = field(default_factory=list)  # per output, dev positions
+    partial_op: str = "sum"
+    final: list | None = None  # output layouts to reduce/redistribute to at once (out_strategy)
+
+
+def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_shapes: Sequence[Sequence[int] | None],
+          out_dims: Sequence[Dims], out_shapes: Sequence[Sequence[int]], partial: Sequence[Sequence[int]] = (),
+          repeat_left: bool = False, partial_op: str = "sum", op: str = "op") -> OpLayouts:
+    """Layouts over ``n`` devices from raw device positions (see module doc)."""
+    used = math.prod(dev_raw)
+    if used > n or n % used:
+        raise StrategyError(f"{op}: the strategy uses {used} devices (device matrix {list(dev_raw)}), which "
+                            f"{'exceeds' if used > n else 'does not divide'} the {n} devices of the stage")
+    repeat = n // used
+    dev = list(dev_raw)
+    shift = 0
+    if repeat > 1:
+        if repeat_left:
+            dev.insert(0, repeat)
+            shift = 1
+        else:
+            dev.append(repeat)
+    m = len(dev)
+
+    def to_map(dims: Dims) -> tuple:
+        def one(p):
+            if isinstance(p, tuple):
+                vals = tuple(m - 1 - (q + shift) for q in p if q != -1)
+                return vals if vals else -1
+            return -1 if p == -1 else m - 1 - (p + shift)
+        return tuple(one(p) for p in dims)
+
+    ins = [None if d is None else Layout(tuple(dev), to_map(d), tuple(s)) for d, s in zip(in_dims, in_shapes)]
+    outs = [Layout(tuple(dev), to_map(d), tuple(s)) for d, s in zip(out_dims, out_shapes)]
+    parts = [tuple(p + shift for p in ps) for ps in partial] or [() for _ in outs]
+    return OpLayouts(tuple(dev), ins, outs, parts, partial_op)
+
+
+def check_strategy(op: str, strategy: Any, shapes: Sequence[Sequence[int] | None], n: int) -> tuple:
+    """Validate a strategy's form against the input shapes; return it as a tuple of tuples."""
+    tensor_shapes = [s for s in shapes]
+    if not isinstance(strategy, (tuple, list)) or len(strategy) != len(tensor_shapes):
+        raise StrategyError(f"{op}: the strategy {strategy} must have one tuple per input ({len(tensor_shapes)} "
+                            f"inputs of shapes {[tuple(s) if s is not None else None for s in tensor_shapes]}, "
+                            f"{n} devices)")
+    out = []
+    for i, (s, shape) in enumerate(zip(strategy, tensor_shapes)):
+        s = tuple(s) if isinstance(s, (tuple, list)) else s
+        if not isinstance(s, tuple) or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                              and v >= 1 for v in s):
+            raise StrategyError(f"{op}: input {i}'s strategy {s} must be a tuple of positive ints "
+                                f"(strategy {strategy}, shapes {[tuple(x) for x in tensor_shapes]}, {n} devices)")
+        if len(s) != len(shape):
+            raise StrategyError(f"{op}: input {i} has shape {tuple(shape)} ({len(shape)} dims) but its strategy "
+                                f"{s} has {len(s)} entries (strategy {strategy}, {n} devices)")
+        for d, (v, size) in enumerate(zip(s, shape)):
+            if size % v:
+                raise StrategyError(f"{op}: axis {d} of input {i} with shape {tuple(shape)} is split {v} ways, but "
+                                    f"{size} is not divisible by {v} (strategy {strategy}, {n} devices)")
+        if math.prod(s) > n:
+            raise StrategyError(f"{op}: input {i}'s strategy {s} uses {math.prod(s)} devices, more than the "
+                                f"{n} devices (strategy {strategy}, shapes {[tuple(x) for x in tensor_shapes]})")
+        out.append(tuple(int(v) for v in s))
+    return tuple(out)
+
+
+def batch_split(dim0: int, n: int) -> int:
+    """MindSpore's batch-parallel split of dim 0 by the device count (the largest divisor that fits)."""
+    return math.gcd(int(dim0), n) if dim0 else 1
+
+
+def _is_strategy_tuple(s: Any) -> bool:
+    return isinstance(s, (tuple, list)) and all(isinstance(x, (tuple, list)) for x in s)
+
+
+class Primitive:
+    """Base of every op: ``.shard()``, attributes, and calling on Tensors.
+
+    Subclasses set ``tensor_args`` (positions of tensor arguments; the others are constants) and
+    implement :meth:`infer`, :meth:`rule` and :meth:`kernel` (and :meth:`bprop` for training).
+    """
+
+    tensor_args: tuple[int, ...] | None = None  # None: every argument is a tensor
+    repeat_left = False
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+        self.in_strategy: tuple | None = None
+        self.out_strategy: tuple | None = None
+        self.attrs: dict[str, Any] = {}
+        self.instance_name = ""
+
+    def shard(self, in_strategy=None, out_strategy=None, **kwargs) -> "Primitive":
+        """Set the input (and optionally output) strategy; returns the primitive for chaining."""
+        for label, s in (("in_strategy", in_strategy), ("out_strategy", out_strategy)):
+            if s is not None and not _is_strategy_tuple(s):
+                raise StrategyError(f"{self.name}.shard: {label} must be a tuple of tuples of ints such as "
+                                    f"((2, 1), (1, 2)), got {s!r}")
+        self.in_strategy = None if in_strategy is None else tuple(tuple(x) for x in in_strategy)
+        self.out_strategy = None if out_strategy is None else tuple(tuple(x) for x in out_strategy)
+        self.attrs["in_strategy"] = self.in_strategy
+        return self
+
+    def add_prim_attr(self, name: str, value: Any) -> "Primitive":
+        self.attrs[name] = value
+        return self
+
+    def del_prim_attr(self, name: str) -> "Primitive":
+        self.attrs.pop(name, None)
+        return self
+
+    def set_prim_instance_name(self, name: str) -> "Primitive":
+        self.instance_name = name
+        return self
+
+    def __call__(self, *args: Any) -> Any:
+        return _EXECUTE(self, args)
+
+    def __repr__(self) -> str:
+        shard = f", in_strategy={self.in_strategy}" if self.in_strategy else ""
+        return f"Prim[{self.name}]{shard}"
+
+    # ------------------------------------------------------------ per-op definitions
+    def infer(self, shapes: list[tuple[int, ...]], dtypes: list, consts: dict) -> list[tuple[tuple[int, ...], Any]]:
+        """Output ``(shape, dtype)`` list from input shapes/dtypes; raises on bad shapes."""
+        raise NotImplementedError(self.name)
+
+    def default_strategy(self, shapes: list[tuple[int, ...]], n: int, consts: dict) -> tuple:
+        """MindSpore's batch-parallel strategy: dim 0 of every input split by the device count."""
+        return tuple(tuple([batch_split(s[0], n)] + [1] * (len(s) - 1)) if s else () for s in shapes)
+
+    def rule(self, strategy: tuple, shapes: list, out_shapes: list, n: int, consts: dict) -> OpLayouts:
+        """Layouts for ``strategy``; raises :class:`StrategyError` naming op, strategy, shapes and n."""
+        raise NotImplementedError(self.name)
+
+    def kernel(self, ctx: "KernelContext", *xs: np.ndarray) -> Any:
+        """Local computation on local blocks; returns one array or a tuple."""
+        raise NotImplementedError(self.name)
+
+    def bprop(self, ctx: "KernelContext", xs: list, out: Any, douts: list) -> list:
+        """Local vector-Jacobian product: gradients of the local input blocks (None: no gradient)."""
+        raise NotImplementedError(f"{self.name} has no gradient")
+
+    follows_input = False  # shape ops keep their input's layout instead of taking a strategy
+
+
+@dataclass
+class KernelContext:
+    """What a local kernel may need beyond its arrays: constants and the global boxes of its blocks."""
+
+    consts: dict
+    in_boxes: list  # per tensor input: ((start, stop), ...) of the local block in the global tensor
+    out_boxes: list
+    in_shapes: list  # global shapes
+    out_shapes: list
+    out_dtypes: list
+    layouts: OpLayouts | None = None
+    saved: dict = field(default_factory=dict)

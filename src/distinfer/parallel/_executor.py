@@ -1,0 +1,297 @@
+"""The eager SPMD executor: every rank runs the same ops on its own blocks.
+
+A primitive call (1) resolves its strategy (``.shard()`` or the batch-parallel default) and
+the layouts its rule derives, (2) redistributes each input to the layout it needs — a
+:class:`~distinfer.plan.Plan` executed with point-to-point messages, after reducing any pending
+partial sums — (3) runs the local kernel, and (4) returns Tensors that carry their layout and,
+for a split contraction, a pending partial sum.
+
+A *layout-only* run (``abstract()``) does all of that except arithmetic and messages: it is how
+``Model.infer_predict_layout`` learns every parameter's layout. Parameters are materialised
+(their block only) by the first op that consumes them.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from .. import context
+from ..communication import _backend
+from ..errors import CommError
+from ..layout import Layout, replicated
+from ..ops import primitive as _prim
+from ..ops.primitive import KernelContext, OpLayouts, check_strategy
+from ..plan import Plan, assemble, extract, make_plan
+from ..tensor import Parameter, Tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["execute", "redistribute", "to_layout", "abstract", "recording", "observing", "Recorder",
+           "stage_devices", "stage_rank", "is_abstract", "run_plan"]
+
+
+# ------------------------------------------------------------------------------ run state
+class _State:
+    abstract = False
+    recorder: "Recorder | None" = None
+    loaded: dict = {}  # "<Prim>_<param>" -> strategy, from strategy_ckpt_config["load_file"]
+    # Observers see every op and every communication of a concrete run (autograd tapes,
+    # export tracers): objects with ``op(...)`` and ``comm(kind, **info)`` methods.
+    observers: list = []
+
+
+@dataclass
+class Recorder:
+    """What a traced run learns: each parameter's layout and each param-consuming op's strategy."""
+
+    strategies: dict[str, tuple[int, tuple]] = field(default_factory=dict)  # key -> (stage, strategy)
+    layouts: dict[str, Layout] = field(default_factory=dict)  # param name -> layout (first consumer)
+    trainable_only: bool = True
+
+    def record(self, prim, strategy, tensors, lay: OpLayouts) -> None:
+        params = [(t, L) for t, L in zip(tensors, lay.inputs) if isinstance(t, Parameter)]
+        if not params:
+            return
+        for p, L in params:
+            self.layouts.setdefault(p.name, L)
+        first = params[0][0]
+        if strategy is not None and (first.requires_grad or not self.trainable_only):
+            self.strategies.setdefault(f"{prim.name}_{first.name}", (0, strategy))
+
+
+@contextlib.contextmanager
+def abstract() -> Iterator[None]:
+    """Run ops for shapes and layouts only: no arithmetic, no messages."""
+    old = _State.abstract
+    _State.abstract = True
+    try:
+        yield
+    finally:
+        _State.abstract = old
+
+
+@contextlib.contextmanager
+def recording(rec: Recorder) -> Iterator[Recorder]:
+    old = _State.recorder
+    _State.recorder = rec
+    try:
+        yield rec
+    finally:
+        _State.recorder = old
+
+
+@contextlib.contextmanager
+def loaded_strategies(items: dict) -> Iterator[None]:
+    """Apply strategies read from a strategy file to ops (without their own) by key."""
+    old = _State.loaded
+    _State.loaded = items
+    try:
+        yield
+    finally:
+        _State.loaded = old
+
+
+def _strategy_for(prim, tensors, shapes, n, consts):
+    if prim.in_strategy is not None:
+        return prim.in_strategy
+    if _State.loaded:
+        first = next((t for t in tensors if isinstance(t, Parameter)), None)
+        if first is not None and f"{prim.name}_{first.name}" in _State.loaded:
+            return _State.loaded[f"{prim.name}_{first.name}"]
+    return prim.default_strategy(shapes, n, consts)
+
+
+def is_abstract() -> bool:
+    return _State.abstract
+
+
+# ------------------------------------------------------------------------- device count
+def stage_devices() -> int:
+    """Devices of one pipeline stage: ``device_num / pipeline_stages``."""
+    world = _backend.world()
+    if world.size > 1 and not _comm_inited():
+        from ..communication import init
+
+        init()
+    n = context.get_auto_parallel_context("device_num")
+    if not _State.abstract and n != world.size:
+        raise CommError(f"device_num is {n} but this job has {world.size} rank(s); launch with "
+                        f"`mpirun -n {n}` (or set device_num to {world.size})")
+    stages = context.get_auto_parallel_context("pipeline_stages")
+    if n % stages:
+        raise CommError(f"device_num {n} is not divisible by pipeline_stages {stages}")
+    if stages > 1 and not _State.abstract:
+        raise CommError("executing a network with pipeline_stages > 1 is not supported; pipeline checkpoints "
+                        "and strategies are (load_distributed_checkpoint, transform_checkpoints)")
+    return n // stages
+
+
+def _comm_inited() -> bool:
+    from ..communication import GlobalComm
+
+    return GlobalComm.INITED
+
+
+def stage_rank() -> int:
+    """This process's rank within its stage (the context's global_rank in a simulated layout run)."""
+    world = _backend.world()
+    n = stage_devices()
+    rank = world.rank if world.size > 1 or not _State.abstract else context.get_auto_parallel_context("global_rank")
+    return rank % n
+
+
+# --------------------------------------------------------------------------- arguments
+def _split_args(prim, args) -> tuple[list[Tensor], dict[int, Any]]:
+    tensors, consts = [], {}
+    for i, a in enumerate(args):
+        is_tensor = isinstance(a, Tensor) if prim.tensor_args is None else i in prim.tensor_args
+        if is_tensor:
+            if not isinstance(a, Tensor):
+                a = Tensor(a) if isinstance(a, np.ndarray) else Tensor(np.asarray(a))
+            tensors.append(a)
+        else:
+            consts[i] = a
+    return tensors, consts
+
+
+def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
+    """Accept MindSpore's ``()`` entries for scalar arguments (strategy per argument)."""
+    if len(strategy) == n_args and consts:
+        return tuple(s for i, s in enumerate(strategy) if i not in consts)
+    return strategy
+
+
+# ---------------------------------------------------------------------------- executor
+def execute(prim, args) -> Any:
+    """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
+    tensors, consts = _split_args(prim, args)
+    shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
+    dtypes = [t.dtype for t in tensors]
+    specs = prim.infer(shapes, dtypes, consts)
+    out_shapes = [s for s, _ in specs]
+    out_dtypes = [d for _, d in specs]
+    if not context.is_sharded_mode():
+        return _finish(prim, tensors, *_run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes))
+    n = stage_devices()
+    me = stage_rank()
+    strategy = None
+    if prim.follows_input and prim.in_strategy is None:
+        current = _current_layout(tensors[0], n)
+        req, out = prim.rule_follow(current, out_shapes[0], consts)
+        lay = OpLayouts(req.dev_matrix, [req], [out], [()])
+    else:
+        raw = _strategy_for(prim, tensors, shapes, n, consts)
+        strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
+        lay = prim.rule(strategy, shapes, out_shapes, n, consts)
+    if _State.recorder is not None:
+        _State.recorder.record(prim, strategy, tensors, lay)
+    locals_ = [redistribute(t, L) for t, L in zip(tensors, lay.inputs)]
+    ctx = KernelContext(consts, [L.box(me) for L in lay.inputs], [L.box(me) for L in lay.outputs],
+                        shapes, out_shapes, out_dtypes, lay)
+    outs = [None] * len(specs) if _State.abstract else _as_list(prim.kernel(ctx, *locals_))
+    partial = lay.partial or [() for _ in outs]
+    results = [Tensor._make(o, s, L, p, lay.partial_op, d)
+               for o, s, L, p, d in zip(outs, out_shapes, lay.outputs, partial, out_dtypes)]
+    if lay.final:
+        results = [to_layout(r, F) for r, F in zip(results, lay.final)]
+    return _finish(prim, tensors, results, ctx, locals_, outs, lay)
+
+
+def _run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes):
+    """Stand-alone / data-parallel execution: every rank holds whole tensors."""
+    locals_ = [t.asnumpy() for t in tensors]
+    full = lambda s: tuple((0, d) for d in s)  # noqa: E731
+    ctx = KernelContext(consts, [full(s) for s in shapes], [full(s) for s in out_shapes], shapes, out_shapes,
+                        out_dtypes)
+    outs = [None] * len(out_shapes) if _State.abstract else _as_list(prim.kernel(ctx, *locals_))
+    results = [Tensor._make(o, s, None, dtype=d) for o, s, d in zip(outs, out_shapes, out_dtypes)]
+    return results, ctx, locals_, outs, None
+
+
+def _finish(prim, tensors, results, ctx, locals_, outs, lay):
+    if not _State.abstract:
+        for obs in _State.observers:
+            obs.op(prim, ctx, tensors, lay, locals_, outs, results)
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+@contextlib.contextmanager
+def observing(observer) -> Iterator[Any]:
+    """Let ``observer`` see the ops and communications of the runs inside the block."""
+    _State.observers = _State.observers + [observer]
+    try:
+        yield observer
+    finally:
+        _State.observers = [o for o in _State.observers if o is not observer]
+
+
+def _notify_comm(kind: str, **info: Any) -> None:
+    for obs in _State.observers:
+        obs.comm(kind, **info)
+
+
+def _as_list(out) -> list:
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+# ----------------------------------------------------------------------- redistribution
+def _current_layout(t: Tensor, n: int) -> Layout:
+    return t._layout if t._layout is not None else replicated(t._shape, n)
+
+
+def redistribute(t: Tensor, target: Layout) -> np.ndarray | None:
+    """``t``'s data laid out as ``target`` on this rank (partial sums reduced first)."""
+    me = stage_rank()
+    if isinstance(t, Parameter) and t._layout is None and not t.sliced:
+        t._materialize(target, me)  # the first consumer decides a parameter's layout
+        return t._local
+    src = _current_layout(t, target.num_devices)
+    local = t._local
+    if t._partial:
+        local = _reduce_partial(local, src, t._partial, t._partial_op)
+    if src.same_blocks(target):
+        return local
+    if _State.abstract:
+        return None
+    plan = make_plan(src, target)
+    _notify_comm("redistribute", plan=plan)
+    return run_plan(plan, local, me)
+
+
+def to_layout(t: Tensor, target: Layout) -> Tensor:
+    """A new Tensor holding ``t`` laid out as ``target`` (no pending partial sums)."""
+    local = redistribute(t, target)
+    return Tensor._make(local, t._shape, target, dtype=t.dtype)
+
+
+def _reduce_partial(local, layout: Layout, axes, op: str):
+    if _State.abstract:
+        return None
+    partition = _backend.partition_along(layout.dev_matrix, axes)
+    _notify_comm("allreduce", layout=layout, partition=partition, op=op)
+    return _backend.world().allreduce(local, partition, op)
+
+
+def run_plan(plan: Plan, local: np.ndarray, me: int) -> np.ndarray:
+    """Execute ``plan`` for this rank: send my pieces, receive the others', assemble my block."""
+    sends: dict[int, list[np.ndarray]] = {}
+    recvs: dict[int, list] = {}
+    for p in plan.pieces:
+        if p.src == me and p.dst != me:
+            sends.setdefault(p.dst, []).append(extract(local, plan.src, me, p.box))
+        elif p.dst == me and p.src != me:
+            recvs.setdefault(p.src, []).append((p.shape, local.dtype))
+    received = _backend.world().exchange(sends, recvs) if sends or recvs else {}
+    incoming = {src: iter(arrays) for src, arrays in received.items()}
+
+    def fetch(piece):
+        return extract(local, plan.src, me, piece.box) if piece.src == me else next(incoming[piece.src])
+
+    return assemble(plan, me, fetch, dtype=local.dtype)
+
+
+_prim._EXECUTE = execute

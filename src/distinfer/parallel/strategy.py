@@ -1,0 +1,41 @@
+"""Writing the strategy file a traced run learned (``strategy_ckpt_config["save_file"]``)."""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..io.strategy_file import ParamLayout, StrategyFile, write_strategy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["save_strategy", "param_layout_of"]
+
+
+def param_layout_of(layout) -> ParamLayout:
+    """A parameter's recorded layout (normalised, with optimizer-shard fields)."""
+    norm = layout.normalized()
+    size = layout.opt_shard_size
+    return ParamLayout(list(norm.dev_matrix), list(norm.tensor_map), opt_weight_shard_step=layout.opt_shard_step(),
+                       opt_weight_shard_size=size if layout.opt_group_size > 1 else 0)
+
+
+def save_strategy(path: str, recorder, network) -> None:
+    """Write ``recorder``'s op strategies and ``network``'s parameter layouts to ``path``.
+
+    Only rank 0 writes (every rank holds the same strategy); parent directories are created.
+    """
+    from ..communication import _backend
+
+    if _backend.world().rank != 0:
+        return
+    only_trainable = recorder.trainable_only
+    layouts = {}
+    for name, p in network.parameters_and_names():
+        if p.layout is None or (only_trainable and not p.requires_grad):
+            continue
+        layouts[name] = param_layout_of(p.layout)
+    items = {key: (stage, [list(s) for s in strat]) for key, (stage, strat) in recorder.strategies.items()}
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    write_strategy(path, StrategyFile(items=items, layouts=layouts))
+    log.info("wrote strategy file %s (%d layouts, %d strategies)", path, len(layouts), len(items))

@@ -1,0 +1,388 @@
+"""``Tensor`` and ``Parameter``: numpy blocks that know the global tensor they belong to.
+
+A Tensor holds this rank's **local** block, the **global** shape, and the :class:`Layout` that
+says which block it is (``None``: this rank holds the whole tensor). Inside a distributed
+computation a Tensor may also carry *pending partial sums* over some device axes; the runtime
+reduces them before anyone reads the value.
+
+A Parameter is a named, trainable Tensor that may be **lazy**: it keeps its initializer and
+full shape until the layout of the op consuming it is known, then materialises only its block
+(as MindSpore slices parameters at compile time). Once sliced, ``param.shape`` is the local
+shape, as in MindSpore.
+
+>>> import numpy as np, distinfer as ms
+>>> t = ms.Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+>>> t.shape, t.dtype
+((2, 3), Float32)
+>>> p = ms.Parameter(ms.Tensor(np.zeros(3, np.float32)), name="bias")
+>>> p.name, p.requires_grad
+('bias', True)
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import dtype as mstype
+from .layout import Layout
+
+__all__ = ["Tensor", "Parameter"]
+
+# Filled by distinfer.ops at import: Python operators on Tensors run as sharded primitives.
+_OPERATORS: dict[str, Callable[..., Any]] = {}
+
+
+def _infer_np(data: Any, dtype: mstype.Type | None) -> np.ndarray:
+    """numpy array for Tensor(data, dtype) with MindSpore's defaults for Python scalars/lists."""
+    if dtype is not None:
+        np_dtype = mstype.get_dtype(dtype).np
+        if isinstance(data, np.ndarray) and data.dtype != np_dtype:
+            return data.astype(np_dtype)
+        return np.asarray(data, dtype=np_dtype)
+    if isinstance(data, np.ndarray):
+        return data
+    arr = np.asarray(data)
+    if arr.dtype == np.float64 and not isinstance(data, np.generic):
+        arr = arr.astype(np.float32)  # Python floats become Float32, as in MindSpore
+    return arr
+
+
+class Tensor:
+    """MindSpore's ``Tensor(input_data=None, dtype=None, shape=None, init=None)``."""
+
+    __array_priority__ = 100
+
+    def __init__(self, input_data: Any = None, dtype: Any = None, shape: Any = None, init: Any = None,
+                 const_arg: bool = False, **_: Any) -> None:
+        self._layout: Layout | None = None
+        self._partial: tuple[int, ...] = ()
+        self._partial_op = "sum"
+        self.init = None
+        self.init_seed: int | None = None
+        if isinstance(input_data, Tensor):
+            input_data = input_data.asnumpy()
+        if init is not None:
+            if input_data is not None:
+                raise ValueError("Tensor: give either input_data or init, not both")
+            from .common.initializer import _as_initializer, _next_seed
+
+            self.init = _as_initializer(init)
+            self.init_seed = _next_seed()
+            self._shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+            self._dtype = mstype.get_dtype(dtype if dtype is not None else mstype.float32)
+            self._local: np.ndarray | None = None
+            return
+        if input_data is None:
+            if shape is None:
+                raise ValueError("Tensor: input_data, or shape with dtype and init, is required")
+            input_data = np.zeros(shape, dtype=mstype.get_dtype(dtype or mstype.float32).np)
+        arr = _infer_np(input_data, mstype.get_dtype(dtype) if dtype is not None else None)
+        self._local = arr
+        self._shape = tuple(arr.shape)
+        self._dtype = mstype.from_numpy(arr.dtype)
+
+    # ------------------------------------------------------------------- construction
+    @classmethod
+    def _make(cls, local: np.ndarray | None, shape: Sequence[int], layout: Layout | None,
+              partial: tuple[int, ...] = (), partial_op: str = "sum", dtype: mstype.Type | None = None) -> "Tensor":
+        """A Tensor from a local block (``None`` in abstract runs), its global shape and layout."""
+        t = cls.__new__(cls)
+        t._local = local
+        t._shape = tuple(int(s) for s in shape)
+        t._layout = layout
+        t._partial = tuple(partial)
+        t._partial_op = partial_op
+        t._dtype = dtype if dtype is not None else mstype.from_numpy(local.dtype)
+        t.init = None
+        t.init_seed = None
+        return t
+
+    # ----------------------------------------------------------------------- metadata
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Global shape."""
+        return self._shape
+
+    @property
+    def dtype(self) -> mstype.Type:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self._shape, dtype=np.int64))
+
+    @property
+    def itemsize(self) -> int:
+        return self._dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.itemsize
+
+    @property
+    def has_init(self) -> bool:
+        return self._local is None and self.init is not None
+
+    @property
+    def layout(self) -> Layout | None:
+        """Which block of the global tensor this rank holds (``None``: all of it)."""
+        return self._layout
+
+    # ----------------------------------------------------------------------------- data
+    def asnumpy(self) -> np.ndarray:
+        """This rank's data as numpy (the whole tensor unless it is laid out across ranks)."""
+        if self._partial:
+            raise RuntimeError("this Tensor holds unreduced partial sums; use it in an op first")
+        if self._local is None:
+            if self.init is None:
+                raise RuntimeError("this Tensor has no data (it comes from a layout-only run)")
+            self.init_data()
+        return self._local
+
+    numpy = asnumpy
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self.asnumpy()
+        return arr.astype(dtype) if dtype is not None else arr
+
+    def init_data(self, slice_index: int | None = None, shape=None, opt_shard_group=None) -> "Tensor":
+        """Materialise a lazily initialised tensor (the full tensor, or this rank's block if laid out)."""
+        if self._local is None and self.init is not None:
+            box = self._layout.box(_rank()) if self._layout is not None else tuple((0, s) for s in self._shape)
+            self._local = self.init.block(self._shape, box, self.init_seed, self._dtype)
+        return self
+
+    def item(self):
+        return self.asnumpy().item()
+
+    def tolist(self):
+        return self.asnumpy().tolist()
+
+    def copy(self) -> "Tensor":
+        return Tensor(self.asnumpy().copy())
+
+    def astype(self, dtype) -> "Tensor":
+        return _OPERATORS["cast"](self, mstype.get_dtype(dtype))
+
+    def set_dtype(self, dtype) -> "Tensor":
+        self._local = self.asnumpy().astype(mstype.get_dtype(dtype).np)
+        self._dtype = mstype.get_dtype(dtype)
+        return self
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d Tensor")
+        return self._shape[0]
+
+    def __bool__(self) -> bool:
+        return bool(self.asnumpy())
+
+    def __float__(self) -> float:
+        return float(self.asnumpy())
+
+    def __int__(self) -> int:
+        return int(self.asnumpy())
+
+    def __index__(self) -> int:
+        return int(self.asnumpy())
+
+    def __repr__(self) -> str:
+        if self._local is None:
+            return f"Tensor(shape={list(self._shape)}, dtype={self._dtype}, value=<not materialised>)"
+        return f"Tensor(shape={list(self._shape)}, dtype={self._dtype}, value=\n{self._local})"
+
+    __str__ = __repr__
+
+    def __getitem__(self, index):
+        return _OPERATORS["getitem"](self, index)
+
+    # ------------------------------------------------- Python operators -> primitives
+    def _op(name: str, swap: bool = False):  # type: ignore[misc]
+        def method(self, other):
+            return _OPERATORS[name](other, self) if swap else _OPERATORS[name](self, other)
+        method.__name__ = name
+        return method
+
+    __add__ = _op("add")
+    __radd__ = _op("add", swap=True)
+    __sub__ = _op("sub")
+    __rsub__ = _op("sub", swap=True)
+    __mul__ = _op("mul")
+    __rmul__ = _op("mul", swap=True)
+    __truediv__ = _op("div")
+    __rtruediv__ = _op("div", swap=True)
+    __matmul__ = _op("matmul")
+    __pow__ = _op("pow")
+    __lt__ = _op("less")
+    __gt__ = _op("greater")
+    __le__ = _op("less_equal")
+    __ge__ = _op("greater_equal")
+    del _op
+
+    def __neg__(self):
+        return _OPERATORS["neg"](self)
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return _OPERATORS["reshape"](self, tuple(shape))
+
+    def transpose(self, *axes):
+        axes = axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes
+        return _OPERATORS["transpose"](self, tuple(axes) if axes else tuple(reversed(range(self.ndim))))
+
+    def sum(self, axis=None, keepdims=False):
+        return _OPERATORS["reduce_sum"](self, axis, keepdims)
+
+    def mean(self, axis=None, keep_dims=False):
+        return _OPERATORS["reduce_mean"](self, axis, keep_dims)
+
+    def expand_dims(self, axis: int):
+        return _OPERATORS["expand_dims"](self, axis)
+
+    def squeeze(self, axis=None):
+        return _OPERATORS["squeeze"](self, axis)
+
+    def flatten(self):
+        return _OPERATORS["reshape"](self, (-1,))
+
+    def argmax(self, axis=None):
+        return Tensor(np.argmax(self.asnumpy(), axis=axis).astype(np.int32))
+
+    def max(self, axis=None, keepdims=False):
+        return _OPERATORS["reduce_max"](self, axis, keepdims)
+
+
+def _rank() -> int:
+    from .communication import _backend
+
+    return _backend.current_rank()
+
+
+class Parameter(Tensor):
+    """MindSpore's ``Parameter(default_input, name=None, requires_grad=True, layerwise_parallel=False,
+    parallel_optimizer=True)``; lazy until its layout is known (see module doc)."""
+
+    def __init__(self, default_input: Any, name: str | None = None, requires_grad: bool = True,
+                 layerwise_parallel: bool = False, parallel_optimizer: bool = True, **_: Any) -> None:
+        if isinstance(default_input, Tensor):
+            src = default_input
+        elif isinstance(default_input, numbers.Number):
+            src = Tensor(default_input)
+        else:
+            src = Tensor(np.asarray(default_input))
+        self._local = src._local
+        self._shape = src._shape
+        self._dtype = src._dtype
+        self._layout = None
+        self._partial = ()
+        self._partial_op = "sum"
+        self.init = src.init
+        self.init_seed = src.init_seed
+        self._name = name
+        self.requires_grad = requires_grad
+        self.layerwise_parallel = layerwise_parallel
+        self.parallel_optimizer = parallel_optimizer
+        self.sliced = False
+        self.is_init = False
+        self.param_info = None
+
+    @property
+    def name(self) -> str:
+        return self._name if self._name is not None else "Parameter"
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"Parameter name must be a non-empty str, got {value!r}")
+        self._name = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The local shape once sliced to a layout (MindSpore's behaviour), else the full shape."""
+        if self.sliced and self._layout is not None:
+            return self._layout.local_shape
+        return self._shape
+
+    @property
+    def global_shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def _materialize(self, layout: Layout, rank: int) -> None:
+        """Adopt ``layout`` and keep only ``rank``'s block (from the initializer or the full data)."""
+        if layout.shape != self._shape:
+            raise ValueError(f"Parameter {self.name}: layout shape {layout.shape} != parameter shape {self._shape}")
+        if self._local is None:
+            self._local = self.init.block(self._shape, layout.box(rank), self.init_seed, self._dtype)
+        elif self._layout is None:
+            self._local = np.ascontiguousarray(self._local[layout.block(rank)])
+        self._layout = layout
+        self.sliced = not layout.is_replicated or layout.num_devices > 1
+        self.is_init = True
+
+    def _set_local(self, local: np.ndarray) -> None:
+        """Replace this rank's block in place (optimizer updates)."""
+        self._local = local
+
+    def set_data(self, data: Any, slice_shape: bool = False) -> "Parameter":
+        """Replace the value. A sliced parameter takes either its local block or the full tensor
+        (which is then sliced to its layout); anything else is a shape error naming both shapes."""
+        arr = data.asnumpy() if isinstance(data, Tensor) else np.asarray(data)
+        if isinstance(data, Tensor) and data.has_init and not self.sliced:
+            self._local, self.init, self.init_seed = None, data.init, data.init_seed
+            self._shape, self._dtype = data._shape, data._dtype
+            return self
+        if self.sliced and self._layout is not None:
+            if tuple(arr.shape) == self._layout.local_shape:
+                local = arr
+            elif tuple(arr.shape) == self._shape:
+                local = arr[self._layout.block(_rank())]
+            else:
+                raise RuntimeError(
+                    f"Parameter {self.name}: set_data got shape {tuple(arr.shape)}, expected the local "
+                    f"shape {self._layout.local_shape} or the full shape {self._shape}")
+        else:
+            if tuple(arr.shape) != self._shape and not slice_shape:
+                raise RuntimeError(f"Parameter {self.name}: set_data got shape {tuple(arr.shape)}, "
+                                   f"expected {self._shape}")
+            local = arr
+            self._shape = tuple(arr.shape)
+        self._local = np.ascontiguousarray(local.astype(self._dtype.np, copy=False))
+        self.init = None
+        return self
+
+    def init_data(self, *args, **kwargs) -> "Parameter":
+        super().init_data()
+        self.is_init = True
+        return self
+
+    def clone(self, init: Any = "same") -> "Parameter":
+        """A new Parameter with this one's shape, dtype and layout; ``init='same'`` copies the data."""
+        if init == "same":
+            new = Parameter(Tensor._make(None if self._local is None else self._local.copy(), self._shape,
+                                         None, dtype=self._dtype), name=self._name,
+                            requires_grad=self.requires_grad)
+            new.init, new.init_seed = self.init, self.init_seed
+        else:
+            from .common.initializer import initializer
+
+            new = Parameter(initializer(init, self._shape, self._dtype), name=self._name,
+                            requires_grad=self.requires_grad)
+        if self._layout is not None:
+            if new._local is None:
+                new._materialize(self._layout, _rank())
+            else:
+                new._layout, new.sliced = self._layout, self.sliced
+        new.parallel_optimizer = self.parallel_optimizer
+        return new
+
+    def __repr__(self) -> str:
+        return (f"Parameter (name={self.name}, shape={self.shape}, dtype={self._dtype}, "
+                f"requires_grad={self.requires_grad})")
+
+    __str__ = __repr__
