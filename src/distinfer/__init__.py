@@ -35,3 +35,8 @@ __all__ = [
     "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
     "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
 ]
+
+from .serialization import (ckpt_to_safetensors, load_checkpoint, load_param_into_net,  # noqa: E402
+                            safetensors_to_ckpt, save_checkpoint)
+
+__all__ += ["save_checkpoint", "load_checkpoint", "load_param_into_net", "ckpt_to_safetensors", "safetensors_to_ckpt"]
