@@ -28,7 +28,7 @@ import numpy as np
 from . import dtype as mstype
 from .layout import Layout
 
-__all__ = ["Tensor", "Parameter"]
+__all__ = ["Tensor", "Parameter", "ParameterTuple"]
 
 # Filled by distinfer.ops at import: Python operators on Tensors run as sharded primitives.
 _OPERATORS: dict[str, Callable[..., Any]] = {}
@@ -386,3 +386,25 @@ class Parameter(Tensor):
                 f"requires_grad={self.requires_grad})")
 
     __str__ = __repr__
+
+
+class ParameterTuple(tuple):
+    """A tuple of Parameters (optimizer state); a Cell attribute holding one registers each."""
+
+    def __new__(cls, iterable=()):
+        items = tuple(iterable)
+        for p in items:
+            if not isinstance(p, Parameter):
+                raise TypeError(f"ParameterTuple holds Parameters only, got {type(p).__name__}")
+        return super().__new__(cls, items)
+
+    def clone(self, prefix: str, init: Any = "same") -> "ParameterTuple":
+        """Clones named ``<prefix>.<name>``, each laid out like its source (MindSpore's optimizer state)."""
+        out = []
+        for p in self:
+            c = p.clone(init)
+            c.name = f"{prefix}.{p.name}"
+            c.requires_grad = False
+            c._clone_of = p
+            out.append(c)
+        return ParameterTuple(out)

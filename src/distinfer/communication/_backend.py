@@ -122,7 +122,7 @@ class MPIBackend(Backend):
     def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
         self.stats.allreduces += 1
         self.stats.allreduce_bytes += arr.nbytes
-        src = np.ascontiguousarray(arr)
+        src = np.array(arr, copy=not arr.flags.c_contiguous)  # keeps 0-d shape (ascontiguousarray would not)
         out = np.empty_like(src)
         mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
         comm = self.comm if len(partition) == 1 else self.group_comm(partition)
@@ -132,7 +132,7 @@ class MPIBackend(Backend):
             comm.Allreduce(wide, res, op=mpi_op)
             return res.astype(src.dtype)
         comm.Allreduce(src, out, op=mpi_op)
-        return out
+        return out.reshape(arr.shape)
 
     def exchange(self, sends, recvs):
         MPI = self.MPI

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Iterator
 
-from ..tensor import Parameter, Tensor
+from ..tensor import Parameter, ParameterTuple
 
 __all__ = ["Cell", "SequentialCell", "CellList"]
 
@@ -47,6 +47,9 @@ class Cell:
                 value.name = name
             params[name] = value
             cells.pop(name, None)
+        elif isinstance(value, ParameterTuple):
+            for i, p in enumerate(value):
+                params[f"{name}.{i}"] = p
         elif isinstance(value, Cell):
             if self._auto_prefix:
                 value.update_parameters_name(name + ".")

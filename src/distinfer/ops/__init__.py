@@ -227,3 +227,12 @@ _tensor._OPERATORS.update(
     reduce_max=lambda x, axis, keep: amax(x, axis, keep), expand_dims=expand_dims,
     squeeze=lambda x, axis: squeeze(x, () if axis is None else axis), getitem=_getitem,
 )
+
+
+def __getattr__(name: str):
+    # GradOperation lives with autograd (floor 4); exposed here under MindSpore's name.
+    if name == "GradOperation":
+        from ..autograd import GradOperation
+
+        return GradOperation
+    raise AttributeError(f"module 'distinfer.ops' has no attribute {name!r}")

@@ -7,6 +7,8 @@ Megatron-style ``((mp, 1), (dp, 1))`` lines up with ``[dp, mp]`` layouts of the 
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import dtype as mstype
@@ -82,6 +84,7 @@ class OneHot(Primitive):
 
     tensor_args = (0,)
     repeat_left = True
+    depth_split = 1  # from the last entry of the output strategy given to shard()
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
@@ -96,19 +99,27 @@ class OneHot(Primitive):
 
     def default_strategy(self, shapes, n, consts):
         i = shapes[0]
-        return (tuple([batch_split(i[0], n)] + [1] * len(i)),) if i else ((1,),)
+        return (tuple([batch_split(i[0], n)] + [1] * (len(i) - 1)),) if i else ((),)
 
     def rule(self, strategy, shapes, out_shapes, n, consts):
-        so = strategy[0]
-        if len(so) == len(shapes[0]):  # an indices-only strategy leaves the depth whole
-            so = tuple(so) + (1,)
+        so = tuple(strategy[0]) + (self.depth_split,)
+        depth = out_shapes[0][-1]
+        if depth % self.depth_split or self.depth_split * math.prod(strategy[0]) > n:
+            raise StrategyError(f"OneHot: the output strategy {so} does not fit output shape {tuple(out_shapes[0])} "
+                                f"(depth {depth} split {self.depth_split} ways) on {n} devices")
         out_dims = [d if v > 1 else -1 for d, v in enumerate(so)]
         return build(n, so, [out_dims[:-1]], shapes, [out_dims], out_shapes, repeat_left=True, op=self.name)
 
     def shard(self, in_strategy=None, out_strategy=None, **kw):
-        # MindSpore gives ((dims of the output), (), ()): keep only the first tuple.
+        # MindSpore gives ((dims of the output), (), ()): the output's last entry splits the depth
+        # and the others are the indices' strategy, which is what the executor checks.
         if in_strategy is not None:
-            in_strategy = (tuple(in_strategy[0]),)
+            out_dims = tuple(in_strategy[0])
+            if not out_dims:
+                raise StrategyError(f"OneHot.shard: the strategy {in_strategy} must start with the output's "
+                                    f"(indices dims..., depth) splits")
+            self.depth_split = int(out_dims[-1])
+            in_strategy = (out_dims[:-1],)
         return super().shard(in_strategy, out_strategy)
 
     def kernel(self, ctx, indices):

@@ -60,7 +60,8 @@ class _Reduce(Primitive):
                      partial_op=self.partial_op, op=self.name)
 
     def kernel(self, ctx, x):
-        return self.reduce(x, _axes(ctx.consts[1], x.ndim), ctx)
+        # numpy returns a scalar, not a 0-d array, when every axis is reduced; blocks are arrays.
+        return np.asarray(self.reduce(x, _axes(ctx.consts[1], x.ndim), ctx))
 
     def reduce(self, x, axes, ctx):
         raise NotImplementedError

@@ -347,6 +347,7 @@ class SourceCheckpoint:
         self._readers: dict[int, Reader] = {}
         self._layouts: dict[str, Optional[Layout]] = {}
         self.stats = ReadStats()
+        self.piece_bytes = PIECE_BYTES
 
     # ------------------------------------------------------------------------- files
     @property
@@ -470,7 +471,8 @@ class SourceCheckpoint:
         hint = dst_rank if hint is None else hint
         try:
             return source_plan(src, dst, dst_rank % dst.num_devices, hint % src.num_devices,
-                               self.available_local(name), np.dtype(self.dtype(name)).itemsize)
+                               self.available_local(name), np.dtype(self.dtype(name)).itemsize,
+                               self.piece_bytes)
         except LayoutError as exc:
             raise FormatError(f"parameter {name!r}: {exc} (files given: {sorted(self.files)})") from None
 
@@ -491,7 +493,8 @@ class SourceCheckpoint:
             key = self.file_rank(name, piece.src)
             rd = self.reader(key)
             box = tuple((a - o, b - o) for (a, b), (o, _) in zip(piece.box, src.box(piece.src)))
-            region = out[local_index(piece.box, origin)]
+            idx = local_index(piece.box, origin)
+            region = out[idx] if idx else out[...]  # out[()] of a 0-d array is a scalar, not a view
             self.stats.add(self.files[key], piece.size * out.itemsize)
             if region.flags.c_contiguous:
                 rd.read_box(name, box, out=region)

@@ -31,7 +31,8 @@ def save_strategy(path: str, recorder, network) -> None:
     only_trainable = recorder.trainable_only
     layouts = {}
     for name, p in network.parameters_and_names():
-        if p.layout is None or (only_trainable and not p.requires_grad):
+        clone = getattr(p, "_clone_of", None) is not None  # optimizer state shares its parameter's layout
+        if p.layout is None or (only_trainable and not p.requires_grad and not clone):
             continue
         layouts[name] = param_layout_of(p.layout)
     items = {key: (stage, [list(s) for s in strat]) for key, (stage, strat) in recorder.strategies.items()}

@@ -98,7 +98,114 @@ def _map_outputs(out: Any, fn) -> Any:
     return out
 
 
-class Model:
+class _TrainMixin:
+    """Model.train / eval / infer_train_layout (kept apart from prediction for readability)."""
+
+    def _build_train_network(self):
+        from ..nn.wrap import TrainOneStepCell, WithLossCell
+
+        if self._train_network is None:
+            if self._optimizer is None:
+                raise ValueError("Model.train needs an optimizer (Model(network, loss_fn, optimizer))")
+            net = WithLossCell(self._network, self._loss_fn) if self._loss_fn is not None else self._network
+            self._train_network = TrainOneStepCell(net, self._optimizer)
+        return self._train_network
+
+    def _feed(self, batch):
+        batch = [Tensor(b) if not isinstance(b, Tensor) else b for b in batch]
+        if context.is_sharded_mode():
+            return _distribute_inputs(batch, ex.stage_devices())
+        return batch
+
+    def train(self, epoch: int, train_dataset, callbacks=None, dataset_sink_mode: bool = False, sink_size: int = -1,
+              initial_epoch: int = 0) -> None:
+        """Train for ``epoch`` epochs over ``train_dataset`` (batches of ``(data, label)``)."""
+        from types import SimpleNamespace
+
+        from .callback import RunContext
+
+        if not isinstance(epoch, int) or epoch < 1 or not 0 <= initial_epoch < epoch:
+            raise ValueError(f"Model.train: epoch must be an int >= 1 above initial_epoch, got {epoch} "
+                             f"(initial_epoch {initial_epoch})")
+        train_net = self._build_train_network()
+        cbs = list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else [])
+        batch_num = train_dataset.get_dataset_size()
+        cb = SimpleNamespace(train_network=train_net, network=self._network, optimizer=self._optimizer,
+                             epoch_num=epoch, batch_num=batch_num, cur_epoch_num=initial_epoch,
+                             cur_step_num=initial_epoch * batch_num, net_outputs=None,
+                             parallel_mode=context.parallel_mode(),
+                             device_number=context.get_auto_parallel_context("device_num"), list_callback=cbs)
+        run = RunContext(cb)
+        for c in cbs:
+            c.on_train_begin(run)
+        iterator = train_dataset.create_tuple_iterator(num_epochs=epoch - initial_epoch)
+        for e in _epochs(initial_epoch, epoch):
+            cb.cur_epoch_num = e + 1
+            for c in cbs:
+                c.on_train_epoch_begin(run)
+            for batch in iterator:
+                for c in cbs:
+                    c.on_train_step_begin(run)
+                cb.net_outputs = self._train_step(train_net, self._feed(batch))
+                cb.cur_step_num += 1
+                for c in cbs:
+                    c.on_train_step_end(run)
+                if run.get_stop_requested():
+                    break
+            for c in cbs:
+                c.on_train_epoch_end(run)
+            if run.get_stop_requested():
+                break
+        for c in cbs:
+            c.on_train_end(run)
+
+    def _train_step(self, train_net, inputs):
+        if not context.is_sharded_mode() or self._strategy_saved:
+            return train_net(*inputs)
+        rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
+            "only_trainable_params"])
+        with ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+            loss = train_net(*inputs)
+        self._after_compile(rec, train_net)
+        self._strategy_saved = True
+        return loss
+
+    def infer_train_layout(self, train_dataset, dataset_sink_mode: bool = True, sink_size: int = -1) -> dict:
+        """Layouts of the training network's parameters (and optimizer state) for the first batch."""
+        if not context.is_sharded_mode():
+            raise RuntimeError("infer_train_layout needs parallel_mode 'semi_auto_parallel' or 'auto_parallel'")
+        train_net = self._build_train_network()
+        batch = next(iter(train_dataset.create_tuple_iterator(num_epochs=1)))
+        rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
+            "only_trainable_params"])
+        with ex.abstract(), ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+            n = ex.stage_devices()
+            inputs = [Tensor._make(None, x.shape, x.layout, dtype=x.dtype) for x in self._feed(batch)]
+            train_net.network(*inputs)
+        self._optimizer._adopt_layouts()
+        return self._after_compile(rec, train_net)
+
+    def eval(self, valid_dataset, callbacks=None, dataset_sink_mode: bool = False) -> dict:
+        """Metrics over ``valid_dataset``; supports "accuracy"/"acc" and "loss"."""
+        from .metrics import evaluate
+
+        return evaluate(self, valid_dataset)
+
+
+def _epochs(start: int, stop: int):
+    """Epoch indices, with a progress bar on rank 0 when a terminal is attached."""
+    import sys
+
+    from ..communication import _backend
+
+    if _backend.current_rank() == 0 and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(range(start, stop), desc="epochs", unit="epoch")
+    return range(start, stop)
+
+
+class Model(_TrainMixin):
     """``Model(network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, ...)``."""
 
     def __init__(self, network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, eval_indexes=None,
@@ -109,8 +216,7 @@ class Model:
         self._metrics = metrics
         self._eval_network = eval_network
         self._train_network = None
-        self._current_epoch = 0
-        self._current_step = 0
+        self._strategy_saved = False
 
     @property
     def predict_network(self):
@@ -168,17 +274,19 @@ class Model:
             network(*inputs)
         return self._after_compile(rec)
 
-    def _after_compile(self, rec: "ex.Recorder") -> dict:
+    def _after_compile(self, rec: "ex.Recorder", network=None) -> dict:
         """Record ``parameter_layout_dict`` and write the strategy file if asked (MindSpore does it at compile)."""
-        layouts = {name: layout_dict_entry(p.layout) for name, p in self._network.parameters_and_names()
+        network = network or self._network
+        layouts = {name: layout_dict_entry(p.layout) for name, p in network.parameters_and_names()
                    if p.layout is not None}
-        self._network._parameter_layout_dict.clear()
-        self._network._parameter_layout_dict.update(layouts)
+        for net in {id(network): network, id(self._network): self._network}.values():
+            net._parameter_layout_dict.clear()
+            net._parameter_layout_dict.update(layouts)
         save_file = context.strategy_ckpt_file("save_file")
         if save_file:
             from ..parallel.strategy import save_strategy
 
-            save_strategy(save_file, rec, self._network)
+            save_strategy(save_file, rec, network)
         return dict(layouts)
 
 

@@ -1,0 +1,256 @@
+"""Reverse-mode gradients through sharded ops: ``value_and_grad``, ``grad``, ``ops.GradOperation``.
+
+A :class:`Tape` observes the forward run (see ``_executor.observing``) and keeps, for every op
+whose inputs need gradients, the local blocks it computed on and the layouts it used. Going
+backwards, each op's *local* vector-Jacobian product (``Primitive.bprop``) gives gradients of
+its local input blocks in the layouts the op required, as **partial sums** over every device
+axis that the op's output is split over but the input is not (those ranks each saw a different
+part of the output). The gradient of the redistribution that fed the op is then the same global
+value laid out back where the input came from: redistributing it with the one planner performs
+the transposed collectives (partial sums become AllReduce/ReduceScatter, slicing becomes
+gathering). Gradients of data-parallel replicas of a parameter therefore arrive as partial sums
+over the batch axes and are AllReduced once, when the parameter's gradient is read.
+
+>>> import numpy as np, distinfer as ms
+>>> from distinfer import ops
+>>> w = ms.Parameter(ms.Tensor(np.array([[1.0], [2.0]], np.float32)), name="w")
+>>> def f(x):
+...     return ops.ReduceSum()(ops.MatMul()(x, w))
+>>> loss, (gx, gw) = ms.value_and_grad(f, 0, [w])(ms.Tensor(np.ones((3, 2), np.float32)))
+>>> float(loss.asnumpy()), gw[0].asnumpy().ravel().tolist()
+(9.0, [3.0, 3.0])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .layout import Layout, replicated
+from .parallel import _executor as ex
+from .tensor import Parameter, Tensor
+
+__all__ = ["Tape", "value_and_grad", "grad", "GradOperation", "gradients"]
+
+
+@dataclass
+class _Node:
+    prim: Any
+    ctx: Any
+    inputs: list
+    lay: Any
+    locals_: list
+    outs: list
+    results: list
+
+
+@dataclass
+class _Grad:
+    """A gradient contribution: a local block, its layout (None: whole) and pending partial axes."""
+
+    local: np.ndarray
+    layout: Layout | None
+    partial: tuple[int, ...] = ()
+
+
+def _used_positions(layout: Layout | None) -> set[int]:
+    return set(layout.used_axes) if layout is not None else set()
+
+
+class Tape:
+    """Records the ops of a forward pass that lead from ``sources`` to the output."""
+
+    def __init__(self, sources: Sequence[Tensor]) -> None:
+        self.nodes: list[_Node] = []
+        self._needs = {id(t) for t in sources}
+        self._keep = list(sources)
+
+    def op(self, prim, ctx, tensors, lay, locals_, outs, results) -> None:
+        if not any(id(t) in self._needs for t in tensors):
+            return
+        self._needs.update(id(r) for r in results)
+        self.nodes.append(_Node(prim, ctx, list(tensors), lay, list(locals_), list(outs), list(results)))
+
+    def comm(self, kind: str, **info: Any) -> None:
+        pass
+
+    # ------------------------------------------------------------------------ backward
+    def backward(self, root: Tensor, sens: np.ndarray | float = 1.0) -> dict[int, _Grad]:
+        """Gradients of ``root`` (scaled by ``sens``) for every tensor on the tape, by ``id``."""
+        grads: dict[int, _Grad] = {}
+        seed = np.broadcast_to(np.asarray(sens, dtype=root.dtype.np), _local_shape(root)).copy()
+        grads[id(root)] = _Grad(seed, root.layout)
+        for node in reversed(self.nodes):
+            douts = [self._dout(grads, r, node, j) for j, r in enumerate(node.results)]
+            if all(d is None for d in douts):
+                continue
+            out = node.outs[0] if len(node.outs) == 1 else node.outs
+            dins = node.prim.bprop(node.ctx, node.locals_, out, douts)
+            for i, (t, din) in enumerate(zip(node.inputs, dins)):
+                if din is None or id(t) not in self._needs:
+                    continue
+                layout = node.lay.inputs[i] if node.lay is not None else None
+                partial = self._input_partial(node, i, douts)
+                _accumulate(grads, t, _Grad(np.asarray(din), layout, partial))
+        return grads
+
+    @staticmethod
+    def _dout(grads, result: Tensor, node: _Node, j: int) -> np.ndarray | None:
+        g = grads.get(id(result))
+        if g is None:
+            return None
+        target = node.lay.outputs[j] if node.lay is not None else None
+        return _resolve(g, result, target)
+
+    @staticmethod
+    def _input_partial(node: _Node, i: int, douts) -> tuple[int, ...]:
+        """Device axes over which input ``i``'s local gradient is a partial sum."""
+        if node.lay is None:
+            return ()
+        out_axes: set[int] = set()
+        for j, d in enumerate(douts):
+            if d is not None:
+                out_axes |= _used_positions(node.lay.outputs[j])
+                out_axes |= set(node.lay.partial[j]) if node.lay.partial else set()
+        return tuple(sorted(out_axes - _used_positions(node.lay.inputs[i])))
+
+
+def _local_shape(t: Tensor) -> tuple[int, ...]:
+    return t.layout.local_shape if t.layout is not None else t._shape
+
+
+def _resolve(g: _Grad, like: Tensor, target: Layout | None) -> np.ndarray:
+    """The gradient's local block laid out as ``target`` (None: whole), partial sums reduced."""
+    if target is None and g.layout is None and not g.partial:
+        return g.local
+    n = target.num_devices if target is not None else g.layout.num_devices
+    if target is None:
+        target = replicated(like._shape, n)
+    tmp = Tensor._make(g.local, like._shape, g.layout, g.partial, "sum", like.dtype)
+    return ex.redistribute(tmp, target)
+
+
+def _accumulate(grads: dict[int, _Grad], t: Tensor, new: _Grad) -> None:
+    old = grads.get(id(t))
+    if old is None:
+        grads[id(t)] = new
+        return
+    same = (old.partial == new.partial and
+            ((old.layout is None and new.layout is None) or
+             (old.layout is not None and new.layout is not None and old.layout.same_blocks(new.layout))))
+    if same:
+        grads[id(t)] = _Grad(old.local + new.local, old.layout, old.partial)
+        return
+    target = old.layout if old.layout is not None else new.layout
+    a = _resolve(old, t, target)
+    b = _resolve(new, t, target)
+    grads[id(t)] = _Grad(a + b, target)
+
+
+def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> list[Tensor]:
+    """Gradients of ``root`` for ``targets``, each laid out like its target (zeros if unused)."""
+    grads = tape.backward(root, sens)
+    out = []
+    for t in targets:
+        g = grads.get(id(t))
+        layout = t.layout
+        if g is None:
+            local = np.zeros(_local_shape(t), dtype=t.dtype.np)
+        else:
+            local = _resolve(g, t, layout).astype(t.dtype.np, copy=False)
+        out.append(Tensor._make(local, t._shape, layout, dtype=t.dtype))
+    return out
+
+
+def _as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _root(out, has_aux: bool) -> tuple[Tensor, Any]:
+    if has_aux:
+        if not isinstance(out, (tuple, list)) or not out:
+            raise ValueError("value_and_grad(has_aux=True): the function must return a tuple (loss, aux...)")
+        return out[0], out[1:]
+    if isinstance(out, (tuple, list)):
+        return out[0], None
+    return out, None
+
+
+def _wrap_inputs(args: Sequence[Any]) -> list[Any]:
+    return [Tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+
+
+def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False) -> Callable:
+    """``mindspore.value_and_grad``: a function returning ``(value, gradients)``.
+
+    ``grad_position`` (int, tuple or None) selects positional inputs; ``weights`` (a Parameter,
+    a list of them, or ``cell.trainable_params()``) adds parameter gradients. With both, the
+    gradients are ``(input_grads, weight_grads)``.
+    """
+    weight_list = None if weights is None else list(_as_tuple(weights))
+    if grad_position is None and weight_list is None:
+        raise ValueError("value_and_grad: grad_position and weights cannot both be None")
+
+    def wrapper(*args: Any):
+        args = _wrap_inputs(args)
+        positions = () if grad_position is None else _as_tuple(grad_position)
+        inputs = [args[p] for p in positions]
+        tape = Tape(inputs + (weight_list or []))
+        with ex.observing(tape):
+            out = fn(*args)
+        root, aux = _root(out, has_aux)
+        value = ex.to_layout(root, replicated(root._shape, root.layout.num_devices)) if root.layout is not None \
+            else root
+        targets = inputs + (weight_list or [])
+        grads = gradients(tape, root, targets)
+        gin, gw = grads[:len(inputs)], grads[len(inputs):]
+        gin_out = (gin[0] if isinstance(grad_position, int) else tuple(gin)) if grad_position is not None else None
+        result = gin_out if weight_list is None else (tuple(gw) if grad_position is None else (gin_out, tuple(gw)))
+        return ((value,) + tuple(aux), result) if has_aux else (value, result)
+
+    return wrapper
+
+
+def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False) -> Callable:
+    """``mindspore.grad``: like :func:`value_and_grad` but returns only the gradients."""
+    vg = value_and_grad(fn, grad_position, weights, has_aux)
+
+    def wrapper(*args: Any):
+        value, grads = vg(*args)
+        return (grads, value[1:]) if has_aux else grads
+
+    return wrapper
+
+
+class GradOperation:
+    """``ops.GradOperation(get_all=False, get_by_list=False, sens_param=False)``."""
+
+    def __init__(self, get_all: bool = False, get_by_list: bool = False, sens_param: bool = False) -> None:
+        self.get_all, self.get_by_list, self.sens_param = get_all, get_by_list, sens_param
+
+    def __call__(self, fn: Callable, weights=None) -> Callable:
+        if self.get_by_list and weights is None:
+            raise ValueError("GradOperation(get_by_list=True) needs weights")
+
+        def wrapper(*args: Any):
+            sens = 1.0
+            if self.sens_param:
+                *args, sens_t = args
+                sens = sens_t.asnumpy() if isinstance(sens_t, Tensor) else sens_t
+            args = _wrap_inputs(args)
+            weight_list = list(_as_tuple(weights)) if self.get_by_list else []
+            inputs = [a for a in args if isinstance(a, Tensor) and not isinstance(a, Parameter)]
+            tape = Tape(inputs + weight_list)
+            with ex.observing(tape):
+                out = fn(*args)
+            root, _ = _root(out, False)
+            grads = gradients(tape, root, inputs + weight_list, sens)
+            gin, gw = grads[:len(inputs)], tuple(grads[len(inputs):])
+            if self.get_by_list and self.get_all:
+                return tuple(gin), gw
+            if self.get_by_list:
+                return gw
+            return tuple(gin) if self.get_all else gin[0]
+
+        return wrapper

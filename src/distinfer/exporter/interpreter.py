@@ -1,0 +1,283 @@
+"""``nn.GraphCell``: run a loaded MindIR graph with distinfer's local kernels and the MPI backend.
+
+Each node is prepared once: its primitive is re-created from the op name (looked up among
+distinfer's own ops, never from the file) plus the file's attributes (only attributes the op
+already has are set), and its kernel context (constants, block boxes, global shapes, dtypes)
+is rebuilt from the node attributes. MindSpore-made nodes carry none of that: they run on
+whole tensors, with shapes from the op's own ``infer``. Values are this rank's local numpy
+blocks; ``AllReduce`` and ``Redistribute`` nodes run with ``communication._backend.world()``
+and ``_executor.run_plan``, so every rank must run its own file in a job of the same size.
+
+>>> import numpy as np, tempfile, os, distinfer as ms
+>>> from distinfer import nn
+>>> net = nn.Dense(3, 2)
+>>> x = ms.Tensor(np.ones((4, 3), np.float32))
+>>> path = ms.export(net, x, file_name=os.path.join(tempfile.mkdtemp(), "dense"))
+>>> cell = nn.GraphCell(ms.load(path))
+>>> bool(np.array_equal(cell(x).asnumpy(), net(x).asnumpy()))
+True
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import dtype as mstype
+from ..communication import _backend
+from ..errors import CommError, FormatError
+from ..nn.cell import Cell
+from ..ops.primitive import KernelContext, Primitive
+from ..plan import make_plan
+from ..tensor import Parameter, Tensor
+from ._codec import MONAD
+from .mindir_reader import Graph, UnsupportedOpError, constant_value, node_attrs, node_op, prim_attrs
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GraphCell", "check_supported"]
+
+_STRUCTURAL = {"Constant", "Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "Return", "AllReduce",
+               "Redistribute"}
+_MS_ALIASES = {"Div": "RealDiv"}
+
+
+def _compute_ops() -> dict[str, type]:
+    from .. import ops
+
+    table = {}
+    for name in ops.__all__:
+        obj = getattr(ops, name)
+        if isinstance(obj, type) and issubclass(obj, Primitive) and obj is not Primitive:
+            table[obj.__name__] = obj
+    return table
+
+
+def check_supported(node, op: str, path: str) -> None:
+    """Raise :class:`UnsupportedOpError` for a node the interpreter cannot run."""
+    if op in _STRUCTURAL or _MS_ALIASES.get(op, op) in _compute_ops():
+        return
+    raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
+                             f"cannot interpret")
+
+
+# ------------------------------------------------------------------ prepared steps
+@dataclass
+class _Step:
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    run: Callable[[list], Any]
+
+
+def _make_prim(cls: type, attrs: dict, where: str) -> Primitive:
+    """``cls()`` with the file's values for attributes the op already has (nothing else is set)."""
+    prim = cls()
+    state = vars(prim)
+    for k, v in attrs.items():
+        if k in ("in_strategy", "out_strategy", "name", "attrs", "instance_name") or k.startswith("_"):
+            continue
+        if k in state and not callable(state[k]):
+            if isinstance(v, (np.ndarray, Tensor)) and not isinstance(state[k], (np.ndarray, Tensor)):
+                raise FormatError(f"{where}: attribute {k!r} holds a tensor, expected {type(state[k]).__name__}")
+            setattr(prim, k, v)
+            prim.attrs[k] = v
+    return prim
+
+
+class _Runner:
+    """Turns nodes into :class:`_Step` closures (see module doc)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.path = graph.path
+        self.ops = _compute_ops()
+        self.rank = graph.rank or 0
+
+    def step(self, node) -> _Step:
+        op = node_op(node, self.g.primitives, self.path)
+        prim = self.g.primitives.get(node.op_type[5:]) if node.op_type.startswith("REF::") else None
+        where = f"{self.path}: node {node.name!r} ({op})"
+        if op == "Constant":
+            value = constant_value(node, self.path)
+            fn = lambda args, v=value: v  # noqa: E731
+        elif op in _STRUCTURAL:
+            fn = self._structural(op, prim_attrs(prim, self.path), where)
+        else:
+            fn = self._compute(node, op, prim_attrs(prim, self.path), where)
+        return _Step(node.name, op, list(node.input), list(node.output), fn)
+
+    def _structural(self, op: str, attrs: dict, where: str) -> Callable:
+        if op in ("Load", "Depend", "Return"):
+            return lambda args: args[0]
+        if op == "UpdateState":
+            return lambda args: MONAD
+        if op == "MakeTuple":
+            return lambda args: tuple(args)
+        if op == "TupleGetItem":
+            return lambda args: args[0][int(args[1])]
+        if op == "AllReduce":
+            part = tuple(tuple(g) for g in attrs["rank_groups"])
+            red = attrs.get("op", "sum")
+            return lambda args: _backend.world().allreduce(args[0], part, red)
+        src, dst = attrs["src_layout"], attrs["dst_layout"]
+        plan = make_plan(src, dst)
+
+        def redistribute(args):
+            from ..parallel._executor import run_plan
+
+            return run_plan(plan, args[0], self.rank)
+        return redistribute
+
+    def _compute(self, node, op: str, attrs: dict, where: str) -> Callable:
+        cls = self.ops[_MS_ALIASES.get(op, op)]
+        nattrs = node_attrs(node, self.path)
+        if "const_inputs" in nattrs:
+            return self._distinfer_node(cls, attrs, nattrs, where)
+        return self._mindspore_node(cls, op, attrs, where)
+
+    def _distinfer_node(self, cls, attrs: dict, na: dict, where: str) -> Callable:
+        prim = _make_prim(cls, attrs, where)
+        const_pos = set(na["const_inputs"])
+        out_dtypes = [mstype.get_dtype(d) for d in na["out_dtypes"]]
+        in_boxes, out_boxes = [tuple(map(tuple, b)) for b in na["in_boxes"]], [tuple(map(tuple, b)) for b in
+                                                                                 na["out_boxes"]]
+        in_shapes, out_shapes = [tuple(s) for s in na["in_shapes"]], [tuple(s) for s in na["out_shapes"]]
+        expect = [tuple(b - a for a, b in box) for box in in_boxes]
+
+        def run(args):
+            consts = {i: a for i, a in enumerate(args) if i in const_pos}
+            xs = [a for i, a in enumerate(args) if i not in const_pos]
+            for k, (x, shape) in enumerate(zip(xs, expect)):
+                if tuple(np.shape(x)) != shape:
+                    raise ValueError(f"{where}: tensor input {k} has local shape {tuple(np.shape(x))}, the graph "
+                                     f"expects {shape}")
+            ctx = KernelContext(consts, in_boxes, out_boxes, in_shapes, out_shapes, out_dtypes)
+            return _as_list(prim.kernel(ctx, *xs))
+        return run
+
+    def _mindspore_node(self, cls, op: str, attrs: dict, where: str) -> Callable:
+        prim = _make_prim(cls, attrs, where)
+
+        def run(args):
+            args = list(args)
+            if op in ("MatMul", "BatchMatMul") and len(args) >= 4:  # MindSpore 2.x: transposes are inputs
+                prim.transpose_a, prim.transpose_b = bool(args[2]), bool(args[3])
+                args = args[:2]
+            args = [a for a in args if a is not MONAD]
+            consts = {i: a for i, a in enumerate(args) if not isinstance(a, np.ndarray)}
+            xs = [a for a in args if isinstance(a, np.ndarray)]
+            shapes = [tuple(x.shape) for x in xs]
+            try:
+                specs = prim.infer(shapes, [mstype.from_numpy(x.dtype) for x in xs], consts)
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise ValueError(f"{where}: inputs of shapes {shapes} rejected: {e}") from None
+            full = lambda s: tuple((0, d) for d in s)  # noqa: E731
+            ctx = KernelContext(consts, [full(s) for s in shapes], [full(s) for s, _ in specs], shapes,
+                                [s for s, _ in specs], [d for _, d in specs])
+            return _as_list(prim.kernel(ctx, *xs))
+        return run
+
+
+def _as_list(out) -> list:
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+# ------------------------------------------------------------------------ GraphCell
+class GraphCell(Cell):
+    """MindSpore's ``nn.GraphCell(graph, params_init=None, obf_random_seed=None)``: a loaded graph as a Cell.
+
+    ``params_init`` maps parameter names to new values (Tensors or arrays of the stored local
+    shape). A graph exported by rank r of an n-rank job must run on rank r of an n-rank job.
+    """
+
+    def __init__(self, graph: Graph, params_init: dict | None = None, obf_random_seed: int | None = None) -> None:
+        super().__init__(auto_prefix=False)
+        if not isinstance(graph, Graph):
+            raise TypeError(f"GraphCell: graph must come from distinfer.load, got {type(graph).__name__}")
+        if obf_random_seed is not None:
+            raise NotImplementedError("GraphCell: obfuscated models (obf_random_seed) are not supported")
+        object.__setattr__(self, "graph", graph)
+        _check_world(graph)
+        values = dict(graph.params)
+        for name, new in (params_init or {}).items():
+            _init_param(graph, values, name, new)
+        object.__setattr__(self, "_weights", values)
+        for key, arr in values.items():
+            self._params[graph.ref_keys[key]] = Parameter(Tensor(arr), name=graph.ref_keys[key], requires_grad=False)
+        runner = _Runner(graph)
+        object.__setattr__(self, "_steps", [runner.step(n) for n in graph.nodes])
+
+    def construct(self, *inputs: Any) -> Any:
+        g = self.graph
+        if len(inputs) != len(g.inputs):
+            raise TypeError(f"GraphCell({g.path}): expected {len(g.inputs)} input(s) "
+                            f"{[n for n, _, _ in g.inputs]}, got {len(inputs)}")
+        values: dict[str, Any] = dict(self._weights)
+        for (name, shape, dt), x in zip(g.inputs, inputs):
+            values[name] = _check_input(g, name, shape, dt, x)
+        for s in self._steps:
+            try:
+                args = [values[i] for i in s.inputs]
+            except KeyError as e:
+                raise FormatError(f"{g.path}: node {s.name!r} ({s.op}) uses undefined value {e}") from None
+            _store(g, s, s.run(args), values)
+        results = [_wrap(values[name]) for name in g.outputs]
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+def _store(g: Graph, s: _Step, out: Any, values: dict) -> None:
+    if s.op in _STRUCTURAL:
+        values[s.outputs[0]] = out
+    elif len(s.outputs) == len(out):
+        values.update(zip(s.outputs, out))
+    elif len(s.outputs) == 1:
+        values[s.outputs[0]] = tuple(out)
+    else:
+        raise FormatError(f"{g.path}: node {s.name!r} ({s.op}) names {len(s.outputs)} outputs but its op "
+                          f"returned {len(out)}")
+
+
+def _wrap(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return Tensor(v)
+    if isinstance(v, tuple):
+        return tuple(_wrap(x) for x in v)
+    return v
+
+
+def _check_input(g: Graph, name: str, shape, dt, x: Any) -> np.ndarray:
+    arr = x.asnumpy() if isinstance(x, Tensor) else np.asarray(x)
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ValueError(f"GraphCell({g.path}): input {name!r} has shape {tuple(arr.shape)}, the graph was "
+                         f"exported for {tuple(shape)}")
+    if dt is not None and arr.dtype != dt:
+        raise TypeError(f"GraphCell({g.path}): input {name!r} has dtype {arr.dtype}, the graph expects {dt}")
+    return arr
+
+
+def _check_world(g: Graph) -> None:
+    if g.device_num is None or (g.device_num == 1 and _backend.launched_size() == 1):
+        return
+    world = _backend.world()
+    if world.size != g.device_num:
+        raise CommError(f"{g.path} is rank {g.rank}'s part of a {g.device_num}-rank export, but this job has "
+                        f"{world.size} rank(s); run it with `mpirun -n {g.device_num}`, each rank loading its own file")
+    if world.rank != g.rank:
+        raise CommError(f"{g.path} is rank {g.rank}'s part of a {g.device_num}-rank export, but it is being run on "
+                        f"rank {world.rank}; each rank must load its own file")
+
+
+def _init_param(g: Graph, values: dict, name: str, new: Any) -> None:
+    key = next((k for k, ref in g.ref_keys.items() if ref == name or k == name), None)
+    if key is None:
+        raise KeyError(f"GraphCell: params_init names {name!r}, which is not a parameter of {g.path} "
+                       f"(parameters: {sorted(g.ref_keys.values())})")
+    arr = new.asnumpy() if isinstance(new, Tensor) else np.asarray(new)
+    old = values[key]
+    if arr.shape != old.shape:
+        raise ValueError(f"GraphCell: params_init[{name!r}] has shape {arr.shape}, the graph's block is {old.shape}")
+    values[key] = np.ascontiguousarray(arr.astype(old.dtype, copy=False))

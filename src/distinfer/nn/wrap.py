@@ -1,0 +1,103 @@
+"""Training wrappers: ``WithLossCell``, ``TrainOneStepCell``, ``WithEvalCell``.
+
+In semi-auto parallel the gradients come out of the sharded backward already reduced
+(partial sums over the batch axes are AllReduced when a parameter's gradient is read), so the
+step equals single-process training on the global batch. In ``data_parallel`` mode every rank
+runs the whole network on its own batch and the gradients are AllReduced here, averaged when
+``gradients_mean`` is set — MindSpore's ``DistributedGradReducer``.
+"""
+from __future__ import annotations
+
+from .. import context
+from ..autograd import Tape, gradients
+from ..communication import _backend
+from ..layout import replicated
+from ..parallel import _executor as ex
+from ..tensor import Tensor
+from .cell import Cell
+
+__all__ = ["WithLossCell", "TrainOneStepCell", "WithEvalCell", "DistributedGradReducer"]
+
+
+class WithLossCell(Cell):
+    """``WithLossCell(backbone, loss_fn)``: ``loss_fn(backbone(data), label)``."""
+
+    def __init__(self, backbone: Cell, loss_fn: Cell) -> None:
+        super().__init__(auto_prefix=False)
+        self._backbone = backbone
+        self._loss_fn = loss_fn
+
+    @property
+    def backbone_network(self) -> Cell:
+        return self._backbone
+
+    def construct(self, data, label):
+        return self._loss_fn(self._backbone(data), label)
+
+
+class WithEvalCell(Cell):
+    """``WithEvalCell(network, loss_fn)`` -> ``(loss, outputs, label)``."""
+
+    def __init__(self, network: Cell, loss_fn: Cell, add_cast_fp32: bool = False) -> None:
+        super().__init__(auto_prefix=False)
+        self._network = network
+        self._loss_fn = loss_fn
+
+    def construct(self, data, label):
+        outputs = self._network(data)
+        return self._loss_fn(outputs, label), outputs, label
+
+
+class DistributedGradReducer(Cell):
+    """AllReduce of whole gradients across data-parallel ranks (mean when ``mean``)."""
+
+    def __init__(self, parameters, mean: bool = True, degree: int | None = None) -> None:
+        super().__init__(auto_prefix=False)
+        self.mean = mean
+        self.degree = degree
+
+    def construct(self, grads):
+        world = _backend.world()
+        if world.size == 1:
+            return grads
+        degree = self.degree or world.size
+        out = []
+        for g in grads:
+            total = world.allreduce(g.asnumpy(), ((tuple(range(world.size))),))
+            out.append(Tensor(total / degree if self.mean else total))
+        return tuple(out)
+
+
+def _replicated_value(t: Tensor) -> Tensor:
+    """A whole-tensor view of a (possibly laid-out or partial) scalar such as a loss."""
+    if t.layout is None:
+        return t
+    return ex.to_layout(t, replicated(t._shape, t.layout.num_devices))
+
+
+class TrainOneStepCell(Cell):
+    """``TrainOneStepCell(network, optimizer, sens=1.0)``: forward, backward, update; returns the loss."""
+
+    def __init__(self, network: Cell, optimizer: Cell, sens: float = 1.0, return_grad: bool = False) -> None:
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.optimizer = optimizer
+        self.weights = optimizer.parameters
+        self.sens = sens
+        self.return_grad = return_grad
+        self.grad_reducer = None
+        if context.parallel_mode() in (context.ParallelMode.DATA_PARALLEL, context.ParallelMode.HYBRID_PARALLEL):
+            self.grad_reducer = DistributedGradReducer(self.weights,
+                                                       context.get_auto_parallel_context("gradients_mean"))
+
+    def construct(self, *inputs):
+        self.network.set_train(True)
+        tape = Tape(list(self.weights))
+        with ex.observing(tape):
+            loss = self.network(*inputs)
+        grads = gradients(tape, loss, list(self.weights), self.sens)
+        if self.grad_reducer is not None:
+            grads = self.grad_reducer(grads)
+        self.optimizer(grads)
+        loss = _replicated_value(loss)
+        return (loss, grads) if self.return_grad else loss

@@ -1,0 +1,215 @@
+"""Training callbacks: ``LossMonitor``, ``TimeMonitor``, ``CheckpointConfig``, ``ModelCheckpoint``.
+
+``ModelCheckpoint`` follows MindSpore's file naming (spec §1.9): ``<prefix>-<epoch>_<step>.ckpt``
+with the step counted within the epoch, a ``_N`` suffix on the prefix when files with that prefix
+already exist, ``keep_checkpoint_max`` retention by age, ``append_info`` (``epoch_num``,
+``step_num`` cumulative) and ``integrated_save`` (False: each rank writes its own slices).
+
+>>> cfg = CheckpointConfig(save_checkpoint_steps=10, keep_checkpoint_max=2, integrated_save=False)
+>>> cfg.save_checkpoint_steps, cfg.integrated_save
+(10, False)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Callback", "RunContext", "LossMonitor", "TimeMonitor", "CheckpointConfig", "ModelCheckpoint"]
+
+
+class RunContext:
+    """What callbacks see: ``original_args()`` returns the ``cb_params`` namespace."""
+
+    def __init__(self, cb_params: SimpleNamespace) -> None:
+        self._params = cb_params
+        self._stop = False
+
+    def original_args(self) -> SimpleNamespace:
+        return self._params
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def get_stop_requested(self) -> bool:
+        return self._stop
+
+
+class Callback:
+    """Base callback; every hook is optional."""
+
+    def on_train_begin(self, run_context: RunContext) -> None: ...
+    def on_train_epoch_begin(self, run_context: RunContext) -> None: ...
+    def on_train_step_begin(self, run_context: RunContext) -> None: ...
+    def on_train_step_end(self, run_context: RunContext) -> None: ...
+    def on_train_epoch_end(self, run_context: RunContext) -> None: ...
+    def on_train_end(self, run_context: RunContext) -> None: ...
+
+    # MindSpore's older hook names
+    def begin(self, run_context):
+        self.on_train_begin(run_context)
+
+    def end(self, run_context):
+        self.on_train_end(run_context)
+
+
+def _loss_value(outputs: Any) -> float:
+    if isinstance(outputs, (tuple, list)):
+        outputs = outputs[0]
+    arr = outputs.asnumpy() if hasattr(outputs, "asnumpy") else np.asarray(outputs)
+    return float(np.asarray(arr, dtype=np.float64).reshape(-1)[0])
+
+
+class LossMonitor(Callback):
+    """Prints ``epoch: E step: S, loss is L`` every ``per_print_times`` steps."""
+
+    def __init__(self, per_print_times: int = 1) -> None:
+        if not isinstance(per_print_times, int) or per_print_times < 0:
+            raise ValueError(f"LossMonitor: per_print_times must be an int >= 0, got {per_print_times!r}")
+        self._per_print_times = per_print_times
+        self.losses: list[float] = []
+
+    def on_train_step_end(self, run_context: RunContext) -> None:
+        cb = run_context.original_args()
+        loss = _loss_value(cb.net_outputs)
+        self.losses.append(loss)
+        step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
+        if np.isnan(loss) or np.isinf(loss):
+            raise ValueError(f"epoch: {cb.cur_epoch_num} step: {step_in_epoch}: loss is {loss}, training stops")
+        if self._per_print_times and cb.cur_step_num % self._per_print_times == 0:
+            print(f"epoch: {cb.cur_epoch_num} step: {step_in_epoch}, loss is {loss}", flush=True)
+
+
+class TimeMonitor(Callback):
+    """Prints each epoch's time and the time per step."""
+
+    def __init__(self, data_size: int | None = None) -> None:
+        self.data_size = data_size
+        self._start = 0.0
+
+    def on_train_epoch_begin(self, run_context):
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, run_context):
+        cb = run_context.original_args()
+        elapsed = (time.perf_counter() - self._start) * 1000
+        steps = self.data_size or cb.batch_num
+        print(f"epoch time: {elapsed:.3f} ms, per step time: {elapsed / max(steps, 1):.3f} ms", flush=True)
+
+
+class CheckpointConfig:
+    """MindSpore 2.10's ``CheckpointConfig`` arguments (spec §1.9)."""
+
+    def __init__(self, save_checkpoint_steps: int = 1, save_checkpoint_seconds: int = 0, keep_checkpoint_max: int = 5,
+                 keep_checkpoint_per_n_minutes: int = 0, integrated_save: bool = True, async_save: bool = False,
+                 saved_network=None, append_info=None, enc_key=None, enc_mode: str = "AES-GCM",
+                 exception_save: bool = False, crc_check: bool = False, remove_redundancy: bool = False,
+                 format: str = "ckpt", **kwargs: Any) -> None:
+        if save_checkpoint_steps is not None and save_checkpoint_steps <= 0 and not save_checkpoint_seconds:
+            raise ValueError(f"CheckpointConfig: save_checkpoint_steps must be > 0, got {save_checkpoint_steps}")
+        if keep_checkpoint_max is not None and keep_checkpoint_max <= 0:
+            raise ValueError(f"CheckpointConfig: keep_checkpoint_max must be > 0, got {keep_checkpoint_max}")
+        if enc_key is not None:
+            raise ValueError("CheckpointConfig: checkpoint encryption (enc_key) is not supported by distinfer")
+        if format not in ("ckpt", "safetensors"):
+            raise ValueError(f"CheckpointConfig: format must be 'ckpt' or 'safetensors', got {format!r}")
+        for item in append_info or []:
+            if not (item in ("epoch_num", "step_num") or isinstance(item, dict)):
+                raise ValueError(f"CheckpointConfig: append_info entries are 'epoch_num', 'step_num' or a dict, "
+                                 f"got {item!r}")
+        self.save_checkpoint_steps = save_checkpoint_steps
+        self.save_checkpoint_seconds = save_checkpoint_seconds
+        self.keep_checkpoint_max = keep_checkpoint_max
+        self.keep_checkpoint_per_n_minutes = keep_checkpoint_per_n_minutes
+        self.integrated_save = integrated_save
+        self.async_save = async_save
+        self.saved_network = saved_network
+        self.append_info = list(append_info or [])
+        self.crc_check = crc_check
+        self.exception_save = exception_save
+        self.remove_redundancy = remove_redundancy
+        self.format = format
+
+
+class ModelCheckpoint(Callback):
+    """``ModelCheckpoint(prefix='CKP', directory=None, config=None)``: saves during training."""
+
+    def __init__(self, prefix: str = "CKP", directory: str | None = None, config: CheckpointConfig | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(prefix, str) or not prefix or "/" in prefix:
+            raise ValueError(f"ModelCheckpoint: prefix must be a non-empty str without '/', got {prefix!r}")
+        self._config = config or CheckpointConfig()
+        self._directory = os.path.abspath(directory or ".")
+        os.makedirs(self._directory, exist_ok=True)
+        self._prefix = self._unique_prefix(prefix)
+        self._last_saved_step = 0
+        self.latest_ckpt_file_name = ""
+
+    def _unique_prefix(self, prefix: str) -> str:
+        """``prefix_N`` when files named ``prefix-*.ckpt`` (or a previous ``prefix_N``) already exist."""
+        ext = "." + self._config.format
+        names = [f for f in os.listdir(self._directory) if f.endswith(ext)]
+        if not any(f.startswith(prefix + "-") or re.match(re.escape(prefix) + r"_\d+-", f) for f in names):
+            return prefix
+        n = 1
+        while any(f.startswith(f"{prefix}_{n}-") for f in names):
+            n += 1
+        return f"{prefix}_{n}"
+
+    def on_train_step_end(self, run_context: RunContext) -> None:
+        cb = run_context.original_args()
+        steps = self._config.save_checkpoint_steps
+        if steps and cb.cur_step_num % steps == 0:
+            self._save(cb)
+
+    def on_train_end(self, run_context: RunContext) -> None:
+        cb = run_context.original_args()
+        if cb.cur_step_num != self._last_saved_step:
+            self._save(cb)
+
+    def _retain(self) -> None:
+        """Delete the oldest checkpoints so that a new one keeps at most ``keep_checkpoint_max``."""
+        keep = self._config.keep_checkpoint_max
+        if not keep:
+            return
+        ext = "." + self._config.format
+        pattern = re.compile(re.escape(self._prefix) + r"-[^a-zA-Z]*" + re.escape(ext) + "$")
+        files = sorted((os.path.join(self._directory, f) for f in os.listdir(self._directory) if pattern.match(f)),
+                       key=os.path.getmtime)
+        while len(files) >= keep:
+            os.remove(files.pop(0))
+
+    def _save(self, cb: SimpleNamespace) -> None:
+        from ..serialization import save_checkpoint
+
+        step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
+        name = f"{self._prefix}-{cb.cur_epoch_num}_{step_in_epoch}.{self._config.format}"
+        path = os.path.join(self._directory, name)
+        self._retain()
+        append = {}
+        for item in self._config.append_info:
+            if item == "epoch_num":
+                append["epoch_num"] = int(cb.cur_epoch_num)
+            elif item == "step_num":
+                append["step_num"] = int(cb.cur_step_num)
+            else:
+                append.update(item)
+        network = self._config.saved_network or cb.train_network
+        save_checkpoint(network, path, integrated_save=self._config.integrated_save,
+                        async_save=self._config.async_save, append_dict=append or None,
+                        crc_check=self._config.crc_check, format=self._config.format)
+        self._last_saved_step = cb.cur_step_num
+        self.latest_ckpt_file_name = path
+        log.info("saved checkpoint %s", path)
+
+
+def _is_tty() -> bool:
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
