@@ -45,3 +45,11 @@ __all__ += ["save_checkpoint", "load_checkpoint", "load_param_into_net", "ckpt_t
 from .exporter import export, load  # noqa: E402
 
 __all__ += ["export", "load"]
+
+from .parallel.checkpoint import (build_searched_strategy, load_distributed_checkpoint,  # noqa: E402
+                                  merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
+                                  transform_checkpoint_by_rank, transform_checkpoints)
+
+__all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
+            "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
+            "transform_checkpoints"]

@@ -12,7 +12,7 @@ Exit codes: 0 success, 2 usage error (argparse), 1 any other error, reported as 
 ``distinfer: error: <message naming the file>`` on stderr.
 
 >>> list(SUBCOMMANDS)
-['inspect', 'plan', 'transform', 'merge']
+['inspect', 'plan', 'transform', 'merge', 'verify']
 """
 from __future__ import annotations
 
@@ -219,6 +219,21 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("src_dir", help="directory holding rank_<r>/*.ckpt")
     p.add_argument("output", help="output file (.ckpt or .safetensors)")
     p.add_argument("--src-strategy", required=True, help="training strategy file")
+
+
+# ------------------------------------------------------------------------------ verify
+@subcommand("verify", help="compare the per-rank weights of a MindIR export with a checkpoint")
+def _verify(args: argparse.Namespace) -> int:
+    from .exporter.verify import run_cli
+
+    return run_cli(args)
+
+
+@_verify.configure
+def _(p: argparse.ArgumentParser) -> None:
+    from .exporter.verify import add_arguments
+
+    add_arguments(p)
 
 
 # -------------------------------------------------------------------------------- main
