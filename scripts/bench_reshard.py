@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Benchmark checkpoint resharding on a synthetic 8-rank GPT-style tensor-parallel checkpoint.
+
+For each size (256 MiB and 1 GiB; 4 GiB with ``--big``) it writes 8 rank files (Megatron-style
+tensor parallel: qkv/fc1 split by columns, proj/fc2 by rows, embedding by rows, layer norms
+replicated), then measures in the same run:
+
+* ``transform 8->4``: ``transform_checkpoints`` to a 2x2 destination with different splits;
+* ``transform 8->1``: the full merge (``dst_strategy_file=None``);
+* ``load``: ``load_distributed_checkpoint`` of destination rank 0's blocks (predict layout 2x2);
+* ``limit``: the physical limit for the same bytes: the needed source bytes read from the page
+  cache into a preallocated buffer plus the output bytes written (and fsynced, as the writer
+  does);
+* ``naive``: merge-then-split written here (read every rank file whole, concatenate full
+  tensors, slice per destination rank, write);
+* ``memcpy``: numpy copy bandwidth, the yardstick for ``load``.
+
+Each operation runs in a fresh spawned process so its peak RSS is its own (reported above the
+process's baseline after imports). Informational: nothing asserts on timings.
+
+    .venv/bin/python scripts/bench_reshard.py [--sizes 256,1024] [--big] [--keep DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+MiB = 1 << 20
+HIDDEN = 1024
+VOCAB = 8192
+TP = 8
+
+
+def _rss() -> int:
+    """Peak RSS of this process since the last :func:`_reset_peak` (VmHWM; ru_maxrss survives exec)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cur_rss() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------------------- synthetic
+def _params(size_mib: int) -> list[tuple[str, tuple[int, ...], list, list]]:
+    """(name, full shape, source tensor_map on [8], destination tensor_map on [2, 2])."""
+    h = HIDDEN
+    per_layer = 12 * h * h * 4
+    layers = max(1, round((size_mib * MiB - VOCAB * h * 4) / per_layer))
+    out = [("embedding.weight", (VOCAB, h), [0, -1], [-1, 0])]
+    for i in range(layers):
+        p = f"layers.{i}."
+        out += [(p + "ln1.gamma", (h,), [-1], [-1]),
+                (p + "attn.qkv.weight", (h, 3 * h), [-1, 0], [1, 0]),
+                (p + "attn.proj.weight", (h, h), [0, -1], [0, 1]),
+                (p + "ln2.gamma", (h,), [-1], [-1]),
+                (p + "mlp.fc1.weight", (h, 4 * h), [-1, 0], [1, 0]),
+                (p + "mlp.fc2.weight", (4 * h, h), [0, -1], [0, 1])]
+    return out
+
+
+def build(root: str, size_mib: int) -> tuple[str, str, str, int]:
+    """Rank files and strategies under ``root``; returns (src_dir, src_strategy, dst_strategy, bytes)."""
+    from distinfer.io import ParamLayout, StrategyFile, write_ckpt, write_strategy
+    from distinfer.layout import Layout
+
+    params = _params(size_mib)
+    src_s = StrategyFile(layouts={n: ParamLayout([TP], s) for n, _, s, _ in params})
+    dst_s = StrategyFile(layouts={n: ParamLayout([2, 2], d) for n, _, _, d in params})
+    src_path, dst_path = os.path.join(root, "src_strategy.ckpt"), os.path.join(root, "dst_strategy.ckpt")
+    write_strategy(src_path, src_s)
+    write_strategy(dst_path, dst_s)
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(4 * HIDDEN * HIDDEN + VOCAB * HIDDEN, dtype=np.float32)
+    total = 0
+    for r in range(TP):
+        d = os.path.join(root, "src", f"rank_{r}")
+        os.makedirs(d, exist_ok=True)
+
+        def items(r=r):
+            for i, (n, shape, s, _) in enumerate(params):
+                full = base[i: i + math.prod(shape)].reshape(shape)
+                yield n, np.ascontiguousarray(Layout((TP,), tuple(s), shape).slice(full, r))
+            yield "global_step", np.array([1], np.int32)
+
+        write_ckpt(os.path.join(d, "checkpoint-1_1.ckpt"), items())
+    total = sum(math.prod(s) * 4 for _, s, _, _ in params)
+    return os.path.join(root, "src"), src_path, dst_path, total
+
+
+# ---------------------------------------------------------------------------- operations
+def _op_transform(src_dir, out, src_s, dst_s):
+    from distinfer.parallel import transform_checkpoints
+
+    transform_checkpoints(src_dir, out, "checkpoint_", src_s, dst_s)
+
+
+def _op_load(src_dir, out, src_s, dst_s):
+    from distinfer.io import read_strategy
+    from distinfer.parallel import load_distributed_checkpoint
+    from distinfer.parallel.reshard import TrainStrategy, open_checkpoint
+
+    files = [os.path.join(src_dir, f"rank_{r}", "checkpoint-1_1.ckpt") for r in range(TP)]
+    train = TrainStrategy.from_file(src_s)
+
+    class _P:  # a network parameter: only its full shape matters here
+        def __init__(self, shape):
+            self.global_shape = self.shape = shape
+
+    with open_checkpoint(files[0]) as f:
+        shapes = {n: f.entry(n).shape for n in f.names()}
+    net_params = []
+    for n in train.names():
+        pl = train.param_layout(n)
+        from distinfer.parallel.reshard import infer_full_shape
+        net_params.append((n, _P(infer_full_shape(pl, shapes[n]))))
+
+    class _Net:
+        def parameters_and_names(self):
+            return iter(net_params)
+
+    layout = {n: [pl.dev_matrix, list(pl.tensor_map), [], 0, True, ""] for n, pl in read_strategy(dst_s).layouts.items()}
+    got = load_distributed_checkpoint(_Net(), files, layout, src_s, rank_id=0, return_param_dict=True)
+    return sum(p.asnumpy().nbytes for p in got.values())
+
+
+def _op_naive(src_dir, out, src_s, dst_s):
+    """Merge every tensor in full from whole files, then split it for each destination rank."""
+    from distinfer.io import CkptFile, write_ckpt
+    from distinfer.parallel.reshard import TrainStrategy
+
+    src, dst = TrainStrategy.from_file(src_s), (TrainStrategy.from_file(dst_s) if dst_s else None)
+    files = [CkptFile(os.path.join(src_dir, f"rank_{r}", "checkpoint-1_1.ckpt")) for r in range(TP)]
+    full = {}
+    for n in src.names():
+        pieces = [f.read(n) for f in files]
+        lay = src.layout(n, _full_shape(src, n, pieces[0].shape))
+        arr = np.empty(lay.shape, np.float32)
+        for r, p in enumerate(pieces):
+            arr[lay.block(r)] = p
+        full[n] = arr
+    ndst = dst.device_num if dst else 1
+    for r in range(ndst):
+        path = os.path.join(out, f"rank_{r}", f"naive_{r}.ckpt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_ckpt(path, [(n, np.ascontiguousarray(a[dst.layout(n, a.shape).block(r)]) if dst else a)
+                          for n, a in full.items()] + [("global_step", files[0].read("global_step"))])
+
+
+def _full_shape(strategy, name, local):
+    from distinfer.parallel.reshard import infer_full_shape
+
+    return infer_full_shape(strategy.param_layout(name), local)
+
+
+def _op_limit(src_dir, out, src_s, dst_s):
+    """Read the needed source bytes from the page cache into a buffer, write (and fsync) the output bytes."""
+    from distinfer.parallel.checkpoint import plan_transform
+
+    job = plan_transform(src_dir, src_s, dst_s)
+    costs = [job.cost(r) for r in sorted(job.layouts)]
+    job.close()
+    per_file: dict[str, int] = {}
+    for c in costs:
+        for f, b in c["files"].items():
+            per_file[f] = per_file.get(f, 0) + b
+    written = sum(c["bytes_written"] for c in costs)
+    buf = np.empty(min(max(max(per_file.values()), written), 256 * MiB), np.uint8)
+    t0 = time.perf_counter()
+    for f, need in per_file.items():
+        fd = os.open(f, os.O_RDONLY)
+        size = os.path.getsize(f)
+        off = 0
+        while off < need:
+            pos = off % size
+            off += os.preadv(fd, [memoryview(buf)[: min(len(buf), need - off, size - pos)]], pos)
+        os.close(fd)
+    t_read = time.perf_counter() - t0
+    path = os.path.join(out, "limit.bin")
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(path, "wb", buffering=0) as fh:
+        left = written
+        while left:
+            left -= fh.write(memoryview(buf)[: min(len(buf), left)])
+        os.fsync(fh.fileno())
+    t_write = time.perf_counter() - t0
+    return {"read": sum(per_file.values()), "written": written, "t_read": t_read, "t_write": t_write}
+
+
+def _child(op, args, q):
+    import distinfer  # noqa: F401  (imports count in the baseline, not in the peak)
+    import distinfer.parallel.checkpoint  # noqa: F401
+
+    _reset_peak()
+    base = _cur_rss()
+    t0 = time.perf_counter()
+    res = globals()[op](*args)
+    q.put({"time": time.perf_counter() - t0, "peak": _rss(), "base": base, "result": res})
+
+
+def run(op: str, *args) -> dict:
+    os.sync()  # every operation starts without dirty pages from the previous one
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(op, args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def _memcpy_gbps() -> float:
+    a = np.ones(128 * MiB // 4, np.float32)
+    b = np.empty_like(a)
+    best = min(_t(lambda: np.copyto(b, a)) for _ in range(5))
+    return a.nbytes / best / 1e9
+
+
+def _t(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _dir_bytes(d: str) -> int:
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs)
+
+
+def bench(root: str, size_mib: int) -> None:
+    src_dir, src_s, dst_s, total = build(root, size_mib)
+    _dir_bytes(src_dir)
+    for r, _, fs in os.walk(src_dir):  # warm the page cache
+        for f in fs:
+            with open(os.path.join(r, f), "rb") as fh:
+                while fh.read(64 * MiB):
+                    pass
+    memcpy = _memcpy_gbps()
+    print(f"\n== {size_mib} MiB model ({total / MiB:.0f} MiB of tensors; 8 rank files {_dir_bytes(src_dir) / MiB:.0f} MiB), "
+          f"memcpy {memcpy:.2f} GB/s")
+    print(f"{'operation':<18}{'wall s':>8}{'out GB/s':>10}{'read MiB':>10}{'written MiB':>12}"
+          f"{'peak RSS MiB':>13}{'(+base)':>9}{'dest MiB':>10}{'vs limit':>10}{'vs naive':>10}")
+    for label, dst, tag in [("transform 8->4", dst_s, "t4"), ("transform 8->1", None, "t1")]:
+        out = os.path.join(root, tag)
+        res = run("_op_transform", src_dir, out, src_s, dst)
+        lim = run("_op_limit", src_dir, os.path.join(root, tag + "_lim"), src_s, dst)
+        naive = run("_op_naive", src_dir, os.path.join(root, tag + "_naive"), src_s, dst)
+        written = _dir_bytes(out)
+        limit_t = lim["result"]["t_read"] + lim["result"]["t_write"]
+        ndst = 4 if dst else 1
+        dest_block = written / ndst
+        print(f"{label:<18}{res['time']:>8.2f}{written / res['time'] / 1e9:>10.2f}{lim['result']['read'] / MiB:>10.0f}"
+              f"{written / MiB:>12.0f}{(res['peak'] - res['base']) / MiB:>13.0f}{res['base'] / MiB:>9.0f}"
+              f"{dest_block / MiB:>10.0f}{limit_t / res['time']:>9.2f}x{naive['time'] / res['time']:>9.2f}x")
+        print(f"{'  limit':<18}{limit_t:>8.2f}{written / limit_t / 1e9:>10.2f}   (read {lim['result']['t_read']:.2f} s"
+              f" + write/fsync {lim['result']['t_write']:.2f} s)")
+        print(f"{'  naive':<18}{naive['time']:>8.2f}{written / naive['time'] / 1e9:>10.2f}{'':>22}"
+              f"{(naive['peak'] - naive['base']) / MiB:>13.0f}")
+        for d in (out, os.path.join(root, tag + "_lim"), os.path.join(root, tag + "_naive")):
+            shutil.rmtree(d, ignore_errors=True)
+    res = run("_op_load", src_dir, "", src_s, dst_s)
+    nbytes = res["result"]
+    print(f"{'load (rank 0/4)':<18}{res['time']:>8.2f}{nbytes / res['time'] / 1e9:>10.2f}{nbytes / MiB:>10.0f}"
+          f"{'-':>12}{(res['peak'] - res['base']) / MiB:>13.0f}{res['base'] / MiB:>9.0f}{nbytes / MiB:>10.0f}"
+          f"   {nbytes / res['time'] / 1e9 / memcpy:.2f}x memcpy")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="256,1024", help="model sizes in MiB, comma-separated")
+    ap.add_argument("--big", action="store_true", help="also 4 GiB")
+    ap.add_argument("--keep", default=None, help="work directory to use (kept)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    if args.big:
+        sizes.append(4096)
+    for size in sizes:
+        root = args.keep or tempfile.mkdtemp(prefix="bench_reshard_")
+        try:
+            bench(root, size)
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
