@@ -86,7 +86,8 @@ class Layout:
                         f"matrix {list(dev)} (valid: -1..{len(dev) - 1}, counted from the right)")
                 used.append(v)
         if len(used) != len(set(used)):
-            raise LayoutError(f"tensor_map {self._tm_list()} uses a device axis twice")
+            raise LayoutError(f"tensor_map {self._tm_list()} uses a device axis twice (device matrix "
+                              f"{list(dev)}, shape {shape})")
         for d, s in enumerate(self.splits):
             if shape[d] % s:
                 raise LayoutError(

@@ -320,7 +320,7 @@ class Parameter(Tensor):
         if self._local is None:
             self._local = self.init.block(self._shape, layout.box(rank), self.init_seed, self._dtype)
         elif self._layout is None:
-            self._local = np.ascontiguousarray(self._local[layout.block(rank)])
+            self._local = np.array(self._local[layout.block(rank)], order="C")  # keeps 0-d; frees the full
         self._layout = layout
         self.sliced = not layout.is_replicated or layout.num_devices > 1
         self.is_init = True
@@ -352,7 +352,7 @@ class Parameter(Tensor):
                                    f"expected {self._shape}")
             local = arr
             self._shape = tuple(arr.shape)
-        self._local = np.ascontiguousarray(local.astype(self._dtype.np, copy=False))
+        self._local = np.array(local, dtype=self._dtype.np, order="C")  # ascontiguousarray makes 0-d 1-d
         self.init = None
         return self
 

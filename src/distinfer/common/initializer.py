@@ -57,7 +57,8 @@ def _next_seed() -> int:
     """A fresh 64-bit stream key for the next initialised tensor (same order on every rank)."""
     base = 0 if _SeedState.seed is None else _SeedState.seed
     _SeedState.counter += 1
-    return int(_mix(np.array([base * 0x100000001B3 + _SeedState.counter], dtype=np.uint64))[0])
+    key = (base * 0x100000001B3 + _SeedState.counter) & 0xFFFFFFFFFFFFFFFF  # seeds >= 2**24 overflowed uint64
+    return int(_mix(np.array([key], dtype=np.uint64))[0])
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -216,7 +216,7 @@ def _getitem(x, index: Any):
     """Basic indexing on a whole (not laid-out) tensor."""
     if x.layout is not None and not x.layout.is_replicated:
         raise LayoutError("indexing a tensor laid out across ranks is not supported; use Split or Gather ops")
-    return _tensor.Tensor(np.ascontiguousarray(x.asnumpy()[index]))
+    return _tensor.Tensor(np.array(x.asnumpy()[index], order="C"))  # t[0] of a vector stays 0-d
 
 
 _tensor._OPERATORS.update(

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import StrategyError
 from ..layout import Layout
 
-__all__ = ["Primitive", "OpLayouts", "Dims", "build", "check_strategy", "batch_split"]
+__all__ = ["Primitive", "OpLayouts", "Dims", "build", "check_strategy", "apply_rule", "batch_split"]
 
 # A rule's description of one tensor: per dim, the raw device position splitting it (-1: none,
 # a tuple: several positions, outermost first).
@@ -106,6 +106,23 @@ def check_strategy(op: str, strategy: Any, shapes: Sequence[Sequence[int] | None
                                 f"{n} devices (strategy {strategy}, shapes {[tuple(x) for x in tensor_shapes]})")
         out.append(tuple(int(v) for v in s))
     return tuple(out)
+
+
+def apply_rule(prim: "Primitive", strategy: tuple, shapes: Sequence[Sequence[int]], out_shapes: list, n: int,
+               consts: dict) -> OpLayouts:
+    """``prim.rule(...)``, with every :class:`StrategyError` naming the strategy, the shapes and ``n``.
+
+    Some checks (e.g. the device matrix :func:`build` derives exceeding the stage) only see the
+    derived matrix; this adds what the user typed to their message.
+    """
+    try:
+        return prim.rule(strategy, shapes, out_shapes, n, consts)
+    except StrategyError as exc:
+        msg = str(exc)
+        if f"strategy {strategy}" in msg and f"{n} devices" in msg:
+            raise
+        shown = [tuple(s) if s is not None else None for s in shapes]
+        raise StrategyError(f"{msg} (strategy {strategy}, input shapes {shown}, {n} devices)") from None
 
 
 def batch_split(dim0: int, n: int) -> int:

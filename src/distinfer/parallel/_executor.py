@@ -186,7 +186,7 @@ def execute(prim, args) -> Any:
     else:
         raw = _strategy_for(prim, tensors, shapes, n, consts)
         strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
-        lay = prim.rule(strategy, shapes, out_shapes, n, consts)
+        lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
     if _State.recorder is not None:
         _State.recorder.record(prim, strategy, tensors, lay)
     locals_ = [redistribute(t, L) for t, L in zip(tensors, lay.inputs)]
