@@ -121,7 +121,8 @@ class _Tracer:
         if name is not None:
             return name
         if isinstance(t, Parameter):
-            name = self._bind(t, f"param:{t.name}")
+            taken = set(self.names.values())
+            name = self._bind(t, t.name if t.name not in taken else f"param:{t.name}")
             self.tr.params[name] = t
             return name
         name = self._bind(t, self._fresh("Constant"))
@@ -220,8 +221,7 @@ def trace_network(net: Any, inputs: Sequence[Any]) -> Trace:
         fed = [Tensor._make(x.asnumpy(), x.shape, None, dtype=x.dtype) if isinstance(x, Tensor) else x
                for x in inputs]
     tracer = _Tracer(tr, fed, tr.device_num)
-    rec = ex.Recorder(trainable_only=True)
-    with ex.observing(tracer), ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+    with ex.observing(tracer), ex.loaded_strategies(_loaded_strategy_items()):
         out = net(*fed)
         tr.output_is_tuple = isinstance(out, (tuple, list))
         for t in (list(out) if tr.output_is_tuple else [out]):

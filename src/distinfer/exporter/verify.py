@@ -35,7 +35,9 @@ from .mindir_reader import Graph, read_mindir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VerifyReport", "verify_export", "export_weights", "register"]
+__all__ = ["VerifyReport", "verify_export", "export_weights", "register", "add_arguments", "run_cli"]
+
+HELP = "compare the per-rank weights of a MindIR export with a checkpoint"
 
 
 @dataclass
@@ -207,26 +209,31 @@ def _compare(arr: np.ndarray, ref: Any, rtol: float = 0.0, atol: float = 0.0) ->
 
 
 # ----------------------------------------------------------------------------- CLI
-def _cli(args: Any) -> int:
+def run_cli(args: Any) -> int:
+    """Handler of ``distinfer verify``: print the report; exit status 0 when everything matches."""
     report = verify_export(args.mindir_dir, checkpoint=args.checkpoint, strategy=args.strategy, rtol=args.rtol,
                            atol=args.atol)
     print(report)
     return 0 if report.ok else 1
 
 
-def register(subparsers: Any) -> Any:
-    """Add ``verify MINDIR_DIR --checkpoint CKPT [--strategy FILE]`` to an argparse subparsers object.
-
-    The handler is stored as ``func`` (returns the exit status).
-    """
-    p = subparsers.add_parser("verify", help="compare an export's per-rank weights with a checkpoint",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p: Any) -> None:
+    """The options of ``distinfer verify`` on an argparse parser."""
     p.add_argument("mindir_dir", help="folder holding one .mindir per rank")
     p.add_argument("--checkpoint", required=True, help="full .ckpt/.npz, or a folder of rank_<k>/*.ckpt")
     p.add_argument("--strategy", default=None, help="strategy file of a per-rank checkpoint set")
-    p.add_argument("--rtol", type=float, default=0.0)
-    p.add_argument("--atol", type=float, default=0.0)
-    p.set_defaults(func=_cli)
+    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default: exact)")
+    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default: exact)")
+
+
+def register(subparsers: Any) -> Any:
+    """Add ``verify MINDIR_DIR --checkpoint CKPT [--strategy FILE]`` to an argparse subparsers object.
+
+    The handler is stored as ``func`` (it returns the exit status).
+    """
+    p = subparsers.add_parser("verify", help=HELP, description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    p.set_defaults(func=run_cli)
     return p
 
 
