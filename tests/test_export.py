@@ -326,10 +326,10 @@ def test_hostile_attribute_is_not_applied(seed_file, tmp_path):
 
 
 # ------------------------------------------------------------------------- MPI
-def _launch(n: int, out: Path, dataset: str, env: dict | None = None) -> None:
+def _launch(n: int, out: Path, dataset: str, env: dict | None = None, script: str = "export_seed.py") -> None:
     from distinfer.launch import mpirun_command, mpirun_env
 
-    cmd = mpirun_command(n, [str(ROOT / "tests" / "mpi" / "export_seed.py"), str(out), dataset])
+    cmd = mpirun_command(n, [str(ROOT / "tests" / "mpi" / script), str(out)] + ([dataset] if dataset else []))
     proc = subprocess.run(cmd, env=mpirun_env({**os.environ, **(env or {})}), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -398,3 +398,12 @@ def test_mpi_2_ranks_full_batch(tmp_path):
     _launch(2, tmp_path, "full_batch")
     g = ms.load(str(tmp_path / "net_rank_1.mindir"))
     assert g.device_num == 2 and g.rank == 1
+
+
+def test_mpi_4_ranks_gpt_block_and_out_strategy(tmp_path):
+    """Megatron-style tensor parallel GPT block (vocab-split Gather, row-parallel projections) and a
+    MatMul out_strategy (reduce-scatter) round-trip exactly."""
+    _launch(4, tmp_path, "", script="export_gpt.py")
+    g = ms.load(str(tmp_path / "gpt_rank_0.mindir"))
+    kinds = {g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")}
+    assert {"Gather", "LayerNorm", "Split", "BatchMatMul", "Softmax", "AllReduce"} <= kinds
