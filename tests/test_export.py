@@ -330,7 +330,7 @@ def _launch(n: int, out: Path, dataset: str, env: dict | None = None, script: st
     from distinfer.launch import mpirun_command, mpirun_env
 
     cmd = mpirun_command(n, [str(ROOT / "tests" / "mpi" / script), str(out)] + ([dataset] if dataset else []))
-    proc = subprocess.run(cmd, env=mpirun_env({**os.environ, **(env or {})}), capture_output=True, text=True,
+    proc = subprocess.run(cmd, env=mpirun_env({**os.environ, **(env or {})}, n), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(proc.stdout.split()) == sorted(sum([["OK", str(r)] for r in range(n)], [])), proc.stdout

@@ -36,9 +36,14 @@ def mpirun_command(n: int, argv: Sequence[str], extra: Sequence[str] = ()) -> li
     return [_mpirun(), "-n", str(n), *extra, "--oversubscribe", sys.executable, *argv]
 
 
-def mpirun_env(base: dict | None = None) -> dict:
-    """Environment for mpirun: allow root (containers), keep this interpreter's path."""
+def mpirun_env(base: dict | None = None, ranks: int = 1) -> dict:
+    """Environment for mpirun: allow root (containers); BLAS threads shared out among the ranks
+    (each rank's BLAS otherwise starts one spinning thread per core, and 8 ranks on 2 cores then
+    spend most of their time fighting over the cores)."""
     env = dict(os.environ if base is None else base)
+    threads = str(max(1, (os.cpu_count() or 1) // max(ranks, 1)))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -50,7 +55,7 @@ def mpirun_env(base: dict | None = None) -> dict:
 
 def run(n: int, argv: Sequence[str], extra: Sequence[str] = (), **kwargs) -> subprocess.CompletedProcess:
     """Run ``argv`` (a script and its arguments) on ``n`` ranks."""
-    return subprocess.run(mpirun_command(n, argv, extra), env=mpirun_env(kwargs.pop("env", None)), **kwargs)
+    return subprocess.run(mpirun_command(n, argv, extra), env=mpirun_env(kwargs.pop("env", None), n), **kwargs)
 
 
 def main(args: Sequence[str] | None = None) -> int:

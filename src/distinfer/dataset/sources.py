@@ -105,7 +105,9 @@ class MnistDataset(RandomAccessDataset):
     """MNIST from idx files: columns ``image`` (uint8 [28, 28, 1]) and ``label`` (uint32 scalar).
 
     ``usage`` is 'train', 'test' or 'all' (None: all). ``dataset_dir=None`` reads the bundled
-    5,000-image subset (see :func:`embedded_mnist_dir`) and logs a warning. Shuffled by
+    5,000-image subset (see :func:`embedded_mnist_dir`) and logs a warning; there ``usage=None``
+    means its 4,000-image 'train' split, so the 1,000 'test' images stay held out for evaluating
+    what a script trained without ``DATA_PATH``. Shuffled by
     default; ``num_shards``/``shard_id`` read one shard as MindSpore's DistributedSampler.
 
     >>> import distinfer.dataset as ds
@@ -121,8 +123,9 @@ class MnistDataset(RandomAccessDataset):
         super().__init__(select_sampler(num_samples, sampler, shuffle, num_shards, shard_id))
         if dataset_dir is None:
             dataset_dir = embedded_mnist_dir()
-            logger.warning("MnistDataset: no dataset_dir given (is DATA_PATH set?); using the embedded "
-                           "5,000-image MNIST subset at %s", dataset_dir)
+            usage = "train" if usage is None else usage
+            logger.warning("MnistDataset: no dataset_dir given (is DATA_PATH set?); using the embedded MNIST "
+                           "subset at %s, usage=%r (its 'test' split is held out)", dataset_dir, usage)
         self.dataset_dir = os.fspath(dataset_dir)
         self.usage = "all" if usage is None else usage
         if self.usage not in _PREFIX:
