@@ -1,5 +1,8 @@
 """Sharded training equals single-process training: losses and merged weights after N steps.
 
+Two networks: the tutorials' seed network and the GPT-style block (Megatron-style dp x mp
+strategies), each with SGD, Momentum and Adam.
+
 Run under mpirun at any rank count; prints one PASS line per rank and optimizer.
     python -m distinfer.launch -n 4 tests/mpi/train_parity.py
 """
@@ -15,6 +18,7 @@ from distinfer import nn  # noqa: E402
 from distinfer.communication import get_group_size, get_rank, init  # noqa: E402
 from distinfer.layout import replicated  # noqa: E402
 from distinfer.parallel import _executor as ex  # noqa: E402
+from gpt_block import GPTBlock, shard_gpt  # noqa: E402
 from seed_net import seed_network  # noqa: E402
 
 STEPS = 3
@@ -38,22 +42,47 @@ def make_opt(kind, params):
     return nn.Adam(params, 1e-3)
 
 
-def run(kind, sharded, data, labels, n, rank, full_batch):
+GPT = dict(vocab=64, hidden=32, heads=4, seq=8)
+GPT_MESH = {1: (1, 1), 2: (1, 2), 4: (2, 2), 8: (2, 4)}
+
+
+class TokenLoss(nn.Cell):
+    """Cross entropy over every token: logits [B, S, V], labels [B, S]."""
+
+    def __init__(self):
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss()
+
+    def construct(self, logits, labels):
+        return self.ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def build(model, sharded, n):
+    if model == "seed":
+        net = seed_network(shard=False)
+        if sharded:
+            s1, s3 = strategies(n)
+            net.layer1.matmul.shard(s1)
+            net.layer3.matmul.shard(s3)
+        return net, nn.CrossEntropyLoss()
+    net = GPTBlock(**GPT)
+    if sharded:
+        shard_gpt(net, *GPT_MESH[n])
+    return net, TokenLoss()
+
+
+def run(kind, sharded, data, labels, n, rank, full_batch, model="seed"):
     ms.reset_auto_parallel_context()
     if sharded:
         ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", full_batch=full_batch)
     ms.set_seed(7)
-    net = seed_network(shard=False)
-    if sharded:
-        s1, s3 = strategies(n)
-        net.layer1.matmul.shard(s1)
-        net.layer3.matmul.shard(s3)
-    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), make_opt(kind, net.trainable_params()))
+    net, loss_fn = build(model, sharded, n)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), make_opt(kind, net.trainable_params()))
     losses = []
     for i in range(STEPS):
         x, y = data[i], labels[i]
         if sharded and not full_batch:  # each rank feeds its batch shard
-            lo, hi = rank * BATCH // n, (rank + 1) * BATCH // n
+            lo, hi = rank * len(x) // n, (rank + 1) * len(x) // n
             x, y = x[lo:hi], y[lo:hi]
         if sharded:
             from distinfer.train.model import _distribute_inputs
@@ -76,17 +105,21 @@ def main():
     rng = np.random.RandomState(0)
     data = rng.randn(STEPS, BATCH, 1, 28, 28).astype(np.float32)
     labels = rng.randint(0, 10, size=(STEPS, BATCH)).astype(np.int32)
+    ids = rng.randint(0, GPT["vocab"], size=(STEPS, 8, GPT["seq"])).astype(np.int32)
+    targets = rng.randint(0, GPT["vocab"], size=(STEPS, 8, GPT["seq"])).astype(np.int32)
+    cases = [("seed", data, labels, fb) for fb in (True, False)] + [("gpt", ids, targets, True)]
     for kind in ("sgd", "momentum", "adam"):
-        ref_loss, ref_w = run(kind, False, data, labels, n, rank, False)
-        for full_batch in (True, False):
-            loss, w = run(kind, True, data, labels, n, rank, full_batch)
+        refs = {m: run(kind, False, x, y, n, rank, False, m) for m, x, y in (("seed", data, labels), ("gpt", ids, targets))}
+        for model, x, y, full_batch in cases:
+            ref_loss, ref_w = refs[model]
+            loss, w = run(kind, True, x, y, n, rank, full_batch, model)
             loss_err = float(np.max(np.abs(loss - ref_loss) / np.abs(ref_loss)))
             w_err = max(float(np.max(np.abs(w[k] - ref_w[k])) / max(np.max(np.abs(ref_w[k])), 1e-12)) for k in ref_w)
             # Adam divides each update by sqrt(v): for weights whose gradient is ~0, float32 rounding
             # differences between a reduction over ranks and one matmul change the step direction, so
             # its weights agree to a looser bound; the losses must still agree to 1e-5.
             ok = loss_err <= 1e-5 and w_err <= (1e-4 if kind == "adam" else 1e-5)
-            print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} opt={kind} full_batch={full_batch} "
+            print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} net={model} opt={kind} full_batch={full_batch} "
                   f"loss_err={loss_err:.2e} weight_err={w_err:.2e} losses={np.round(loss, 5).tolist()}", flush=True)
 
 

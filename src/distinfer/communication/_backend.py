@@ -122,7 +122,7 @@ class MPIBackend(Backend):
     def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
         self.stats.allreduces += 1
         self.stats.allreduce_bytes += arr.nbytes
-        src = np.array(arr, copy=not arr.flags.c_contiguous)  # keeps 0-d shape (ascontiguousarray would not)
+        src = np.ascontiguousarray(arr).reshape(np.shape(arr))  # reshape: ascontiguousarray makes 0-d 1-d
         out = np.empty_like(src)
         mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
         comm = self.comm if len(partition) == 1 else self.group_comm(partition)
