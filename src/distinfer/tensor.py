@@ -59,6 +59,7 @@ class Tensor:
         self._layout: Layout | None = None
         self._partial: tuple[int, ...] = ()
         self._partial_op = "sum"
+        self._reduced: np.ndarray | None = None  # the summed block, once a consumer reduced the partials
         self.init = None
         self.init_seed: int | None = None
         if isinstance(input_data, Tensor):
@@ -94,6 +95,7 @@ class Tensor:
         t._layout = layout
         t._partial = tuple(partial)
         t._partial_op = partial_op
+        t._reduced = None
         t._dtype = dtype if dtype is not None else mstype.from_numpy(local.dtype)
         t.init = None
         t.init_seed = None
@@ -282,6 +284,7 @@ class Parameter(Tensor):
         self._layout = None
         self._partial = ()
         self._partial_op = "sum"
+        self._reduced = None
         self.init = src.init
         self.init_seed = src.init_seed
         self._name = name

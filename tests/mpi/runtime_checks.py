@@ -53,7 +53,7 @@ def check_names(n: int) -> list[str]:
     names = ["seed_layouts", "seed_predict_full_batch", "seed_predict_data_parallel", "seed_weights_are_slices"]
     names += [f"gpt_{dp}x{mp}" for dp, mp in gpt_configs(n)]
     names += ["gpt_data_parallel", "comm_col_to_row", "comm_replicated_to_split", "comm_partial_sum",
-              "comm_seed_predict", "comm_gpt_allreduces"]
+              "comm_reduce_scatter", "comm_seed_predict", "comm_gpt_allreduces"]
     return names + [f"op_{name}" for name in op_case_names()]
 
 
@@ -238,6 +238,23 @@ def _comm_partial_sum() -> None:
     (out, (msgs, _, ars)) = _delta(lambda: full(mm(ms.Tensor(x), ms.Tensor(w))))
     assert_close(out, x.astype(np.float64) @ w, what="MatMul with a split contraction")
     assert (msgs, ars) == (0, 1 if n > 1 else 0), (msgs, ars)
+
+
+@CHECKS("comm_reduce_scatter")
+def _comm_reduce_scatter() -> None:
+    """A partial sum going into a layout split over the partial axis is one ReduceScatter, no AllReduce."""
+    reset(parallel_mode="semi_auto_parallel")
+    n = size()
+    rs = np.random.RandomState(2)
+    x, w = rs.standard_normal((8, 16)).astype(np.float32), rs.standard_normal((16, 8)).astype(np.float32)
+    mm = ops.MatMul().shard(((1, n), (n, 1)), out_strategy=((n, 1),))
+    st = _stats()
+    before = st.reduce_scatters
+    (out, (msgs, _, ars)) = _delta(lambda: mm(ms.Tensor(x), ms.Tensor(w)))
+    scatters = st.reduce_scatters - before
+    assert out.layout.splits == (n, 1), out.layout
+    assert_close(full(out), x.astype(np.float64) @ w, what="MatMul reduce-scattered over rows")
+    assert (msgs, ars, scatters) == (0, 0, 1 if n > 1 else 0), (msgs, ars, scatters)
 
 
 @CHECKS("comm_seed_predict")

@@ -53,10 +53,11 @@ class CommStats:
     bytes_sent: int = 0
     allreduces: int = 0
     allreduce_bytes: int = 0
+    reduce_scatters: int = 0
     log: list = field(default_factory=list)
 
     def reset(self) -> None:
-        self.messages = self.bytes_sent = self.allreduces = self.allreduce_bytes = 0
+        self.messages = self.bytes_sent = self.allreduces = self.allreduce_bytes = self.reduce_scatters = 0
         self.log.clear()
 
 
@@ -75,6 +76,11 @@ class Backend:
     # Overridden by the MPI backend; the single-rank versions are exact.
     def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
         self.stats.allreduces += 1
+        return np.array(arr, copy=True)
+
+    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum") -> np.ndarray:
+        """Sum over this rank's group, keeping piece ``index in group`` of ``axis`` (cut evenly)."""
+        self.stats.reduce_scatters += 1
         return np.array(arr, copy=True)
 
     def exchange(self, sends: dict[int, list[np.ndarray]],
@@ -133,6 +139,20 @@ class MPIBackend(Backend):
             return res.astype(src.dtype)
         comm.Allreduce(src, out, op=mpi_op)
         return out.reshape(arr.shape)
+
+    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum") -> np.ndarray:
+        self.stats.reduce_scatters += 1
+        comm = self.comm if len(partition) == 1 else self.group_comm(partition)
+        size = comm.Get_size()
+        # Put the scattered axis first so each member's piece is one contiguous run.
+        moved = np.moveaxis(arr, axis, 0)
+        wide = moved.dtype.name == "bfloat16"
+        send = np.ascontiguousarray(moved, dtype=np.float32 if wide else moved.dtype)
+        self.stats.allreduce_bytes += send.nbytes
+        recv = np.empty((send.shape[0] // size,) + send.shape[1:], dtype=send.dtype)
+        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
+        comm.Reduce_scatter_block(send, recv, op=mpi_op)
+        return np.ascontiguousarray(np.moveaxis(recv.astype(arr.dtype, copy=False), 0, axis))
 
     def exchange(self, sends, recvs):
         MPI = self.MPI

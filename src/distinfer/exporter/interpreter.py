@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = ["GraphCell", "check_supported"]
 
 _STRUCTURAL = {"Constant", "Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "Return", "AllReduce",
-               "Redistribute"}
+               "ReduceScatter", "Redistribute"}
 _MS_ALIASES = {"Div": "RealDiv"}
 
 
@@ -123,6 +123,10 @@ class _Runner:
             part = tuple(tuple(g) for g in attrs["rank_groups"])
             red = attrs.get("op", "sum")
             return lambda args: _backend.world().allreduce(args[0], part, red)
+        if op == "ReduceScatter":
+            part = tuple(tuple(g) for g in attrs["rank_groups"])
+            red, axis = attrs.get("op", "sum"), int(attrs["axis"])
+            return lambda args: _backend.world().reduce_scatter(args[0], part, axis, red)
         src, dst = attrs["src_layout"], attrs["dst_layout"]
         plan = make_plan(src, dst)
 

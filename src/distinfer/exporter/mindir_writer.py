@@ -16,7 +16,9 @@ Encoding (spec §9; the distinfer-specific parts are documented here):
   arguments are ``Constant`` nodes; node attributes ``const_inputs``, ``in_boxes``/``out_boxes``
   (global ``[start, stop)`` of the local blocks), ``in_shapes``/``out_shapes`` (global),
   ``out_dtypes``, ``in_layouts``/``out_layouts``, ``partial`` and MindSpore's ``shape``.
-* communication nodes: ``REF::AllReduce:<k>`` (primitive attributes ``op``, ``group``,
+* communication nodes: ``REF::ReduceScatter:<k>`` (as AllReduce, plus ``axis``: the tensor dim
+  whose pieces stay on the group's members in rank order, and ``dst_layout``),
+  ``REF::AllReduce:<k>`` (primitive attributes ``op``, ``group``,
   ``group_rank_ids`` = this rank's group, ``rank_groups`` = the whole partition, ``layout``) and
   ``REF::Redistribute:<k>`` (``src_layout``, ``dst_layout``: replaying ``make_plan(src, dst)``
   reproduces the exact point-to-point plan; ``send_to``/``recv_from`` list this rank's peers).
@@ -112,6 +114,14 @@ class _Builder:
             attrs = {"op": s.info["op"], "group": "allreduce-" + "-".join(map(str, mine)), "group_rank_ids": mine,
                      "rank_groups": part, "layout": s.info["layout"]}
             self._node("AllReduce", [self.v(s.input)], [self.v(s.output)], attrs, {})
+            return
+        if s.kind == "reduce_scatter":
+            part = tuple(tuple(int(r) for r in grp) for grp in s.info["partition"])
+            mine = next((grp for grp in part if self.tr.rank in grp), ())
+            attrs = {"op": s.info["op"], "group": "reducescatter-" + "-".join(map(str, mine)),
+                     "group_rank_ids": mine, "rank_groups": part, "axis": int(s.info["axis"]),
+                     "layout": s.info["layout"], "dst_layout": s.info["result_layout"]}
+            self._node("ReduceScatter", [self.v(s.input)], [self.v(s.output)], attrs, {})
             return
         plan = s.info["plan"]
         me = self.tr.rank

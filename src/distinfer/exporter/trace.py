@@ -61,7 +61,7 @@ class OpStep:
 
 @dataclass
 class CommStep:
-    """A communication applied to one value: ``kind`` is "allreduce" or "redistribute"."""
+    """A communication applied to one value: ``kind`` is "allreduce", "reduce_scatter" or "redistribute"."""
 
     kind: str
     input: str
@@ -98,6 +98,7 @@ class _Tracer:
         self.names: dict[int, str] = {}
         self.keep: list[Any] = []  # ids are only unique while the objects live
         self.pending: list[tuple[str, dict]] = []
+        self.reduced: dict[str, str] = {}  # value name -> name of its AllReduce'd sum
         self.count = 0
         for i, t in enumerate(input_tensors):
             if isinstance(t, Tensor):
@@ -159,9 +160,16 @@ class _Tracer:
         return self._finalise(name, src, t._partial, target, None, what)
 
     def _finalise(self, name: str, src: Layout, partial, target: Layout, result, what: str) -> str:
-        if partial:
-            info = self._take("allreduce", what)
-            name = self._comm_step("allreduce", name, info)
+        if partial and self.pending and self.pending[0][0] == "reduce_scatter":
+            info = self._take("reduce_scatter", what)
+            name = self._comm_step("reduce_scatter", name, info)
+            src = info["result_layout"]
+        elif partial:
+            # The executor reduces a value's partial sums once and reuses the sum for later consumers.
+            if name not in self.reduced:
+                info = self._take("allreduce", what)
+                self.reduced[name] = self._comm_step("allreduce", name, info)
+            name = self.reduced[name]
         if not src.same_blocks(target):
             info = self._take("redistribute", what)
             if not info["plan"].dst.same_blocks(target):
@@ -170,7 +178,7 @@ class _Tracer:
         return name
 
     def _comm_step(self, kind: str, src_name: str, info: dict) -> str:
-        out = self._fresh("AllReduce" if kind == "allreduce" else "Redistribute")
+        out = self._fresh({"allreduce": "AllReduce", "reduce_scatter": "ReduceScatter"}.get(kind, "Redistribute"))
         self.tr.steps.append(CommStep(kind, src_name, out, info))
         return out
 

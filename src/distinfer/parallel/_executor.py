@@ -252,7 +252,7 @@ def redistribute(t: Tensor, target: Layout) -> np.ndarray | None:
     src = _current_layout(t, target.num_devices)
     local = t._local
     if t._partial:
-        local = _reduce_partial(local, src, t._partial, t._partial_op)
+        local, src = _resolve_partial(t, src, target)
     if src.same_blocks(target):
         return local
     if _State.abstract:
@@ -266,6 +266,47 @@ def to_layout(t: Tensor, target: Layout) -> Tensor:
     """A new Tensor holding ``t`` laid out as ``target`` (no pending partial sums)."""
     local = redistribute(t, target)
     return Tensor._make(local, t._shape, target, dtype=t.dtype)
+
+
+def _scatter_axis(src: Layout, partial: tuple[int, ...], target: Layout) -> tuple[int, int] | None:
+    """``(device axis, tensor dim)`` for a ReduceScatter: ``target`` splits a dim that ``src`` keeps
+    whole over exactly one of the partial axes (ignoring size-1 axes), on the same device matrix."""
+    if target.dev_matrix != src.dev_matrix or len(partial) != 1:
+        return None
+    p = partial[0]
+    m = len(src.dev_matrix)
+
+    def axes(entry) -> set[int]:
+        values = entry if isinstance(entry, tuple) else (entry,)
+        return {m - 1 - v for v in values if v != -1 and src.dev_matrix[m - 1 - v] > 1}
+
+    for d, (s_entry, t_entry) in enumerate(zip(src.tensor_map, target.tensor_map)):
+        if not axes(s_entry) and axes(t_entry) == {p} and src.shape[d] % src.dev_matrix[p] == 0:
+            return p, d
+    return None
+
+
+def _resolve_partial(t: Tensor, src: Layout, target: Layout):
+    """Reduce ``t``'s pending partial sums: straight into ``target``'s split with a ReduceScatter
+    when it splits a dim over the partial axis, else one AllReduce, kept on ``t`` for later uses."""
+    scatter = _scatter_axis(src, t._partial, target)
+    if scatter is not None:
+        p, d = scatter
+        tm = list(src.tensor_map)
+        tm[d] = len(src.dev_matrix) - 1 - p  # replaces at most a size-1 axis
+        scattered = Layout(src.dev_matrix, tuple(tm), src.shape)
+        if _State.abstract:
+            return None, scattered
+        partition = _backend.partition_along(src.dev_matrix, (p,))
+        _notify_comm("reduce_scatter", layout=src, partition=partition, axis=d, op=t._partial_op,
+                     result_layout=scattered)
+        return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op), scattered
+    if t._reduced is None:
+        reduced = _reduce_partial(t._local, src, t._partial, t._partial_op)
+        if _State.abstract:
+            return None, src
+        t._reduced = reduced
+    return t._reduced, src
 
 
 def _reduce_partial(local, layout: Layout, axes, op: str):
