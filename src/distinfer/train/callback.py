@@ -44,21 +44,45 @@ class RunContext:
 
 
 class Callback:
-    """Base callback; every hook is optional."""
+    """Base callback; every hook is optional.
 
-    def on_train_begin(self, run_context: RunContext) -> None: ...
-    def on_train_epoch_begin(self, run_context: RunContext) -> None: ...
-    def on_train_step_begin(self, run_context: RunContext) -> None: ...
-    def on_train_step_end(self, run_context: RunContext) -> None: ...
-    def on_train_epoch_end(self, run_context: RunContext) -> None: ...
-    def on_train_end(self, run_context: RunContext) -> None: ...
+    As in MindSpore, the ``on_train_*`` hooks call the older names (``begin``, ``epoch_begin``,
+    ``step_begin``, ``step_end``, ``epoch_end``, ``end``), which do nothing by default; a
+    callback may override either set. A callback is also a context manager that ``Model.train``
+    enters for the run.
+    """
 
-    # MindSpore's older hook names
-    def begin(self, run_context):
-        self.on_train_begin(run_context)
+    def __enter__(self) -> "Callback":
+        return self
 
-    def end(self, run_context):
-        self.on_train_end(run_context)
+    def __exit__(self, *err: Any) -> None:
+        return None
+
+    # MindSpore's older hook names (no-ops here).
+    def begin(self, run_context: RunContext) -> None: ...
+    def epoch_begin(self, run_context: RunContext) -> None: ...
+    def step_begin(self, run_context: RunContext) -> None: ...
+    def step_end(self, run_context: RunContext) -> None: ...
+    def epoch_end(self, run_context: RunContext) -> None: ...
+    def end(self, run_context: RunContext) -> None: ...
+
+    def on_train_begin(self, run_context: RunContext) -> None:
+        self.begin(run_context)
+
+    def on_train_epoch_begin(self, run_context: RunContext) -> None:
+        self.epoch_begin(run_context)
+
+    def on_train_step_begin(self, run_context: RunContext) -> None:
+        self.step_begin(run_context)
+
+    def on_train_step_end(self, run_context: RunContext) -> None:
+        self.step_end(run_context)
+
+    def on_train_epoch_end(self, run_context: RunContext) -> None:
+        self.epoch_end(run_context)
+
+    def on_train_end(self, run_context: RunContext) -> None:
+        self.end(run_context)
 
 
 def _loss_value(outputs: Any) -> float:
@@ -83,7 +107,7 @@ class LossMonitor(Callback):
         self.losses.append(loss)
         step_in_epoch = (cb.cur_step_num - 1) % cb.batch_num + 1
         if np.isnan(loss) or np.isinf(loss):
-            raise ValueError(f"epoch: {cb.cur_epoch_num} step: {step_in_epoch}: loss is {loss}, training stops")
+            raise ValueError(f"epoch: {cb.cur_epoch_num} step: {step_in_epoch}. Invalid loss, terminating training.")
         if self._per_print_times and cb.cur_step_num % self._per_print_times == 0:
             print(f"epoch: {cb.cur_epoch_num} step: {step_in_epoch}, loss is {loss}", flush=True)
 
@@ -154,15 +178,21 @@ class ModelCheckpoint(Callback):
         self.latest_ckpt_file_name = ""
 
     def _unique_prefix(self, prefix: str) -> str:
-        """``prefix_N`` when files named ``prefix-*.ckpt`` (or a previous ``prefix_N``) already exist."""
+        """MindSpore's rule: ``prefix_N`` with N one more than the largest suffix among existing
+        ``prefix-*.ckpt`` (counts as 0) and ``prefix_K-*.ckpt`` files; ``prefix`` when none exist."""
         ext = "." + self._config.format
-        names = [f for f in os.listdir(self._directory) if f.endswith(ext)]
-        if not any(f.startswith(prefix + "-") or re.match(re.escape(prefix) + r"_\d+-", f) for f in names):
-            return prefix
-        n = 1
-        while any(f.startswith(f"{prefix}_{n}-") for f in names):
-            n += 1
-        return f"{prefix}_{n}"
+        suffix = 0
+        for name in os.listdir(self._directory):
+            if not name.endswith(ext) or name.endswith("_breakpoint" + ext) or not name.startswith(prefix):
+                continue
+            rest = name[len(prefix):]
+            if rest.startswith("-"):
+                suffix = max(suffix, 1)
+            else:
+                match = re.match(r"_(\d+)-", rest)
+                if match:
+                    suffix = max(suffix, int(match.group(1)) + 1)
+        return f"{prefix}_{suffix}" if suffix else prefix
 
     def on_train_step_end(self, run_context: RunContext) -> None:
         cb = run_context.original_args()

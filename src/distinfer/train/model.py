@@ -13,6 +13,7 @@ gets back its own shard of the result; a tuple strategy gives each input pre-sli
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any, Sequence
@@ -124,11 +125,9 @@ class _TrainMixin:
 
         from .callback import RunContext
 
-        if not isinstance(epoch, int) or epoch < 1 or not 0 <= initial_epoch < epoch:
-            raise ValueError(f"Model.train: epoch must be an int >= 1 above initial_epoch, got {epoch} "
-                             f"(initial_epoch {initial_epoch})")
+        _check_epochs(epoch, initial_epoch)
+        cbs = _callback_list(callbacks)
         train_net = self._build_train_network()
-        cbs = list(callbacks) if isinstance(callbacks, (list, tuple)) else ([callbacks] if callbacks else [])
         batch_num = train_dataset.get_dataset_size()
         cb = SimpleNamespace(train_network=train_net, network=self._network, optimizer=self._optimizer,
                              epoch_num=epoch, batch_num=batch_num, cur_epoch_num=initial_epoch,
@@ -136,6 +135,13 @@ class _TrainMixin:
                              parallel_mode=context.parallel_mode(),
                              device_number=context.get_auto_parallel_context("device_num"), list_callback=cbs)
         run = RunContext(cb)
+        with contextlib.ExitStack() as stack:
+            cbs[:] = [stack.enter_context(c) for c in cbs]
+            self._train_loop(train_net, train_dataset, cb, run, initial_epoch, epoch)
+
+    def _train_loop(self, train_net, train_dataset, cb, run, initial_epoch: int, epoch: int) -> None:
+        """Epochs and steps with the callbacks' hooks in MindSpore's order."""
+        cbs = cb.list_callback
         for c in cbs:
             c.on_train_begin(run)
         iterator = train_dataset.create_tuple_iterator(num_epochs=epoch - initial_epoch)
@@ -190,6 +196,30 @@ class _TrainMixin:
         from .metrics import evaluate
 
         return evaluate(self, valid_dataset)
+
+
+def _check_epochs(epoch: int, initial_epoch: int) -> None:
+    """MindSpore's checks: TypeError for a non-int (bool included), ValueError unless 0 <= initial < epoch."""
+    for name, value in (("epoch", epoch), ("initial_epoch", initial_epoch)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"Model.train: '{name}' must be an int, but got {type(value).__name__} ({value!r})")
+    if epoch < 1 or not 0 <= initial_epoch < epoch:
+        raise ValueError(f"Model.train: 'epoch' must be a positive int above 'initial_epoch', got epoch={epoch}, "
+                         f"initial_epoch={initial_epoch}")
+
+
+def _callback_list(callbacks) -> list:
+    """``callbacks`` (None, a Callback or a list of them) as a list; TypeError for anything else."""
+    from .callback import Callback
+
+    if callbacks is None:
+        return []
+    items = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    for i, c in enumerate(items):
+        if not isinstance(c, Callback):
+            raise TypeError(f"Model.train: callbacks must be Callback objects (or a list of them), but item {i} "
+                            f"is {type(c).__name__}")
+    return items
 
 
 def _epochs(start: int, stop: int):
