@@ -335,3 +335,31 @@ def test_writer_error_cleans_temp(tmp_path):
     with pytest.raises(TypeError):
         write_ckpt(tmp_path / "y.ckpt", [("c", np.zeros(2, np.complex64))])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("chunk", [100, 4096, 1 << 20])
+@pytest.mark.parametrize("scatter_min,gap", [(0, 0), (0, 1 << 14), (1 << 14, 1 << 14), (64, 64)])
+def test_boxes_into_strided_views(tmp_path, monkeypatch, chunk, scatter_min, gap):
+    """read_box into a strided view of a bigger array (the block's place in a destination) writes
+    exactly that view, on the scatter (iovec) and the staging paths, across record chunks."""
+    rng = np.random.default_rng(chunk + scatter_min + gap)
+    a = rng.standard_normal((19, 13, 11)).astype(np.float32)
+    p = tmp_path / "s.ckpt"
+    write_ckpt(p, [("a", a)], chunk_bytes=chunk)
+    monkeypatch.setattr(ckpt_mod, "_SCATTER_MIN", scatter_min)
+    monkeypatch.setattr(ckpt_mod, "_GAP_COALESCE", gap)
+    monkeypatch.setattr(ckpt_mod, "_STAGING_BYTES", 512)
+    monkeypatch.setattr(ckpt_mod, "_IOV_MAX", 3)
+    with CkptFile(p) as f:
+        for _ in range(30):
+            box = tuple(tuple(sorted(int(x) for x in rng.integers(0, n + 1, 2))) for n in a.shape)
+            ext = [y - x for x, y in box]
+            big = np.full([e + int(rng.integers(0, 3)) for e in ext], -7.0, np.float32)
+            at = [int(rng.integers(0, n - e + 1)) for n, e in zip(big.shape, ext)]
+            view = big[tuple(slice(o, o + e) for o, e in zip(at, ext))]
+            before = big.copy()
+            assert f.read_box("a", box, out=view) is view
+            before[tuple(slice(o, o + e) for o, e in zip(at, ext))] = a[tuple(slice(x, y) for x, y in box)]
+            np.testing.assert_array_equal(big, before)
+        with pytest.raises(ValueError, match="positive strides"):
+            f.read_box("a", ((0, 2), (0, 2), (0, 2)), out=np.empty((2, 2, 4), np.float32)[:, :, ::-2])

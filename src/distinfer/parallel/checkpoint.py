@@ -185,8 +185,8 @@ class TransformJob:
         def count(_name: str, n: int) -> None:
             written[0] += n
 
-        blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count)
         if output_format == "safetensors":
+            blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count)
             tensors: dict[str, Any] = dict(blocks)
             for n in extras:
                 e = ref.entry(n)
@@ -196,6 +196,9 @@ class TransformJob:
                 tensors[n] = ref.read(n)
             write_safetensors(path, tensors)
         else:
+            # write_ckpt is done with each block before asking for the next: one reused buffer.
+            blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count, reuse=True)
+
             def items():
                 yield from blocks
                 for n in extras:
@@ -616,8 +619,20 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
                                f"cannot be loaded: not in the slice strategy {not_in_strategy}, not in the "
                                f"checkpoint files {not_in_ckpt}")
         param_dict: dict[str, Any] = {}
-        for name, param, dst in todo:
-            block = source.read_block(name, dst, rank, rank % train.stage_devices)
+        # All blocks live in one allocation: a big numpy allocation gets transparent huge pages,
+        # and first-touch page faults of many small 4 KiB-page allocations cost more than the
+        # reads themselves (~2 GB/s vs ~10 GB/s here). Each block is an aligned view of it.
+        shapes = []
+        for name, _, dst in todo:
+            shape = dst.local_shape if dst is not None else source.layout(name).shape
+            dt = np.dtype(source.dtype(name))
+            shapes.append((shape, dt, -(-math.prod(shape) * dt.itemsize // 64) * 64))
+        arena = np.empty(sum(n for _, _, n in shapes), np.uint8)
+        pos = 0
+        for (name, param, dst), (shape, dt, n) in zip(todo, shapes):
+            out = arena[pos: pos + math.prod(shape) * dt.itemsize].view(dt).reshape(shape)
+            pos += n
+            block = source.read_block(name, dst, rank, rank % train.stage_devices, out=out)
             param_dict[name] = Parameter(Tensor(block), name=name)
     finally:
         source.close()
