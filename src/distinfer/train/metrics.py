@@ -32,6 +32,8 @@ def _whole(t):
 def evaluate(model, dataset) -> dict:
     """``{metric: value}`` over ``dataset`` with the model's metrics; equal on every rank."""
     names = _names(model._metrics)
+    if "loss" in names.values() and model._loss_fn is None:
+        raise ValueError("Model.eval: the 'loss' metric needs a loss function: Model(network, loss_fn, ...)")
     model._network.set_train(False)
     correct = total = 0
     loss_sum, batches = 0.0, 0

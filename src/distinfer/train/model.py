@@ -170,7 +170,7 @@ class _TrainMixin:
             return train_net(*inputs)
         rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
             "only_trainable_params"])
-        with ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+        with ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             loss = train_net(*inputs)
         self._after_compile(rec, train_net)
         self._strategy_saved = True
@@ -184,7 +184,7 @@ class _TrainMixin:
         batch = next(iter(train_dataset.create_tuple_iterator(num_epochs=1)))
         rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
             "only_trainable_params"])
-        with ex.abstract(), ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+        with ex.abstract(), ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             n = ex.stage_devices()
             inputs = [Tensor._make(None, x.shape, x.layout, dtype=x.dtype) for x in self._feed(batch)]
             train_net.network(*inputs)
@@ -247,6 +247,9 @@ class Model(_TrainMixin):
         self._eval_network = eval_network
         self._train_network = None
         self._strategy_saved = False
+        self._predict_compiled = False
+        self._loaded_items: dict = {}
+        self._loaded_from: str | None = None
 
     @property
     def predict_network(self):
@@ -272,13 +275,23 @@ class Model(_TrainMixin):
         if not context.is_sharded_mode():
             return self._network(*predict_data)
         n = ex.stage_devices()
-        rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
-            "only_trainable_params"])
-        with ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+        # Like MindSpore's compile, the first call records layouts and writes the strategy file.
+        rec = None if self._predict_compiled else ex.Recorder(
+            trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")["only_trainable_params"])
+        with ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             out = self._network(*_distribute_inputs(predict_data, n))
             out = _map_outputs(out, lambda t: ex.to_layout(t, _output_layout(t, n)))
-        self._after_compile(rec)
+        if rec is not None:
+            self._after_compile(rec)
+            self._predict_compiled = True
         return _map_outputs(out, lambda t: Tensor(t.asnumpy()))
+
+    def _file_strategies(self) -> dict:
+        """Strategies from ``strategy_ckpt_config["load_file"]``, read once per path."""
+        path = context.strategy_ckpt_file("load_file")
+        if self._loaded_from != path:
+            self._loaded_items, self._loaded_from = _loaded_strategy_items(), path
+        return self._loaded_items
 
     def infer_predict_layout(self, *predict_data: Any, skip_backend_compile: bool = False) -> dict:
         """Each parameter's layout for this input, as ``{name: [dev_matrix, tensor_map, slice_shape, ...]}``.
@@ -292,12 +305,14 @@ class Model(_TrainMixin):
                                f"got {context.parallel_mode()!r}")
         self._check_predict_data(predict_data)
         self._network.set_train(False)
-        return self._layout_run(self._network, predict_data)
+        layouts = self._layout_run(self._network, predict_data)
+        self._predict_compiled = True
+        return layouts
 
     def _layout_run(self, network, data) -> dict:
         rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
             "only_trainable_params"])
-        with ex.abstract(), ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+        with ex.abstract(), ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             n = ex.stage_devices()
             inputs = [Tensor._make(None, x.shape, None, dtype=x.dtype) if isinstance(x, Tensor) else x
                       for x in _distribute_inputs(data, n)]
