@@ -444,8 +444,14 @@ def _shape_text(param: Parameter) -> str:
     return f"{param.shape}"
 
 
-def _update_param(param: Parameter, value: Tensor, strict_load: bool, source_name: str) -> None:
-    """Copy ``value`` into ``param`` following MindSpore's shape and dtype rules."""
+def _update_param(param: Parameter, value: Tensor, strict_load: bool, source_name: str,
+                  donate: bool = False) -> None:
+    """Copy ``value`` into ``param`` following MindSpore's shape and dtype rules.
+
+    The value's data is copied once (by ``set_data``, or by the dtype conversion); with
+    ``donate`` (the caller owns ``value`` and drops it) a value that needs no conversion is
+    adopted without a copy.
+    """
     arr = value.asnumpy()
     targets = [tuple(param.shape)]
     if param.sliced and param.layout is not None and param.global_shape != param.shape:
@@ -469,10 +475,10 @@ def _update_param(param: Parameter, value: Tensor, strict_load: bool, source_nam
         log.warning("The type of %s:%s in 'parameter_dict' is different from the type of it in 'net':%s, then the "
                     "type convert from %s to %s in the network.", source_name, value.dtype, param.dtype,
                     value.dtype, param.dtype)
-        arr = arr.astype(param.dtype.np)
-    elif np.shares_memory(arr, value.asnumpy()):
-        arr = arr.copy()  # the net must not alias the loaded dict's buffers
-    param.set_data(arr)
+        arr = arr.astype(param.dtype.np)  # a fresh array: set_data need not copy it again
+        donate = True
+    # set_data copies unless told not to, so the net does not alias the dict's buffers.
+    param.set_data(arr, _copy=not donate)
 
 
 def _find_prefixes(parameter_dict: Mapping[str, Any], missing: Sequence[str]) -> Iterator[str]:
@@ -520,7 +526,7 @@ def _check_net_and_dict(net: Any, parameter_dict: Any) -> None:
 
 
 def load_param_into_net(net: Any, parameter_dict: dict, strict_load: bool = False,
-                        remove_redundancy: bool = False) -> tuple[list[str], list[str]]:
+                        remove_redundancy: bool = False, *, _donate: bool = False) -> tuple[list[str], list[str]]:
     """Copy ``parameter_dict``'s values into ``net``'s Parameters; returns ``(param_not_load, ckpt_not_load)``.
 
     MindSpore's rules: shapes must match (a value with extra trailing 1-dims is reshaped); a
@@ -530,7 +536,8 @@ def load_param_into_net(net: Any, parameter_dict: dict, strict_load: bool = Fals
     net parameters still missing are looked up under a prefix (a checkpoint name that ends
     with the net name). ``accu_grads*`` and, in parallel mode, unsliced parameters are not
     reported as missing. As in MindSpore, names loaded through the prefix fallback stay in
-    ``ckpt_not_load``.
+    ``ckpt_not_load``. ``_donate`` (internal: ``load_distributed_checkpoint`` passes the blocks
+    it just read and drops them) lets the net adopt the dict's arrays instead of copying them.
 
     >>> import numpy as np, distinfer as ms
     >>> net = ms.nn.Dense(2, 1)
@@ -552,12 +559,12 @@ def load_param_into_net(net: Any, parameter_dict: dict, strict_load: bool = Fals
         value = parameter_dict.get(param.name)
         if value is not None:
             if isinstance(value, Tensor):  # str / list values have no data: MindSpore skips them
-                _update_param(param, value, strict_load, param.name)
+                _update_param(param, value, strict_load, param.name, _donate)
                 ckpt_not_load.remove(param.name)
         elif not (param.name.startswith("accu_grads") or (parallel and not param.sliced)):
             param_not_load.append(param.name)
     if param_not_load and not strict_load:
-        _load_with_prefix(net, parameter_dict, param_not_load, strict_load)
+        _load_with_prefix(net, parameter_dict, param_not_load, strict_load)  # copies: an entry may serve twice
     if param_not_load:
         log.warning("For 'load_param_into_net', %d parameters in the 'net' are not loaded, because they are not in "
                     "the 'parameter_dict': %s", len(param_not_load), param_not_load)

@@ -332,9 +332,13 @@ class Parameter(Tensor):
         """Replace this rank's block in place (optimizer updates)."""
         self._local = local
 
-    def set_data(self, data: Any, slice_shape: bool = False) -> "Parameter":
+    def set_data(self, data: Any, slice_shape: bool = False, *, _copy: bool = True) -> "Parameter":
         """Replace the value. A sliced parameter takes either its local block or the full tensor
-        (which is then sliced to its layout); anything else is a shape error naming both shapes."""
+        (which is then sliced to its layout); anything else is a shape error naming both shapes.
+
+        The parameter keeps a copy of ``data``. ``_copy=False`` (internal, for loaders that hand
+        over an array nothing else uses) keeps ``data`` itself when it already has the
+        parameter's dtype and is C-contiguous."""
         arr = data.asnumpy() if isinstance(data, Tensor) else np.asarray(data)
         if isinstance(data, Tensor) and data.has_init and not self.sliced:
             self._local, self.init, self.init_seed = None, data.init, data.init_seed
@@ -355,7 +359,8 @@ class Parameter(Tensor):
                                    f"expected {self._shape}")
             local = arr
             self._shape = tuple(arr.shape)
-        self._local = np.array(local, dtype=self._dtype.np, order="C")  # ascontiguousarray makes 0-d 1-d
+        # np.array / np.asarray keep 0-d (ascontiguousarray makes it 1-d).
+        self._local = (np.array if _copy else np.asarray)(local, dtype=self._dtype.np, order="C")
         self.init = None
         return self
 

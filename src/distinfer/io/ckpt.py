@@ -58,7 +58,7 @@ _SCATTER_MIN = 16 * 1024
 # Most iovecs one preadv takes (Linux UIO_MAXIOV).
 _IOV_MAX = 1024
 # Size of the header window the indexer reads at a time (tensor bytes are skipped, never read).
-_WINDOW = 64 * 1024
+_WINDOW = 16 * 1024
 
 PathLike = Union[str, os.PathLike]
 Box = Sequence[tuple[int, int]]
@@ -107,7 +107,12 @@ class _Window:
     def bytes(self, pos: int, n: int) -> bytes:
         if self.start <= pos and pos + n <= self.start + len(self.buf):
             return self.buf[pos - self.start: pos - self.start + n]
-        data = os.pread(self.fd, n, pos)
+        if n > _WINDOW // 2:
+            data = os.pread(self.fd, n, pos)
+        else:  # a header field: move the window here (the next fields follow it)
+            self.start = pos
+            self.buf = os.pread(self.fd, min(_WINDOW, self.end - pos), pos)
+            data = self.buf[:n]
         if len(data) != n:
             raise EOFError(pos)
         return data
@@ -124,18 +129,18 @@ class _Walker:
         return FormatError(f"{self.path}: {self.where}, byte offset {pos}: {what}")
 
     def varint(self, pos: int, limit: int, what: str) -> tuple[int, int]:
+        raw = self.win.bytes(pos, min(10, limit - pos)) if pos < limit else b""
         value, shift = 0, 0
-        for i in range(10):
-            if pos + i >= limit:
-                raise self.fail(pos, f"{what}: varint runs past the end of its enclosing message "
-                                     f"(limit {limit}); the file is truncated or corrupt")
-            b = self.win.byte(pos + i)
+        for i, b in enumerate(raw):
             value |= (b & 0x7F) << shift
             if not b & 0x80:
                 if value >= 1 << 64:
                     raise self.fail(pos, f"{what}: varint overflows 64 bits")
                 return value, pos + i + 1
             shift += 7
+        if len(raw) < 10:
+            raise self.fail(pos, f"{what}: varint runs past the end of its enclosing message "
+                                 f"(limit {limit}); the file is truncated or corrupt")
         raise self.fail(pos, f"{what}: varint longer than 10 bytes")
 
     def key(self, pos: int, limit: int, allowed: dict[int, int], msg: str) -> tuple[int, int]:

@@ -649,7 +649,9 @@ def _load_into(network, param_dict: dict, strict_load: bool) -> None:
     except ImportError:
         load_param_into_net = None
     if load_param_into_net is not None:
-        load_param_into_net(network, param_dict, strict_load=strict_load)
+        # The blocks are this call's own (nothing else refers to them): the net adopts them
+        # instead of copying each one again.
+        load_param_into_net(network, param_dict, strict_load=strict_load, _donate=True)
         return
     params = dict(network.parameters_and_names())
     for name, value in param_dict.items():
