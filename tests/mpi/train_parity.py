@@ -71,10 +71,13 @@ def build(model, sharded, n):
     return net, TokenLoss()
 
 
-def run(kind, sharded, data, labels, n, rank, full_batch, model="seed"):
+def run(kind, sharded, data, labels, n, rank, full_batch, model="seed", opt_shard=False, save_dir=None):
     ms.reset_auto_parallel_context()
     if sharded:
-        ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", full_batch=full_batch)
+        ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", full_batch=full_batch,
+                                     enable_parallel_optimizer=opt_shard)
+        if save_dir:
+            ms.set_auto_parallel_context(strategy_ckpt_config={"save_file": f"{save_dir}/strategy.ckpt"})
     ms.set_seed(7)
     net, loss_fn = build(model, sharded, n)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss_fn), make_opt(kind, net.trainable_params()))
@@ -91,6 +94,12 @@ def run(kind, sharded, data, labels, n, rank, full_batch, model="seed"):
         else:
             feed = [ms.Tensor(x), ms.Tensor(y)]
         losses.append(float(step(*feed).asnumpy()))
+        if save_dir and i == 0:  # the strategy file is written once, after the first step (MindSpore's compile)
+            from distinfer.parallel.strategy import save_strategy
+
+            save_strategy(f"{save_dir}/strategy.ckpt", ex.Recorder(), step)
+    if save_dir:
+        ms.save_checkpoint(step, f"{save_dir}/rank_{rank}/checkpoint-1_{STEPS}.ckpt", integrated_save=False)
     weights = {}
     for name, p in net.parameters_and_names():
         full = ex.to_layout(p, replicated(p.global_shape, n)).asnumpy() if sharded and p.layout is not None \
@@ -121,6 +130,38 @@ def main():
             ok = loss_err <= 1e-5 and w_err <= (1e-4 if kind == "adam" else 1e-5)
             print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} net={model} opt={kind} full_batch={full_batch} "
                   f"loss_err={loss_err:.2e} weight_err={w_err:.2e} losses={np.round(loss, 5).tolist()}", flush=True)
+        if kind == "momentum":
+            opt_shard_round_trip(data, labels, n, rank, refs["seed"])
+
+
+def opt_shard_round_trip(data, labels, n, rank, ref):
+    """Training with the parallel optimizer matches one process, and its optimizer-sharded rank files
+    plus strategy file merge back (load_distributed_checkpoint) to the same weights."""
+    import tempfile
+
+    from distinfer.communication import _backend
+
+    world = _backend.world()
+    save_dir = world.bcast_object(tempfile.mkdtemp(prefix="optshard-") if rank == 0 else None)
+    ref_loss, ref_w = ref
+    loss, w = run("momentum", True, data, labels, n, rank, False, "seed", opt_shard=True, save_dir=save_dir)
+    world.barrier()
+    ms.reset_auto_parallel_context()
+    merged_net = seed_network(shard=False)
+    files = [f"{save_dir}/rank_{r}/checkpoint-1_{STEPS}.ckpt" for r in range(n)]
+    ms.load_distributed_checkpoint(merged_net, files, None, train_strategy_filename=f"{save_dir}/strategy.ckpt")
+    merged = {name: p.asnumpy() for name, p in merged_net.parameters_and_names()}
+    from distinfer.io.strategy_file import read_strategy
+
+    sharded = sorted(k for k, v in read_strategy(f"{save_dir}/strategy.ckpt").layouts.items()
+                     if v.opt_weight_shard_size and not k.startswith("moments."))
+    loss_err = float(np.max(np.abs(loss - ref_loss) / np.abs(ref_loss)))
+    w_err = max(float(np.max(np.abs(w[k] - ref_w[k])) / np.max(np.abs(ref_w[k]))) for k in ref_w)
+    m_err = max(float(np.max(np.abs(merged[k] - w[k]))) for k in ref_w)
+    expect = ["layer1.weight", "layer2.weight"] if n > 1 else []
+    ok = loss_err <= 1e-5 and w_err <= 1e-5 and m_err == 0.0 and sharded == expect
+    print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} net=seed opt=momentum+parallel_optimizer "
+          f"loss_err={loss_err:.2e} weight_err={w_err:.2e} merged_err={m_err:.1e} opt_sharded={sharded}", flush=True)
 
 
 if __name__ == "__main__":

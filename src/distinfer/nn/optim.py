@@ -6,6 +6,12 @@ each rank updates only its own block — named as MindSpore names them (``moment
 ``adam_m.<param>``/``adam_v.<param>``), plus ``global_step`` (Int32 ``[1]``) and
 ``learning_rate`` (Float32 ``[]``). Updates run on local numpy blocks.
 
+With ``enable_parallel_optimizer`` (semi-auto parallel), a parameter whose model-parallel block
+is replicated on several ranks and is at least ``parallel_optimizer_threshold`` KiB (64 by
+default) is stored and updated *optimizer-sharded* (spec §4.6): each replica keeps only its
+piece of axis 0 of the block, with its optimizer state; the executor gathers the block where an
+op consumes it and the gradient arrives already reduced to the piece.
+
 >>> import numpy as np, distinfer as ms
 >>> from distinfer import nn
 >>> net = nn.Dense(2, 1)
@@ -19,8 +25,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+import math
+
+from .. import context
 from .. import dtype as mstype
-from ..communication import _backend
+from ..layout import Layout
+from ..parallel import _executor as ex
+from ..plan import local_index
 from ..tensor import Parameter, ParameterTuple, Tensor
 from .cell import Cell
 
@@ -58,8 +69,14 @@ class Optimizer(Cell):
         return ()
 
     def _adopt_layouts(self) -> None:
-        """State created before the parameters were laid out takes their layouts on first use."""
-        rank = _backend.current_rank()
+        """On first use: shard parameters for the parallel optimizer where it applies, then give the
+        state (created before the parameters were laid out) the same layouts."""
+        rank = ex.stage_rank() if context.is_sharded_mode() else 0
+        for p in self.parameters:
+            opt = _optimizer_shard_layout(p)
+            if opt is not None:  # the piece is inside this rank's block: a local slice, no messages
+                p._set_local(np.ascontiguousarray(p._local[local_index(opt.box(rank), p.layout.box(rank))]))
+                p._layout = opt
         for states in self._states():
             for s in states:
                 src = s._clone_of
@@ -70,6 +87,8 @@ class Optimizer(Cell):
         self._adopt_layouts()
         lr = float(self.learning_rate.asnumpy())
         for i, (p, g) in enumerate(zip(self.parameters, gradients)):
+            if p.layout is not None and g.layout is not None and not g.layout.same_blocks(p.layout):
+                g = ex.to_layout(g, p.layout)  # the first step's gradients still have the unsharded layout
             grad = g.asnumpy().astype(np.float32 if p.dtype != mstype.float64 else np.float64, copy=False)
             if self.loss_scale != 1.0:
                 grad = grad / self.loss_scale
@@ -82,6 +101,25 @@ class Optimizer(Cell):
 
     def update(self, i: int, value: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
         raise NotImplementedError
+
+
+def _optimizer_shard_layout(p: Parameter) -> Layout | None:
+    """``p``'s layout with an optimizer shard (spec §4.6), or None where the parallel optimizer
+    does not apply: disabled, excluded parameter, unreplicated or small block, indivisible axis 0."""
+    layout = p.layout
+    if (layout is None or layout.opt_shard_size or not p.parallel_optimizer or not layout.shape
+            or not context.is_sharded_mode() or not context.get_auto_parallel_context("enable_parallel_optimizer")):
+        return None
+    config = context.get_auto_parallel_context("parallel_optimizer_config")
+    threshold_kib = config.get("parallel_optimizer_threshold", 64)
+    size = config.get("optimizer_weight_shard_size", -1)
+    replicas = layout.num_devices // math.prod(layout.splits)
+    group = replicas if size in (-1, 0) else min(size, replicas)
+    if group <= 1 or math.prod(layout.mp_shape) * p.dtype.itemsize < threshold_kib * 1024:
+        return None
+    if layout.mp_shape[0] % group:
+        return None
+    return Layout(layout.dev_matrix, layout.tensor_map, layout.shape, -1 if size in (-1, 0) else size)
 
 
 class SGD(Optimizer):

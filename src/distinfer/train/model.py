@@ -188,7 +188,7 @@ class _TrainMixin:
             n = ex.stage_devices()
             inputs = [Tensor._make(None, x.shape, x.layout, dtype=x.dtype) for x in self._feed(batch)]
             train_net.network(*inputs)
-        self._optimizer._adopt_layouts()
+            self._optimizer._adopt_layouts()
         return self._after_compile(rec, train_net)
 
     def eval(self, valid_dataset, callbacks=None, dataset_sink_mode: bool = False) -> dict:
