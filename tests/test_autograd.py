@@ -56,6 +56,7 @@ CASES = {
     "softmax_logsoftmax": lambda a, b: ops.Add()(ops.Softmax()(a), ops.LogSoftmax(0)(a)),
     "gelu_relu_tanh_sigmoid": lambda a, b: ops.Add()(ops.GeLU()(a), ops.Mul()(ops.ReLU()(a), ops.Sigmoid()(ops.Tanh()(a)))),
     "transpose_reshape_expand_squeeze": lambda a, b: ops.Squeeze(0)(ops.ExpandDims()(ops.Reshape()(ops.Transpose()(a, (1, 0)), (2, 6)), 0)),
+    "getitem": lambda a, b: ops.Add()(a[1:, None, 2], a[0]),
     "concat_split": lambda a, b: ops.Split(1, 2)(ops.Concat(1)((a, a)))[1],
     "reduce_mean_max": lambda a, b: ops.Add()(ops.ReduceMean(True)(a, 1), ops.ReduceSum(True)(a, 0)),
 }

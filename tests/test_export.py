@@ -407,3 +407,26 @@ def test_mpi_4_ranks_gpt_block_and_out_strategy(tmp_path):
     g = ms.load(str(tmp_path / "gpt_rank_0.mindir"))
     kinds = {g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")}
     assert {"Gather", "LayerNorm", "Split", "BatchMatMul", "Softmax", "AllReduce"} <= kinds
+
+
+def test_indexing_is_traced_not_frozen(tmp_path):
+    """``x[...]`` inside construct is an op: exports replay it on new inputs (MINDIR and ONNX)."""
+    import onnxruntime as ort
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.d = nn.Dense(4, 3)
+
+        def construct(self, x):
+            return self.d(x[:, 1]) + x[::-1, None, 2, 1:4].reshape(2, 3) + x[-1, ::-2, 0].sum()
+
+    net = Net()
+    x = ms.Tensor(np.random.RandomState(0).randn(2, 5, 4).astype(np.float32))
+    x2 = ms.Tensor(np.random.RandomState(1).randn(2, 5, 4).astype(np.float32))
+    mindir = ms.export(net, x, file_name=str(tmp_path / "idx"))
+    np.testing.assert_array_equal(nn.GraphCell(ms.load(mindir))(x2).asnumpy(), net(x2).asnumpy())
+    onnx_file = ms.export(net, x, file_name=str(tmp_path / "idx"), file_format="ONNX")
+    sess = ort.InferenceSession(onnx_file)
+    out = sess.run(None, {sess.get_inputs()[0].name: x2.asnumpy()})[0]
+    np.testing.assert_allclose(out, net(x2).asnumpy(), rtol=1e-6, atol=1e-6)

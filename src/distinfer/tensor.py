@@ -254,7 +254,7 @@ class Tensor:
         return _OPERATORS["reshape"](self, (-1,))
 
     def argmax(self, axis=None):
-        return Tensor(np.argmax(self.asnumpy(), axis=axis).astype(np.int32))
+        return _OPERATORS["argmax"](self, axis)
 
     def max(self, axis=None, keepdims=False):
         return _OPERATORS["reduce_max"](self, axis, keepdims)

@@ -468,6 +468,15 @@ def _one_hot():
     return [(got, np.where(ids[:, None] == np.arange(16), 2.0, -1.0).astype(np.float32))]
 
 
+def _getitem():
+    """Indexing keeps untouched dims split and makes cut dims whole; argmax sees the whole axis."""
+    x = _rand(8, 16, 4)
+    t = _split_input(x, (0, 1))
+    idx = np.argmax(x, axis=1).astype(np.int32)
+    return [(t[:, 3], x[:, 3]), (t[2:6, None, ..., 1], x[2:6, None, ..., 1]), (t[-1], x[-1]),
+            (t.argmax(1), idx)]
+
+
 OP_CASES = [
     ("MatMul", _matmul(False, False)), ("MatMul_transpose_a", _matmul(True, False)),
     ("MatMul_transpose_b", _matmul(False, True)), ("MatMul_transpose_ab", _matmul(True, True)),
@@ -484,7 +493,7 @@ OP_CASES = [
     ("Gather", _gather), ("LayerNorm", _layer_norm),
     ("ReduceSum", _reduce(ops.ReduceSum, np.sum)), ("ReduceMean", _reduce(ops.ReduceMean, np.mean)),
     ("ReduceMax", _reduce(ops.ReduceMax, np.max)), ("Cast", _cast), ("Concat", _concat), ("Split", _split),
-    ("OneHot", _one_hot),
+    ("OneHot", _one_hot), ("GetItem_ArgMax", _getitem),
 ]
 
 

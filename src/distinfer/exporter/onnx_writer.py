@@ -264,6 +264,30 @@ def _onehot(b, s, args, outs):
                      b.const(np.stack([off, on]).reshape(2), "values")], outs[0], axis=-1)
 
 
+def _getitem(b, s, args, outs):
+    """Basic indexing: one ``Slice`` over the indexed dims, then ``Reshape`` drops int-indexed dims
+    and adds new axes."""
+    shape = s.in_shapes[0]
+    starts, ends, axes, steps = [], [], [], []
+    d = 0
+    for e in s.consts[1]:
+        if e[0] == "n":
+            continue
+        if e[0] == "i":
+            k = e[1] % shape[d]
+            start, stop, step = k, k + 1, 1
+        else:
+            start, stop, step = slice(e[1], e[2], e[3]).indices(shape[d])
+            if step < 0 and stop < 0:
+                stop = -(2 ** 63)  # ONNX: before the first element when walking backwards
+        starts.append(start), ends.append(stop), axes.append(d), steps.append(step)
+        d += 1
+    sliced = b.node("Slice", [args[0][1], b.const(np.array(starts, np.int64), "starts"),
+                              b.const(np.array(ends, np.int64), "ends"), b.const(np.array(axes, np.int64), "axes"),
+                              b.const(np.array(steps, np.int64), "steps")])[0]
+    b.one("Reshape", [sliced, b.const(np.array(s.out_shapes[0], np.int64), "shape")], outs[0])
+
+
 _OPS: dict[str, Callable] = {
     "MatMul": _matmul, "BatchMatMul": _matmul, "Add": _binary("Add"), "Sub": _binary("Sub"), "Mul": _binary("Mul"),
     "RealDiv": _binary("Div"), "Div": _binary("Div"), "Maximum": _binary("Max"), "Minimum": _binary("Min"),
@@ -277,6 +301,7 @@ _OPS: dict[str, Callable] = {
     "Squeeze": _squeeze, "Concat": _concat, "Split": _split, "Gather": _gather, "Cast": _cast,
     "ReduceSum": _reduce("ReduceSum", True), "ReduceMean": _reduce("ReduceMean", False),
     "ReduceMax": _reduce("ReduceMax", False), "ReduceMin": _reduce("ReduceMin", False), "OneHot": _onehot,
+    "TensorGetItem": _getitem,
 }
 
 

@@ -14,7 +14,6 @@ import numpy as np
 
 from .. import dtype as mstype
 from .. import tensor as _tensor
-from ..errors import LayoutError
 from ._elementwise import (Abs, Add, BiasAdd, Cast, Div, Equal, Exp, FastGeLU, GeLU, Greater, GreaterEqual, Identity,
                            Less, LessEqual, Log, LogSoftmax, Maximum, Minimum, Mul, Neg, Pow, RealDiv, ReLU, Rsqrt,
                            Sigmoid, SiLU, Softmax, Sqrt, Square, Sub, Tanh)
@@ -22,7 +21,7 @@ from ._matmul import BatchMatMul, MatMul
 from ._nn_ops import (Dropout, Gather, LayerNorm, OneHot, SoftmaxCrossEntropyWithLogits,
                       SparseSoftmaxCrossEntropyWithLogits)
 from ._reduce import ArgMaxWithValue, ReduceMax, ReduceMean, ReduceMin, ReduceSum
-from ._shape import Concat, ExpandDims, Flatten, Reshape, Split, Squeeze, Transpose
+from ._shape import Concat, ExpandDims, Flatten, Reshape, Split, Squeeze, TensorGetItem, Transpose, encode_index
 from .primitive import Primitive
 
 __all__ = [
@@ -30,12 +29,12 @@ __all__ = [
     "GreaterEqual", "Equal", "ReLU", "GeLU", "FastGeLU", "Sigmoid", "SiLU", "Tanh", "Exp", "Log", "Sqrt", "Rsqrt",
     "Neg", "Square", "Abs", "Cast", "Softmax", "LogSoftmax", "BiasAdd", "Identity", "MatMul", "BatchMatMul",
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMaxWithValue", "Reshape", "Flatten", "Transpose",
-    "ExpandDims", "Squeeze", "Concat", "Split", "Gather", "OneHot", "LayerNorm", "Dropout",
+    "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem", "Gather", "OneHot", "LayerNorm", "Dropout",
     "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits",
     "add", "sub", "mul", "div", "matmul", "bmm", "relu", "gelu", "sigmoid", "tanh", "exp", "log", "sqrt", "neg",
     "square", "abs", "maximum", "minimum", "pow", "softmax", "log_softmax", "reshape", "flatten", "transpose",
     "expand_dims", "squeeze", "concat", "cat", "split", "gather", "one_hot", "cast", "sum", "mean", "reduce_sum",
-    "reduce_mean", "amax", "bias_add", "zeros", "ones", "zeros_like", "ones_like", "fill",
+    "reduce_mean", "amax", "argmax", "bias_add", "zeros", "ones", "zeros_like", "ones_like", "fill",
 ]
 
 
@@ -213,10 +212,15 @@ def ones_like(x):
 
 
 def _getitem(x, index: Any):
-    """Basic indexing on a whole (not laid-out) tensor."""
-    if x.layout is not None and not x.layout.is_replicated:
-        raise LayoutError("indexing a tensor laid out across ranks is not supported; use Split or Gather ops")
-    return _tensor.Tensor(np.array(x.asnumpy()[index], order="C"))  # t[0] of a vector stays 0-d
+    """``x[index]`` with basic indexing, as a primitive (so it works on laid-out tensors and is traced)."""
+    return TensorGetItem()(x, encode_index(index, len(x.shape)))
+
+
+def argmax(x, axis=None):
+    """Indices of the maxima along ``axis`` (of the flattened tensor when None), as Int32."""
+    if axis is None:
+        x, axis = reshape(x, (-1,)), 0
+    return ArgMaxWithValue(axis)(x)[0]
 
 
 _tensor._OPERATORS.update(
@@ -225,7 +229,7 @@ _tensor._OPERATORS.update(
     greater_equal=lambda a, b: GreaterEqual()(a, b), cast=cast, reshape=reshape, transpose=transpose,
     reduce_sum=lambda x, axis, keep: sum(x, axis, keep), reduce_mean=lambda x, axis, keep: mean(x, axis, keep),
     reduce_max=lambda x, axis, keep: amax(x, axis, keep), expand_dims=expand_dims,
-    squeeze=lambda x, axis: squeeze(x, () if axis is None else axis), getitem=_getitem,
+    squeeze=lambda x, axis: squeeze(x, () if axis is None else axis), getitem=_getitem, argmax=argmax,
 )
 
 

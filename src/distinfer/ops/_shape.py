@@ -17,7 +17,8 @@ from ..errors import StrategyError
 from ..layout import Layout
 from .primitive import OpLayouts, Primitive, build
 
-__all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "reshape_layout"]
+__all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem",
+           "reshape_layout", "encode_index"]
 
 
 def _groups(src: tuple[int, ...], dst: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
@@ -281,3 +282,75 @@ class Split(Primitive):
     def bprop(self, ctx, xs, out, douts):
         parts = [d if d is not None else np.zeros_like(o) for d, o in zip(douts, out)]
         return [np.concatenate(parts, axis=self.axis)]
+
+
+def encode_index(index, ndim: int) -> tuple:
+    """Basic numpy indexing as a tuple of plain entries, one per input dim or new axis:
+    ``("s", start, stop, step)``, ``("i", k)`` or ``("n",)`` (a new axis). Ellipsis is expanded."""
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(1 for i in items if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    used = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if used > ndim:
+        raise IndexError(f"too many indices: {used} for a tensor of {ndim} dims")
+    out: list[tuple] = []
+    for item in items:
+        if item is Ellipsis:
+            out += [("s", None, None, None)] * (ndim - used)
+        elif item is None:
+            out.append(("n",))
+        elif isinstance(item, slice):
+            out.append(("s", item.start, item.stop, item.step))
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            out.append(("i", int(item)))
+        else:
+            raise IndexError(f"only integers, slices, None and ... index a distributed Tensor, got {item!r}")
+    out += [("s", None, None, None)] * (ndim - sum(1 for e in out if e[0] != "n"))
+    return tuple(out)
+
+
+def _decode_index(entries: tuple) -> tuple:
+    return tuple(slice(e[1], e[2], e[3]) if e[0] == "s" else (int(e[1]) if e[0] == "i" else None) for e in entries)
+
+
+class TensorGetItem(_FollowInput):
+    """``x[index]`` for basic indexing (ints, slices, None, ...) on a possibly laid-out tensor.
+
+    Dims cut by the index are made whole first; the others keep their split. The index is passed
+    as :func:`encode_index` entries.
+    """
+
+    def _dims(self, shape, entries):
+        """Per entry: the input dim it reads (None for a new axis) and whether it keeps that dim whole."""
+        d, out = 0, []
+        for e in entries:
+            if e[0] == "n":
+                out.append((None, True))
+                continue
+            whole = e[0] == "s" and slice(e[1], e[2], e[3]).indices(shape[d]) == (0, shape[d], 1)
+            out.append((d, whole))
+            d += 1
+        return out
+
+    def infer(self, shapes, dtypes, consts):
+        probe = np.empty(tuple(shapes[0]), dtype=np.uint8)  # numpy does the shape arithmetic
+        return [(tuple(probe[_decode_index(consts[1])].shape), dtypes[0])]
+
+    def rule_follow(self, layout, out_shape, consts):
+        entries = consts[1]
+        tm = list(layout.tensor_map)
+        out_tm = []
+        for (d, whole), e in zip(self._dims(layout.shape, entries), entries):
+            if d is not None and not whole:
+                tm[d] = -1
+            if e[0] != "i":
+                out_tm.append(-1 if d is None else tm[d])
+        return Layout(layout.dev_matrix, tm, layout.shape), Layout(layout.dev_matrix, out_tm, out_shape)
+
+    def kernel(self, ctx, x):
+        return np.ascontiguousarray(x[_decode_index(ctx.consts[1])])
+
+    def bprop(self, ctx, xs, out, douts):
+        grad = np.zeros_like(xs[0])
+        grad[_decode_index(ctx.consts[1])] = douts[0]
+        return [grad]
