@@ -387,3 +387,28 @@ def test_mpi_transform_divides_ranks(ms_fixtures, tmp_path):
     for r in range(4):
         assert (out / f"rank_{r}" / f"checkpoint_{r}.ckpt").read_bytes() == \
             (gold / f"rank_{r}" / f"checkpoint_{r}.ckpt").read_bytes()
+
+
+def test_read_blocks_threads_and_stats(tmp_path):
+    """read_blocks fills every block (in place, strided pieces included) on several threads, counts
+    every byte once, and re-raises a thread's error."""
+    from distinfer.parallel.reshard import read_blocks
+
+    rng = np.random.default_rng(5)
+    src = Layout((4,), (-1, 0), (24, 40))
+    dst = Layout((2, 2), (0, 1), (24, 40))
+    fulls = {f"w{i}": rng.standard_normal((24, 40)).astype(np.float32) for i in range(7)}
+    files = {}
+    for r in range(4):
+        files[r] = str(tmp_path / f"r{r}.ckpt")
+        write_ckpt(files[r], [(n, src.slice(a, r)) for n, a in fulls.items()])
+    strat = TrainStrategy({n: ParamLayout([4], [-1, 0]) for n in fulls})
+    for threads in (1, 3):
+        with SourceCheckpoint(strat, files) as sc:
+            jobs = [(n, dst, np.full(dst.local_shape, np.nan, np.float32)) for n in fulls]
+            read_blocks(sc, jobs, 3, 3, threads=threads)
+            for n, _, out in jobs:
+                np.testing.assert_array_equal(out, dst.slice(fulls[n], 3))
+            assert sc.stats.bytes_read == sum(out.nbytes for _, _, out in jobs)
+            with pytest.raises(ValueError):
+                read_blocks(sc, jobs[:2] + [("w0", dst, np.empty((1, 1), np.float32))], 3, 3, threads=threads)

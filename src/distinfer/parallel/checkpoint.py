@@ -40,7 +40,7 @@ from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_str
                                 merge_pipeline_strategys)
 from ..layout import Layout
 from ..plan import assemble, make_plan
-from .reshard import (PIECE_BYTES, SourceCheckpoint, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
+from .reshard import (PIECE_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
                       rank_list)
 
 __all__ = ["load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -629,10 +629,12 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
             shapes.append((shape, dt, -(-math.prod(shape) * dt.itemsize // 64) * 64))
         arena = np.empty(sum(n for _, _, n in shapes), np.uint8)
         pos = 0
+        jobs = []
         for (name, param, dst), (shape, dt, n) in zip(todo, shapes):
-            out = arena[pos: pos + math.prod(shape) * dt.itemsize].view(dt).reshape(shape)
+            jobs.append((name, dst, arena[pos: pos + math.prod(shape) * dt.itemsize].view(dt).reshape(shape)))
             pos += n
-            block = source.read_block(name, dst, rank, rank % train.stage_devices, out=out)
+        read_blocks(source, jobs, rank, rank % train.stage_devices)
+        for name, _, block in jobs:
             param_dict[name] = Parameter(Tensor(block), name=name)
     finally:
         source.close()

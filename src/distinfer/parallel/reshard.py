@@ -39,6 +39,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
@@ -64,6 +66,8 @@ Reader = Union[CkptFile, SafetensorsFile]
 #: Largest piece read through a temporary buffer (pieces that land contiguously in the
 #: destination block are read in place whatever their size).
 PIECE_BYTES = 16 * 1024 * 1024
+#: Largest block read ahead (while the previous one is written) by ``iter_blocks(reuse=True)``.
+PREFETCH_BYTES = 64 * 1024 * 1024
 # Coalescing threshold of the ranged reader (io.ckpt._GAP_COALESCE), for cost estimates.
 _GAP_COALESCE = 16 * 1024
 
@@ -325,10 +329,12 @@ class ReadStats:
 
     bytes_read: int = 0
     per_file: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, path: str, n: int) -> None:
-        self.bytes_read += n
-        self.per_file[path] = self.per_file.get(path, 0) + n
+        with self._lock:  # blocks may be read by several threads (read_blocks)
+            self.bytes_read += n
+            self.per_file[path] = self.per_file.get(path, 0) + n
 
 
 class SourceCheckpoint:
@@ -556,10 +562,11 @@ def iter_blocks(source: SourceCheckpoint, names: Iterable[str], dst_layouts: Map
                 reuse: bool = False) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, block)`` one at a time, so a writer streaming them holds one block at a time.
 
-    With ``reuse`` every block is read into the same buffer (sized for the largest block), so
-    each yielded block is valid only until the next one is requested: for a writer that is done
-    with a block by then. Reusing the buffer saves the page faults of a fresh allocation per
-    block, which cost more than reading the bytes (~2 GB/s for 4 KiB pages).
+    With ``reuse`` blocks are read into two reused buffers (the next block is read ahead on a
+    thread while the caller writes the current one), so each yielded block is valid only until
+    the next one is requested: for a writer that is done with a block by then. Reusing buffers
+    saves the page faults of a fresh allocation per block, which cost more than reading the
+    bytes (~2 GB/s for 4 KiB pages).
     """
     names = list(names)
     if not reuse:
@@ -569,17 +576,79 @@ def iter_blocks(source: SourceCheckpoint, names: Iterable[str], dst_layouts: Map
                 on_done(name, block.nbytes)
             yield name, block
         return
-    sizes = []
-    for name in names:
-        dst = dst_layouts.get(name)
-        shape = dst.local_shape if dst is not None else source.layout(name).shape
-        sizes.append(math.prod(shape) * np.dtype(source.dtype(name)).itemsize)
-    buf = np.empty(max(sizes, default=0), np.uint8)
-    for name, nbytes in zip(names, sizes):
-        dst = dst_layouts.get(name)
-        shape = dst.local_shape if dst is not None else source.layout(name).shape
-        out = buf[:nbytes].view(source.dtype(name)).reshape(shape)
-        block = source.read_block(name, dst, dst_rank, hint, out=out)
-        if on_done is not None:
-            on_done(name, block.nbytes)
-        yield name, block
+    shapes = [(dst_layouts[n].local_shape if dst_layouts.get(n) is not None else source.layout(n).shape)
+              for n in names]
+    sizes = [math.prod(shape) * np.dtype(source.dtype(n)).itemsize for n, shape in zip(names, shapes)]
+    # Two buffers: the block the writer holds, and the next one, read meanwhile on a thread
+    # (preadv releases the GIL; so does the writer's write()). The second buffer is at most
+    # PREFETCH_BYTES, so the two never hold more than the largest block plus that; a block too
+    # big for it is read when the writer is done with the previous one.
+    bufs = [np.empty(max(sizes, default=0), np.uint8)]
+    if len(names) > 1 and read_threads() > 1:
+        bufs.append(np.empty(min(sorted(sizes)[-2], PREFETCH_BYTES), np.uint8))
+
+    def read(i: int, b: int) -> np.ndarray:
+        out = bufs[b][:sizes[i]].view(source.dtype(names[i])).reshape(shapes[i])
+        return source.read_block(names[i], dst_layouts.get(names[i]), dst_rank, hint, out=out)
+
+    def free_buffer(i: int, held: Optional[int]) -> Optional[int]:
+        fits = [b for b in range(len(bufs)) if b != held and len(bufs[b]) >= sizes[i]]
+        return min(fits, key=lambda b: len(bufs[b])) if fits else None
+
+    pool = ThreadPoolExecutor(max_workers=1) if len(bufs) > 1 else None
+    try:
+        ahead = None  # (future, buffer) of the block being read ahead
+        for i, name in enumerate(names):
+            if ahead is not None:
+                block, held = ahead[0].result(), ahead[1]
+            else:  # the writer holds no block now: any buffer will do
+                held = free_buffer(i, None)
+                block = read(i, held)
+            ahead = None
+            if pool is not None and i + 1 < len(names):
+                b = free_buffer(i + 1, held)
+                if b is not None:
+                    ahead = (pool.submit(read, i + 1, b), b)
+            if on_done is not None:
+                on_done(name, block.nbytes)
+            yield name, block
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def read_threads() -> int:
+    """Threads for reading many blocks: the cores this process may use (MPI ranks share them), at most 4."""
+    from ..communication import _backend
+
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, _backend.launched_size())))
+
+
+def read_blocks(source: SourceCheckpoint, jobs: Sequence[tuple[str, Optional[Layout], np.ndarray]], dst_rank: int,
+                hint: int, threads: Optional[int] = None) -> None:
+    """Read each ``(name, destination layout, out)`` block into its ``out``, on ``threads`` threads.
+
+    ``preadv`` and numpy's copies release the GIL, so a second core roughly halves the time of
+    page-cache reads. Blocks are dealt to the threads largest first, to balance their bytes.
+    All blocks should be planned (``source.plan``) and the files opened first.
+    """
+    threads = read_threads() if threads is None else threads
+    if threads <= 1 or len(jobs) < 2:
+        for name, dst, out in jobs:
+            source.read_block(name, dst, dst_rank, hint, out=out)
+        return
+    lanes: list[list[int]] = [[] for _ in range(threads)]
+    load = [0] * threads
+    for i in sorted(range(len(jobs)), key=lambda j: -jobs[j][2].nbytes):
+        k = load.index(min(load))
+        lanes[k].append(i)
+        load[k] += jobs[i][2].nbytes
+
+    def lane(idx: list[int]) -> None:
+        for i in sorted(idx):  # file order within a lane
+            name, dst, out = jobs[i]
+            source.read_block(name, dst, dst_rank, hint, out=out)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for fut in [pool.submit(lane, idx) for idx in lanes if idx]:
+            fut.result()  # re-raises a thread's error
