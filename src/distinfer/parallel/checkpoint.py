@@ -40,7 +40,7 @@ from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_str
                                 merge_pipeline_strategys)
 from ..layout import Layout
 from ..plan import assemble, make_plan
-from .reshard import (PIECE_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
+from .reshard import (PREFETCH_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
                       rank_list)
 
 __all__ = ["load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -152,17 +152,18 @@ class TransformJob:
         """What writing ``rank`` reads and holds, from the plans alone (no tensor byte is read).
 
         ``files``: bytes read per source file (gaps the ranged reader coalesces included);
-        ``over_read``: bytes read / bytes needed; ``peak_bytes``: the largest destination block
-        plus the bounded staging buffers (ckpt output streams one block at a time).
+        ``over_read``: bytes read / bytes needed; ``peak_bytes``: the largest destination block,
+        the read-ahead buffer (the second largest block, at most ``PREFETCH_BYTES``) and the
+        reader's bounded staging buffer (ckpt output streams the blocks through these buffers).
         """
         files: dict[str, int] = {}
         needed = 0
-        biggest = 0
+        blocks = [0, 0]
         for name, dl in self.layouts[rank].items():
             plan = self.source.plan(name, dl, rank, self._hint(rank))
             item = np.dtype(self.source.dtype(name)).itemsize
             src = plan.src
-            biggest = max(biggest, math.prod(plan.dst.local_shape) * item)
+            blocks.append(math.prod(plan.dst.local_shape) * item)
             for pc in plan.pieces:
                 key = self.source.file_rank(name, pc.src)
                 box = tuple((a - o, b - o) for (a, b), (o, _) in zip(pc.box, src.box(pc.src)))
@@ -173,7 +174,7 @@ class TransformJob:
         read = sum(files.values())
         return {"rank": rank, "files": dict(sorted(files.items())), "bytes_read": read, "bytes_needed": needed,
                 "over_read": read / needed if needed else 1.0, "bytes_written": self.output_bytes(rank) + extras,
-                "peak_bytes": biggest + PIECE_BYTES + _READER_STAGING}
+                "peak_bytes": max(blocks) + min(sorted(blocks)[-2], PREFETCH_BYTES) + _READER_STAGING}
 
     def write(self, rank: int, path: PathLike, output_format: str = "ckpt") -> int:
         """Write destination ``rank`` to ``path`` (atomically); returns the bytes of tensor data."""
