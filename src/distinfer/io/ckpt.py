@@ -96,14 +96,6 @@ class _Window:
         self.fd, self.end = fd, end
         self.buf, self.start = b"", 0
 
-    def byte(self, pos: int) -> int:
-        if not (self.start <= pos < self.start + len(self.buf)):
-            self.start = pos
-            self.buf = os.pread(self.fd, min(_WINDOW, self.end - pos), pos)
-            if not self.buf:
-                raise EOFError(pos)
-        return self.buf[pos - self.start]
-
     def bytes(self, pos: int, n: int) -> bytes:
         if self.start <= pos and pos + n <= self.start + len(self.buf):
             return self.buf[pos - self.start: pos - self.start + n]
