@@ -6,43 +6,7 @@ import os
 import secrets
 from typing import BinaryIO, Iterator, Union
 
-__all__ = ["atomic_output"]
-
-
-@contextlib.contextmanager
-def atomic_output(path: Union[str, os.PathLike]) -> Iterator[BinaryIO]:
-    """Open a temporary file in ``path``'s directory; on success fsync it and rename it to ``path``.
-
-    On any exception (or a kill) ``path`` keeps its previous content; the temporary file is
-    removed on exceptions. The rename is atomic because both names are in one directory.
-
-    >>> import os, tempfile
-    >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
-    >>> with atomic_output(p) as f: _ = f.write(b"ok")
-    >>> open(p, "rb").read()
-    b'ok'
-    """
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    # Persist the rename itself.
-    with contextlib.suppress(OSError):
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+__all__ = ["atomic_output", "atomic_path"]
 
 
 @contextlib.contextmanager
@@ -76,3 +40,22 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Union[str, os.PathLike]) -> Iterator[BinaryIO]:
+    """Open a temporary file in ``path``'s directory; on success fsync it and rename it to ``path``.
+
+    On any exception (or a kill) ``path`` keeps its previous content; the temporary file is
+    removed on exceptions. The rename is atomic because both names are in one directory.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.bin")
+    >>> with atomic_output(p) as f: _ = f.write(b"ok")
+    >>> open(p, "rb").read()
+    b'ok'
+    """
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
+            yield fh

@@ -279,6 +279,43 @@ class _RangedReader:
 
     path: str
     _fd: int
+    _entries: dict[str, "CkptEntry"]
+
+    # --- the index as a read-only mapping of names (shared by the .ckpt and safetensors readers)
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file descriptor (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        """Tensor names in index order."""
+        return list(self._entries)
+
+    def entry(self, name: str) -> "CkptEntry":
+        """Index entry of ``name`` (KeyError naming the file if absent)."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+
+    def entries(self) -> list["CkptEntry"]:
+        return list(self._entries.values())
 
     def _read_box_entry(self, e: CkptEntry, box: Box, out: np.ndarray | None) -> np.ndarray:
         box = tuple((int(a), int(b)) for a, b in box)
@@ -580,46 +617,11 @@ class CkptFile(_RangedReader):
                               f"records hash to {crc}; the file is damaged")
 
     # ------------------------------------------------------------------------------- API
-    def __enter__(self) -> "CkptFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the file descriptor (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
     def __del__(self) -> None:  # pragma: no cover - best effort
         try:
             self.close()
         except Exception:
             pass
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def names(self) -> list[str]:
-        """Tensor names in file order (of each name's last occurrence)."""
-        return list(self._entries)
-
-    def entry(self, name: str) -> CkptEntry:
-        """Index entry of ``name`` (KeyError naming the file if absent)."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
-
-    def entries(self) -> list[CkptEntry]:
-        return list(self._entries.values())
 
     def read(self, name: str) -> Union[np.ndarray, str]:
         """The whole tensor ``name`` (a ``str`` for string records; raw uint8 bytes for Int4)."""

@@ -207,40 +207,12 @@ class SafetensorsFile(_RangedReader):
             raise FormatError(f"{self.path}: CRC mismatch: metadata crc_num is "
                               f"{self.metadata['crc_num']} but the tensors hash to {crc}")
 
-    def __enter__(self) -> "SafetensorsFile":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         """Release the file (idempotent)."""
         st = self.__dict__.pop("_st", None)
         if st is not None:
             st.__exit__(None, None, None)
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self):
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def names(self) -> list[str]:
-        """Tensor names, sorted (safetensors stores no order MindSpore relies on)."""
-        return list(self._entries)
-
-    def entry(self, name: str) -> CkptEntry:
-        """``(name, dtype, shape, chunks, nbytes, -1)`` of ``name``."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
+        super().close()
 
     def read(self, name: str) -> np.ndarray:
         """The whole tensor ``name``."""
