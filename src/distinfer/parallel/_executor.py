@@ -46,20 +46,15 @@ class _State:
 
 @dataclass
 class Recorder:
-    """What a traced run learns: each parameter's layout and each param-consuming op's strategy."""
+    """The strategies a traced run used, keyed ``<Primitive>_<first parameter>`` as MindSpore keys
+    them (each parameter's layout is on the parameter itself)."""
 
     strategies: dict[str, tuple[int, tuple]] = field(default_factory=dict)  # key -> (stage, strategy)
-    layouts: dict[str, Layout] = field(default_factory=dict)  # param name -> layout (first consumer)
     trainable_only: bool = True
 
-    def record(self, prim, strategy, tensors, lay: OpLayouts) -> None:
-        params = [(t, L) for t, L in zip(tensors, lay.inputs) if isinstance(t, Parameter)]
-        if not params:
-            return
-        for p, L in params:
-            self.layouts.setdefault(p.name, L)
-        first = params[0][0]
-        if strategy is not None and (first.requires_grad or not self.trainable_only):
+    def record(self, prim, strategy, tensors) -> None:
+        first = next((t for t in tensors if isinstance(t, Parameter)), None)
+        if first is not None and strategy is not None and (first.requires_grad or not self.trainable_only):
             self.strategies.setdefault(f"{prim.name}_{first.name}", (0, strategy))
 
 
@@ -188,7 +183,7 @@ def execute(prim, args) -> Any:
         strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
         lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
     if _State.recorder is not None:
-        _State.recorder.record(prim, strategy, tensors, lay)
+        _State.recorder.record(prim, strategy, tensors)
     locals_ = [redistribute(t, L) for t, L in zip(tensors, lay.inputs)]
     ctx = KernelContext(consts, [L.box(me) for L in lay.inputs], [L.box(me) for L in lay.outputs],
                         shapes, out_shapes, out_dtypes, lay)
