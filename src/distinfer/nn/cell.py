@@ -143,10 +143,17 @@ class Cell:
         return self
 
     def to_float(self, dst_type) -> "Cell":
+        """Mixed precision: only float32 (the identity) is supported; other dtypes raise rather than being
+        silently ignored. Cast inputs and parameters explicitly for lower-precision runs."""
+        from .. import dtype as mstype
+
+        if mstype.get_dtype(dst_type) != mstype.float32:
+            raise ValueError(f"{type(self).__name__}.to_float({dst_type}): mixed precision is not supported by "
+                             "distinfer; cast inputs and parameters explicitly (ops.Cast, Parameter.set_dtype)")
         return self
 
     def set_inputs(self, *inputs: Any) -> None:
-        pass
+        """Dynamic-shape declaration; distinfer runs eagerly on every shape, so nothing is needed."""
 
     def shard(self, *args: Any, **kwargs: Any) -> "Cell":
         raise NotImplementedError("Cell.shard is the PyNative form; use Primitive.shard in semi-auto parallel")
