@@ -47,9 +47,6 @@ def mpirun_env(base: dict | None = None, ranks: int = 1) -> dict:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    # Keep Open MPI off the network interfaces a sandbox may not have.
-    env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
-    env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
     return env
 
 
