@@ -13,9 +13,9 @@ from .dtype import (Type, bfloat16, bool_, double, dtype_to_nptype, float16, flo
 from .dtype import bool_ as bool  # noqa: A001  (MindSpore exports ms.bool)
 from .context import (GRAPH_MODE, PYNATIVE_MODE, ParallelMode, get_auto_parallel_context, get_context,
                       reset_auto_parallel_context, set_auto_parallel_context, set_context)
-from .tensor import Parameter, Tensor
+from .tensor import Parameter, ParameterTuple, Tensor
 from .common.initializer import get_seed, set_seed as _set_init_seed
-from . import ops, nn, parallel, communication  # noqa: E402
+from . import ops, nn, parallel, communication, dataset, train  # noqa: E402
 from .train import Model
 from .autograd import grad, value_and_grad
 
@@ -32,16 +32,17 @@ def set_seed(seed: int) -> None:
 
 
 __all__ = [
-    "Tensor", "Parameter", "Model", "grad", "value_and_grad", "set_seed", "get_seed", "set_context", "get_context", "set_auto_parallel_context",
+    "Tensor", "Parameter", "ParameterTuple", "Model", "dataset", "train", "grad", "value_and_grad", "set_seed", "get_seed", "set_context", "get_context", "set_auto_parallel_context",
     "get_auto_parallel_context", "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE",
     "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
     "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
 ]
 
 from .serialization import (ckpt_to_safetensors, load_checkpoint, load_param_into_net,  # noqa: E402
-                            safetensors_to_ckpt, save_checkpoint)
+                            load_segmented_checkpoints, safetensors_to_ckpt, save_checkpoint)
 
-__all__ += ["save_checkpoint", "load_checkpoint", "load_param_into_net", "ckpt_to_safetensors", "safetensors_to_ckpt"]
+__all__ += ["save_checkpoint", "load_checkpoint", "load_param_into_net", "load_segmented_checkpoints",
+            "ckpt_to_safetensors", "safetensors_to_ckpt"]
 
 from .exporter import export, load  # noqa: E402
 

@@ -39,8 +39,8 @@ from .io.safetensors_io import SafetensorsFile, write_safetensors
 from .layout import replicated
 from .tensor import Parameter, Tensor
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_param_into_net", "ckpt_to_safetensors",
-           "safetensors_to_ckpt"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_param_into_net", "load_segmented_checkpoints",
+           "ckpt_to_safetensors", "safetensors_to_ckpt"]
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,35 @@ def load_checkpoint(ckpt_file_name: Union[str, _pyio.BytesIO], net: Any = None, 
     if net is not None:
         load_param_into_net(net, result, strict_load, remove_redundancy)
     return result
+
+
+def load_segmented_checkpoints(ckpt_file_dir: str, net: Any = None, strict_load: bool = False,
+                               filter_prefix: Filter = None, dec_key: Optional[bytes] = None, dec_mode: str = "AES-GCM",
+                               specify_prefix: Filter = None, choice_func: Optional[Callable[[str], bool]] = None) -> dict:
+    """Every ``*.ckpt`` of a folder (e.g. the ``_part<k>`` files of a per-stage transform) as one dict.
+
+    Files are read in name order; a name in several files takes the last one's value. With ``net``,
+    the merged values are loaded into it.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> d = tempfile.mkdtemp()
+    >>> ms.save_checkpoint({"a": ms.Tensor(np.zeros(2, np.float32))}, os.path.join(d, "x_part0.ckpt"))
+    >>> ms.save_checkpoint({"b": ms.Tensor(np.ones(1, np.float32))}, os.path.join(d, "x_part1.ckpt"))
+    >>> sorted(ms.load_segmented_checkpoints(d))
+    ['a', 'b']
+    """
+    if not os.path.isdir(ckpt_file_dir):
+        raise ValueError(f"For 'load_segmented_checkpoints', {ckpt_file_dir} is not a directory.")
+    files = sorted(f for f in os.listdir(ckpt_file_dir) if f.endswith(".ckpt"))
+    if not files:
+        raise ValueError(f"For 'load_segmented_checkpoints', {ckpt_file_dir} holds no .ckpt file.")
+    merged: dict = {}
+    for f in files:
+        merged.update(load_checkpoint(os.path.join(ckpt_file_dir, f), None, strict_load, filter_prefix, dec_key,
+                                      dec_mode, specify_prefix, choice_func))
+    if net is not None:
+        load_param_into_net(net, merged, strict_load)
+    return merged
 
 
 # ============================================================================ load_param_into_net
