@@ -138,6 +138,31 @@ def main():
         if kind == "momentum":
             opt_shard_round_trip(data, labels, n, rank, refs["seed"])
     adam_float64(data, labels, n, rank)
+    data_parallel_mode(data, labels, n, rank)
+
+
+def data_parallel_mode(data, labels, n, rank):
+    """parallel_mode="data_parallel" (what MindSpore's CPU backend runs): every rank trains the whole
+    network on its batch shard and the gradients are AllReduced and averaged (gradients_mean)."""
+    from distinfer.communication import _backend
+
+    ref_loss, ref_w = run("momentum", False, data, labels, n, rank, False)
+    ms.reset_auto_parallel_context()
+    ms.set_auto_parallel_context(parallel_mode="data_parallel", gradients_mean=True)
+    ms.set_seed(7)
+    net = seed_network(shard=False)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), make_opt("momentum", net.trainable_params()))
+    losses = []
+    for i in range(STEPS):
+        lo, hi = rank * BATCH // n, (rank + 1) * BATCH // n
+        local = float(step(ms.Tensor(data[i][lo:hi]), ms.Tensor(labels[i][lo:hi])).asnumpy())
+        losses.append(float(np.mean(_backend.world().allgather_object(local))))  # equal shards: mean of means
+    loss_err = float(np.max(np.abs(np.array(losses) - ref_loss) / np.abs(ref_loss)))
+    w_err = max(float(np.max(np.abs(p.asnumpy() - ref_w[name])) / np.max(np.abs(ref_w[name])))
+                for name, p in net.parameters_and_names())
+    ok = loss_err <= 1e-5 and w_err <= 1e-5
+    print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} net=seed opt=momentum parallel_mode=data_parallel "
+          f"loss_err={loss_err:.2e} weight_err={w_err:.2e}", flush=True)
 
 
 def adam_float64(data, labels, n, rank):
