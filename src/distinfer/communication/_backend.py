@@ -114,15 +114,23 @@ class MPIBackend(Backend):
         self.comm = MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        self._groups: dict[Partition, object] = {}
+        self._groups: dict[tuple[int, ...], object] = {}
 
     def group_comm(self, partition: Partition):
-        """Communicator of this rank's group in ``partition`` (collective over the world, cached)."""
-        comm = self._groups.get(partition)
+        """Communicator of this rank's group in ``partition`` (world ranks), cached.
+
+        Built with ``Create_group``, which only the group's members call: ranks of other pipeline
+        stages never join a stage's reductions.
+        """
+        mine = next(g for g in partition if self.rank in g)
+        if len(mine) == self.size:
+            return self.comm
+        comm = self._groups.get(mine)
         if comm is None:
-            color = next(i for i, g in enumerate(partition) if self.rank in g)
-            comm = self.comm.Split(color, partition[color].index(self.rank))
-            self._groups[partition] = comm
+            group = self.comm.Get_group().Incl(list(mine))
+            comm = self.comm.Create_group(group, tag=hash(mine) & 0x7FFF)
+            group.Free()
+            self._groups[mine] = comm
         return comm
 
     def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
@@ -131,7 +139,7 @@ class MPIBackend(Backend):
         src = np.ascontiguousarray(arr).reshape(np.shape(arr))  # reshape: ascontiguousarray makes 0-d 1-d
         out = np.empty_like(src)
         mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
-        comm = self.comm if len(partition) == 1 else self.group_comm(partition)
+        comm = self.group_comm(partition)
         if src.dtype.kind == "V" or src.dtype.name == "bfloat16":  # MPI has no bf16: reduce in f32
             wide = src.astype(np.float32)
             res = np.empty_like(wide)
@@ -142,7 +150,7 @@ class MPIBackend(Backend):
 
     def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum") -> np.ndarray:
         self.stats.reduce_scatters += 1
-        comm = self.comm if len(partition) == 1 else self.group_comm(partition)
+        comm = self.group_comm(partition)
         size = comm.Get_size()
         # Put the scattered axis first so each member's piece is one contiguous run.
         moved = np.moveaxis(arr, axis, 0)
