@@ -150,6 +150,11 @@ def _accumulate(grads: dict[int, _Grad], t: Tensor, new: _Grad) -> None:
 
 def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> list[Tensor]:
     """Gradients of ``root`` for ``targets``, each laid out like its target (zeros if unused)."""
+    from . import context
+
+    if context.is_sharded_mode() and context.get_auto_parallel_context("pipeline_stages") > 1:
+        raise RuntimeError("gradients across pipeline stages are not supported (pipeline_stages > 1 runs "
+                           "inference only); train with pipeline_stages=1")
     grads = tape.backward(root, sens)
     out = []
     for t in targets:

@@ -60,6 +60,7 @@ class Tensor:
         self._partial: tuple[int, ...] = ()
         self._partial_op = "sum"
         self._reduced: np.ndarray | None = None  # the summed block, once a consumer reduced the partials
+        self._stage: int | None = None  # pipeline stage holding the data (None: every rank has it)
         self.init = None
         self.init_seed: int | None = None
         if isinstance(input_data, Tensor):
@@ -96,6 +97,7 @@ class Tensor:
         t._partial = tuple(partial)
         t._partial_op = partial_op
         t._reduced = None
+        t._stage = None
         t._dtype = dtype if dtype is not None else mstype.from_numpy(local.dtype)
         t.init = None
         t.init_seed = None
@@ -285,6 +287,7 @@ class Parameter(Tensor):
         self._partial = ()
         self._partial_op = "sum"
         self._reduced = None
+        self._stage = None
         self.init = src.init
         self.init_seed = src.init_seed
         self._name = name

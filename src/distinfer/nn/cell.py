@@ -33,7 +33,7 @@ class Cell:
         object.__setattr__(self, "_cells", OrderedDict())
         object.__setattr__(self, "training", False)
         object.__setattr__(self, "_auto_prefix", auto_prefix)
-        object.__setattr__(self, "pipeline_stage", 0)
+        object.__setattr__(self, "_pipeline_stage", None)
         object.__setattr__(self, "_parameter_layout_dict", {})
         object.__setattr__(self, "requires_grad", False)
 
@@ -130,8 +130,24 @@ class Cell:
     def construct(self, *inputs: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define construct()")
 
+    @property
+    def pipeline_stage(self) -> int:
+        """The pipeline stage this cell's ops run on (set it to split a network into stages)."""
+        return self._pipeline_stage or 0
+
+    @pipeline_stage.setter
+    def pipeline_stage(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{type(self).__name__}.pipeline_stage must be an int >= 0, got {value!r}")
+        object.__setattr__(self, "_pipeline_stage", value)
+
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
-        return self.construct(*inputs, **kwargs)
+        if self._pipeline_stage is None:
+            return self.construct(*inputs, **kwargs)
+        from ..parallel._executor import stage_scope
+
+        with stage_scope(self._pipeline_stage):
+            return self.construct(*inputs, **kwargs)
 
     def set_train(self, mode: bool = True) -> "Cell":
         for _, cell in self.cells_and_names():

@@ -31,7 +31,7 @@ from ..tensor import Parameter, Tensor
 log = logging.getLogger(__name__)
 
 __all__ = ["execute", "redistribute", "to_layout", "abstract", "recording", "observing", "Recorder",
-           "stage_devices", "stage_rank", "is_abstract", "run_plan"]
+           "stage_devices", "stage_rank", "my_stage", "stage_scope", "is_abstract", "run_plan", "output_block"]
 
 
 # ------------------------------------------------------------------------------ run state
@@ -42,6 +42,7 @@ class _State:
     # Observers see every op and every communication of a concrete run (autograd tapes,
     # export tracers): objects with ``op(...)`` and ``comm(kind, **info)`` methods.
     observers: list = []
+    stage_stack: list = []  # pipeline stages of the Cells being called (innermost last)
 
 
 @dataclass
@@ -100,6 +101,16 @@ def _strategy_for(prim, tensors, shapes, n, consts):
     return prim.default_strategy(shapes, n, consts)
 
 
+@contextlib.contextmanager
+def stage_scope(stage: int) -> Iterator[None]:
+    """Ops called inside run on pipeline stage ``stage`` (a Cell with ``pipeline_stage`` set)."""
+    _State.stage_stack.append(int(stage))
+    try:
+        yield
+    finally:
+        _State.stage_stack.pop()
+
+
 def is_abstract() -> bool:
     return _State.abstract
 
@@ -119,9 +130,6 @@ def stage_devices() -> int:
     stages = context.get_auto_parallel_context("pipeline_stages")
     if n % stages:
         raise CommError(f"device_num {n} is not divisible by pipeline_stages {stages}")
-    if stages > 1 and not _State.abstract:
-        raise CommError("executing a network with pipeline_stages > 1 is not supported; pipeline checkpoints "
-                        "and strategies are (load_distributed_checkpoint, transform_checkpoints)")
     return n // stages
 
 
@@ -131,12 +139,32 @@ def _comm_inited() -> bool:
     return GlobalComm.INITED
 
 
+def _global_rank() -> int:
+    world = _backend.world()
+    return world.rank if world.size > 1 or not _State.abstract else context.get_auto_parallel_context("global_rank")
+
+
 def stage_rank() -> int:
     """This process's rank within its stage (the context's global_rank in a simulated layout run)."""
-    world = _backend.world()
-    n = stage_devices()
-    rank = world.rank if world.size > 1 or not _State.abstract else context.get_auto_parallel_context("global_rank")
-    return rank % n
+    return _global_rank() % stage_devices()
+
+
+def my_stage() -> int:
+    """The pipeline stage this process belongs to: stage s holds global ranks ``s*n .. s*n+n-1``."""
+    return _global_rank() // stage_devices()
+
+
+def _stage_offset() -> int:
+    """World rank of this stage's local rank 0 (0 without pipeline stages)."""
+    return my_stage() * stage_devices()
+
+
+def _op_stage(tensors) -> int:
+    """An op runs on its Cell's stage, or follows its inputs (the latest stage among them)."""
+    if _State.stage_stack:
+        return _State.stage_stack[-1]
+    stages = [t._stage for t in tensors if t._stage is not None]
+    return max(stages, default=0)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -184,7 +212,10 @@ def execute(prim, args) -> Any:
         lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
     if _State.recorder is not None:
         _State.recorder.record(prim, strategy, tensors)
-    locals_ = [redistribute(t, L) for t, L in zip(tensors, lay.inputs)]
+    stage = _op_stage(tensors) if context.get_auto_parallel_context("pipeline_stages") > 1 else None
+    if stage is not None and stage != my_stage():
+        return _run_elsewhere(tensors, lay, stage, out_shapes, out_dtypes)
+    locals_ = [_fetch(t, L, stage) for t, L in zip(tensors, lay.inputs)]
     ctx = KernelContext(consts, [L.box(me) for L in lay.inputs], [L.box(me) for L in lay.outputs],
                         shapes, out_shapes, out_dtypes, lay)
     outs = [None] * len(specs) if _State.abstract else _as_list(prim.kernel(ctx, *locals_))
@@ -193,7 +224,81 @@ def execute(prim, args) -> Any:
                for o, s, L, p, d in zip(outs, out_shapes, lay.outputs, partial, out_dtypes)]
     if lay.final:
         results = [to_layout(r, F) for r, F in zip(results, lay.final)]
+    for r in results:
+        r._stage = stage
     return _finish(prim, tensors, results, ctx, locals_, outs, lay)
+
+
+# ---------------------------------------------------------------------- pipeline stages
+def _run_elsewhere(tensors, lay: OpLayouts, stage: int, out_shapes, out_dtypes):
+    """An op of another stage: send it the inputs this stage holds; return shape-only results."""
+    for t, L in zip(tensors, lay.inputs):
+        if t._stage == my_stage():
+            _send_to_stage(t, L, stage)
+    partial = lay.partial or [() for _ in out_shapes]
+    results = [Tensor._make(None, s, L, p, lay.partial_op, d)
+               for s, L, p, d in zip(out_shapes, lay.final or lay.outputs, partial, out_dtypes)]
+    for r in results:
+        r._stage = stage
+        r._partial = () if lay.final else r._partial
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def output_block(t: Tensor, target: Layout) -> np.ndarray:
+    """A network output laid out as ``target``, as a numpy block on every rank.
+
+    With pipeline stages the output lives on its stage; ``pipeline_result_broadcast`` sends it to
+    the same local rank of every other stage, otherwise those ranks get zeros (as in MindSpore, only
+    the stage that computed it holds the result).
+    """
+    stages = context.get_auto_parallel_context("pipeline_stages")
+    if stages == 1 or t._stage is None:
+        return to_layout(t, target).asnumpy()
+    n, me, mine = target.num_devices, stage_rank(), my_stage()
+    local = to_layout(t, target).asnumpy() if t._stage == mine else None
+    if not context.get_auto_parallel_context("pipeline_result_broadcast"):
+        return local if local is not None else np.zeros(target.local_shape, dtype=t.dtype.np)
+    world = _backend.world()
+    if local is not None:
+        world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {})
+        return local
+    got = world.exchange({}, {t._stage * n + me: [(target.local_shape, t.dtype.np)]})
+    return got[t._stage * n + me][0]
+
+
+def _fetch(t: Tensor, target: Layout, stage: int | None) -> np.ndarray | None:
+    """``t`` laid out as ``target`` for an op on ``stage``: received from the stage holding it if needed."""
+    if stage is None or t._stage is None or t._stage == stage:
+        return redistribute(t, target)
+    if _State.abstract:
+        return None
+    n = target.num_devices
+    plan = make_plan(_current_layout(t, n), target)
+    me = stage_rank()
+    src_offset = t._stage * n
+    recvs: dict[int, list] = {}
+    for p in plan.pieces_for(me):
+        recvs.setdefault(src_offset + p.src, []).append((p.shape, t.dtype.np))
+    received = _backend.world().exchange({}, recvs)
+    incoming = {src - src_offset: iter(arrays) for src, arrays in received.items()}
+    return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=t.dtype.np)
+
+
+def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
+    """This stage's part of moving ``t`` to the ranks of ``stage`` (laid out as ``target`` there)."""
+    src = _current_layout(t, target.num_devices)
+    local = t._local
+    if t._partial:
+        local, src = _resolve_partial(t, src, src)  # reduce within this stage before it leaves
+    if _State.abstract:
+        return
+    plan = make_plan(src, target)
+    me = stage_rank()
+    dst_offset = stage * target.num_devices
+    sends: dict[int, list] = {}
+    for p in plan.pieces_from(me):
+        sends.setdefault(dst_offset + p.dst, []).append(extract(local, src, me, p.box))
+    _backend.world().exchange(sends, {})
 
 
 def _run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes):
@@ -292,7 +397,7 @@ def _resolve_partial(t: Tensor, src: Layout, target: Layout):
         scattered = Layout(src.dev_matrix, tuple(tm), src.shape)
         if _State.abstract:
             return None, scattered
-        partition = _backend.partition_along(src.dev_matrix, (p,))
+        partition = _world_groups(_backend.partition_along(src.dev_matrix, (p,)))
         _notify_comm("reduce_scatter", layout=src, partition=partition, axis=d, op=t._partial_op,
                      result_layout=scattered)
         return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op), scattered
@@ -307,22 +412,30 @@ def _resolve_partial(t: Tensor, src: Layout, target: Layout):
 def _reduce_partial(local, layout: Layout, axes, op: str):
     if _State.abstract:
         return None
-    partition = _backend.partition_along(layout.dev_matrix, axes)
+    partition = _world_groups(_backend.partition_along(layout.dev_matrix, axes))
     _notify_comm("allreduce", layout=layout, partition=partition, op=op)
     return _backend.world().allreduce(local, partition, op)
 
 
-def run_plan(plan: Plan, local: np.ndarray, me: int) -> np.ndarray:
-    """Execute ``plan`` for this rank: send my pieces, receive the others', assemble my block."""
+def _world_groups(partition):
+    """A partition of this stage's local ranks, in world ranks."""
+    offset = _stage_offset()
+    return partition if not offset else tuple(tuple(offset + r for r in g) for g in partition)
+
+
+def run_plan(plan: Plan, local: np.ndarray, me: int, offset: int | None = None) -> np.ndarray:
+    """Execute ``plan`` for this rank (local rank ``me``; world rank ``offset + me``, the stage's
+    offset by default): send my pieces, receive the others', assemble my block."""
+    offset = _stage_offset() if offset is None else offset
     sends: dict[int, list[np.ndarray]] = {}
     recvs: dict[int, list] = {}
     for p in plan.pieces:
         if p.src == me and p.dst != me:
-            sends.setdefault(p.dst, []).append(extract(local, plan.src, me, p.box))
+            sends.setdefault(offset + p.dst, []).append(extract(local, plan.src, me, p.box))
         elif p.dst == me and p.src != me:
-            recvs.setdefault(p.src, []).append((p.shape, local.dtype))
+            recvs.setdefault(offset + p.src, []).append((p.shape, local.dtype))
     received = _backend.world().exchange(sends, recvs) if sends or recvs else {}
-    incoming = {src: iter(arrays) for src, arrays in received.items()}
+    incoming = {src - offset: iter(arrays) for src, arrays in received.items()}
 
     def fetch(piece):
         return extract(local, plan.src, me, piece.box) if piece.src == me else next(incoming[piece.src])

@@ -280,11 +280,11 @@ class Model(_TrainMixin):
             trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")["only_trainable_params"])
         with ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             out = self._network(*_distribute_inputs(predict_data, n))
-            out = _map_outputs(out, lambda t: ex.to_layout(t, _output_layout(t, n)))
+            out = _map_outputs(out, lambda t: Tensor(ex.output_block(t, _output_layout(t, n))))
         if rec is not None:
             self._after_compile(rec)
             self._predict_compiled = True
-        return _map_outputs(out, lambda t: Tensor(t.asnumpy()))
+        return out
 
     def _file_strategies(self) -> dict:
         """Strategies from ``strategy_ckpt_config["load_file"]``, read once per path."""
