@@ -1,4 +1,5 @@
-"""Pipeline-parallel inference on 8 ranks (2 stages of 4) from MindSpore's pipeline_2x4 checkpoints."""
+"""Pipeline parallel on 8 ranks (2 stages of 4): inference from MindSpore's pipeline_2x4 checkpoints,
+training across stages, and its files merged back."""
 import re
 from pathlib import Path
 
@@ -10,12 +11,12 @@ from distinfer.launch import run
 SCRIPT = Path(__file__).parent / "mpi" / "pipeline_predict.py"
 
 
-def test_pipeline_inference_from_mindspore_pipeline_checkpoints(ms_fixtures):
+def test_pipeline_inference_and_training(ms_fixtures):
     proc = run(8, [str(SCRIPT), str(ms_fixtures)], capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     lines = re.findall(r"^(?:PASS|FAIL) .*$", proc.stdout, flags=re.M)
-    assert len(lines) == 8 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
+    assert len(lines) == 24 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
 
 
 def test_pipeline_stage_must_be_a_non_negative_int():

@@ -29,6 +29,7 @@ import numpy as np
 
 from .layout import Layout, replicated
 from .parallel import _executor as ex
+from .plan import make_plan
 from .tensor import Parameter, Tensor
 
 __all__ = ["Tape", "value_and_grad", "grad", "GradOperation", "gradients"]
@@ -65,6 +66,9 @@ class Tape:
         self.nodes: list[_Node] = []
         self._needs = {id(t) for t in sources}
         self._keep = list(sources)
+        # Pipeline stages: (tensor, layout on the consuming stage, other stage), once per tensor and stage.
+        self.received: list[tuple[Tensor, Layout, int]] = []
+        self.sent: list[tuple[Tensor, Layout, int]] = []
 
     def op(self, prim, ctx, tensors, lay, locals_, outs, results) -> None:
         if not any(id(t) in self._needs for t in tensors):
@@ -73,14 +77,26 @@ class Tape:
         self.nodes.append(_Node(prim, ctx, list(tensors), lay, list(locals_), list(outs), list(results)))
 
     def comm(self, kind: str, **info: Any) -> None:
-        pass
+        """Pipeline transfers: a received tensor needs its gradient sent back; a sent one receives it."""
+        if kind == "stage_recv":
+            t = info["tensor"]
+            self._needs.add(id(t))
+            self._keep.append(t)
+            _add_transfer(self.received, t, info["layout"], info["src_stage"])
+        elif kind == "stage_send":
+            t = info["tensor"]
+            self._keep.append(t)
+            _add_transfer(self.sent, t, info["layout"], info["dst_stage"])
 
     # ------------------------------------------------------------------------ backward
-    def backward(self, root: Tensor, sens: np.ndarray | float = 1.0) -> dict[int, _Grad]:
-        """Gradients of ``root`` (scaled by ``sens``) for every tensor on the tape, by ``id``."""
-        grads: dict[int, _Grad] = {}
-        seed = np.broadcast_to(np.asarray(sens, dtype=root.dtype.np), _local_shape(root)).copy()
-        grads[id(root)] = _Grad(seed, root.layout)
+    def backward(self, root: Tensor | None, sens: np.ndarray | float = 1.0,
+                 grads: dict[int, _Grad] | None = None) -> dict[int, _Grad]:
+        """Gradients of ``root`` (scaled by ``sens``; None: only the seeds in ``grads``) for every
+        tensor on the tape, by ``id``."""
+        grads = {} if grads is None else grads
+        if root is not None:
+            seed = np.broadcast_to(np.asarray(sens, dtype=root.dtype.np), _local_shape(root)).copy()
+            _accumulate(grads, root, _Grad(seed, root.layout))
         for node in reversed(self.nodes):
             douts = [self._dout(grads, r, node, j) for j, r in enumerate(node.results)]
             if all(d is None for d in douts):
@@ -114,6 +130,29 @@ class Tape:
                 out_axes |= _used_positions(node.lay.outputs[j])
                 out_axes |= set(node.lay.partial[j]) if node.lay.partial else set()
         return tuple(sorted(out_axes - _used_positions(node.lay.inputs[i])))
+
+
+def _add_transfer(log: list, t: Tensor, layout: Layout, stage: int) -> None:
+    if not any(u is t and s == stage for u, _, s in log):
+        log.append((t, layout, stage))
+
+
+def _pipeline_backward(tape: Tape, root: Tensor, sens) -> dict[int, _Grad]:
+    """Backward across pipeline stages: gradients of the tensors this stage sent arrive from the later
+    stages that used them, this stage's ops run backwards, and the gradients of the tensors it received
+    go back to the stages that sent them (point-to-point, so each stage waits only for its successors)."""
+    mine = ex.my_stage()
+    grads: dict[int, _Grad] = {}
+    for t, layout, stage in tape.sent:
+        plan = make_plan(layout, t.layout)  # transpose of the forward transfer
+        local = ex.receive_from_stage(plan, stage, t.dtype.np)
+        _accumulate(grads, t, _Grad(local, t.layout))
+    grads = tape.backward(root if root._stage in (None, mine) else None, sens, grads)
+    for t, layout, stage in tape.received:
+        g = grads.get(id(t))
+        local = _resolve(g, t, layout) if g is not None else np.zeros(layout.local_shape, t.dtype.np)
+        ex.send_to_stage(make_plan(layout, t.layout), np.ascontiguousarray(local, dtype=t.dtype.np), stage)
+    return grads
 
 
 def _local_shape(t: Tensor) -> tuple[int, ...]:
@@ -152,14 +191,15 @@ def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> 
     """Gradients of ``root`` for ``targets``, each laid out like its target (zeros if unused)."""
     from . import context
 
-    if context.is_sharded_mode() and context.get_auto_parallel_context("pipeline_stages") > 1:
-        raise RuntimeError("gradients across pipeline stages are not supported (pipeline_stages > 1 runs "
-                           "inference only); train with pipeline_stages=1")
-    grads = tape.backward(root, sens)
+    pipeline = context.is_sharded_mode() and context.get_auto_parallel_context("pipeline_stages") > 1
+    grads = _pipeline_backward(tape, root, sens) if pipeline else tape.backward(root, sens)
     out = []
     for t in targets:
         g = grads.get(id(t))
         layout = t.layout
+        if g is None and t._local is None and layout is None and t.init is not None:
+            out.append(Tensor._make(None, t._shape, None, dtype=t.dtype))  # a parameter of another stage
+            continue
         if g is None:
             local = np.zeros(_local_shape(t), dtype=t.dtype.np)
         else:

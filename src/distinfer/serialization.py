@@ -127,7 +127,11 @@ def _named_objects(save_obj: Any, choice_func: Optional[Callable[[str], bool]]) 
     from .nn.cell import Cell
 
     if isinstance(save_obj, Cell):
-        pairs: Iterable[tuple[str, Any]] = ((p.name, p) for _, p in save_obj.parameters_and_names())
+        # In parallel mode a parameter never laid out here (another pipeline stage's, or unused) is not
+        # this rank's to save: MindSpore drops ``not param.sliced or param.has_init`` the same way.
+        sharded = context.is_sharded_mode()
+        pairs: Iterable[tuple[str, Any]] = ((p.name, p) for _, p in save_obj.parameters_and_names()
+                                           if not (sharded and p.has_init and p.layout is None))
     elif isinstance(save_obj, dict):
         pairs = save_obj.items()
     else:

@@ -87,6 +87,8 @@ class Optimizer(Cell):
         self._adopt_layouts()
         lr = float(self.learning_rate.asnumpy())
         for i, (p, g) in enumerate(zip(self.parameters, gradients)):
+            if p.has_init and p.layout is None and g._local is None:
+                continue  # a parameter of another pipeline stage: never materialised here
             if p.layout is not None and g.layout is not None and not g.layout.same_blocks(p.layout):
                 g = ex.to_layout(g, p.layout)  # the first step's gradients still have the unsharded layout
             grad = g.asnumpy().astype(np.float32 if p.dtype != mstype.float64 else np.float64, copy=False)

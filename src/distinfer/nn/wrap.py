@@ -69,10 +69,11 @@ class DistributedGradReducer(Cell):
 
 
 def _replicated_value(t: Tensor) -> Tensor:
-    """A whole-tensor view of a (possibly laid-out or partial) scalar such as a loss."""
+    """A whole-tensor view of a (possibly laid-out or partial) scalar such as a loss, on every rank
+    (with pipeline stages, sent from the stage that computed it)."""
     if t.layout is None:
         return t
-    return ex.to_layout(t, replicated(t._shape, t.layout.num_devices))
+    return Tensor(ex.output_block(t, replicated(t._shape, t.layout.num_devices), broadcast=True))
 
 
 class TrainOneStepCell(Cell):

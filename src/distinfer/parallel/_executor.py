@@ -53,10 +53,10 @@ class Recorder:
     strategies: dict[str, tuple[int, tuple]] = field(default_factory=dict)  # key -> (stage, strategy)
     trainable_only: bool = True
 
-    def record(self, prim, strategy, tensors) -> None:
+    def record(self, prim, strategy, tensors, stage: int = 0) -> None:
         first = next((t for t in tensors if isinstance(t, Parameter)), None)
         if first is not None and strategy is not None and (first.requires_grad or not self.trainable_only):
-            self.strategies.setdefault(f"{prim.name}_{first.name}", (0, strategy))
+            self.strategies.setdefault(f"{prim.name}_{first.name}", (stage, strategy))
 
 
 @contextlib.contextmanager
@@ -210,9 +210,9 @@ def execute(prim, args) -> Any:
         raw = _strategy_for(prim, tensors, shapes, n, consts)
         strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
         lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
-    if _State.recorder is not None:
-        _State.recorder.record(prim, strategy, tensors)
     stage = _op_stage(tensors) if context.get_auto_parallel_context("pipeline_stages") > 1 else None
+    if _State.recorder is not None and stage in (None, my_stage()):
+        _State.recorder.record(prim, strategy, tensors, stage or 0)
     if stage is not None and stage != my_stage():
         return _run_elsewhere(tensors, lay, stage, out_shapes, out_dtypes)
     locals_ = [_fetch(t, L, stage) for t, L in zip(tensors, lay.inputs)]
@@ -244,7 +244,7 @@ def _run_elsewhere(tensors, lay: OpLayouts, stage: int, out_shapes, out_dtypes):
     return results[0] if len(results) == 1 else tuple(results)
 
 
-def output_block(t: Tensor, target: Layout) -> np.ndarray:
+def output_block(t: Tensor, target: Layout, broadcast: bool | None = None) -> np.ndarray:
     """A network output laid out as ``target``, as a numpy block on every rank.
 
     With pipeline stages the output lives on its stage; ``pipeline_result_broadcast`` sends it to
@@ -256,7 +256,9 @@ def output_block(t: Tensor, target: Layout) -> np.ndarray:
         return to_layout(t, target).asnumpy()
     n, me, mine = target.num_devices, stage_rank(), my_stage()
     local = to_layout(t, target).asnumpy() if t._stage == mine else None
-    if not context.get_auto_parallel_context("pipeline_result_broadcast"):
+    if broadcast is None:
+        broadcast = context.get_auto_parallel_context("pipeline_result_broadcast")
+    if not broadcast:
         return local if local is not None else np.zeros(target.local_shape, dtype=t.dtype.np)
     world = _backend.world()
     if local is not None:
@@ -276,12 +278,30 @@ def _fetch(t: Tensor, target: Layout, stage: int | None) -> np.ndarray | None:
     plan = make_plan(_current_layout(t, n), target)
     me = stage_rank()
     src_offset = t._stage * n
+    _notify_comm("stage_recv", tensor=t, layout=target, src_stage=t._stage)
+    return receive_from_stage(plan, t._stage, t.dtype.np)
+
+
+def receive_from_stage(plan: Plan, src_stage: int, dtype) -> np.ndarray:
+    """This rank's block of ``plan.dst``, from the ranks of ``src_stage`` holding ``plan.src``."""
+    me = stage_rank()
+    src_offset = src_stage * plan.dst.num_devices
     recvs: dict[int, list] = {}
     for p in plan.pieces_for(me):
-        recvs.setdefault(src_offset + p.src, []).append((p.shape, t.dtype.np))
+        recvs.setdefault(src_offset + p.src, []).append((p.shape, dtype))
     received = _backend.world().exchange({}, recvs)
     incoming = {src - src_offset: iter(arrays) for src, arrays in received.items()}
-    return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=t.dtype.np)
+    return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=dtype)
+
+
+def send_to_stage(plan: Plan, local: np.ndarray, dst_stage: int) -> None:
+    """Send this rank's pieces of ``plan`` (its source block ``local``) to the ranks of ``dst_stage``."""
+    me = stage_rank()
+    dst_offset = dst_stage * plan.dst.num_devices
+    sends: dict[int, list] = {}
+    for p in plan.pieces_from(me):
+        sends.setdefault(dst_offset + p.dst, []).append(extract(local, plan.src, me, p.box))
+    _backend.world().exchange(sends, {})
 
 
 def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
@@ -292,13 +312,8 @@ def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
         local, src = _resolve_partial(t, src, src)  # reduce within this stage before it leaves
     if _State.abstract:
         return
-    plan = make_plan(src, target)
-    me = stage_rank()
-    dst_offset = stage * target.num_devices
-    sends: dict[int, list] = {}
-    for p in plan.pieces_from(me):
-        sends.setdefault(dst_offset + p.dst, []).append(extract(local, src, me, p.box))
-    _backend.world().exchange(sends, {})
+    _notify_comm("stage_send", tensor=t, layout=target, dst_stage=stage)
+    send_to_stage(make_plan(src, target), local, stage)
 
 
 def _run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes):

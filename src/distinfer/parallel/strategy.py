@@ -22,11 +22,14 @@ def param_layout_of(layout) -> ParamLayout:
 def save_strategy(path: str, recorder, network) -> None:
     """Write ``recorder``'s op strategies and ``network``'s parameter layouts to ``path``.
 
-    Only rank 0 writes (every rank holds the same strategy); parent directories are created.
+    Without pipeline stages every rank holds the same strategy and rank 0 writes it; with stages each
+    rank writes its stage's (give each rank its own path, e.g. ``src_strategy_{rank}.ckpt``, and merge
+    them with ``merge_pipeline_strategys``). Parent directories are created.
     """
+    from .. import context
     from ..communication import _backend
 
-    if _backend.world().rank != 0:
+    if _backend.world().rank != 0 and context.get_auto_parallel_context("pipeline_stages") == 1:
         return
     only_trainable = recorder.trainable_only
     layouts = {}
