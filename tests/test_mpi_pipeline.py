@@ -16,7 +16,7 @@ def test_pipeline_inference_and_training(ms_fixtures):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     lines = re.findall(r"^(?:PASS|FAIL) .*$", proc.stdout, flags=re.M)
-    assert len(lines) == 24 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
+    assert len(lines) == 32 and all(line.startswith("PASS") for line in lines), "\n".join(lines) or out[-3000:]
 
 
 def test_pipeline_stage_must_be_a_non_negative_int():

@@ -62,9 +62,10 @@ def main(fixtures: Path) -> None:
     print(f"{'PASS' if ok else 'FAIL'} rank={rank} stage={stage} predict layouts={'ok' if got == want else got} "
           f"rel_err={err:.2e} last_stage_only={'ok' if own_ok else 'wrong'}", flush=True)
     train_across_stages(fixtures, rank, stage)
+    train_across_stages(fixtures, rank, stage, micro=2)
 
 
-def build(pipeline: bool):
+def build(pipeline: bool, micro: int = 1):
     ms.set_seed(3)
     net = Network()
     if pipeline:
@@ -73,12 +74,14 @@ def build(pipeline: bool):
         net.layer3.pipeline_stage = 1
         net.layer1.matmul.shard(((2, 1), (1, 2)))
         net.layer3.matmul.shard(((2, 2), (2, 1)))
-    step = ms.nn.TrainOneStepCell(ms.nn.WithLossCell(net, ms.nn.CrossEntropyLoss()),
-                                  ms.nn.Momentum(net.trainable_params(), 0.05, 0.9))
+    loss_net = ms.nn.WithLossCell(net, ms.nn.CrossEntropyLoss())
+    if micro > 1:
+        loss_net = ms.nn.PipelineCell(loss_net, micro)
+    step = ms.nn.TrainOneStepCell(loss_net, ms.nn.Momentum(net.trainable_params(), 0.05, 0.9))
     return net, step
 
 
-def train_across_stages(fixtures: Path, rank: int, stage: int, steps: int = 3) -> None:
+def train_across_stages(fixtures: Path, rank: int, stage: int, steps: int = 3, micro: int = 1) -> None:
     import tempfile
 
     from distinfer.communication import _backend
@@ -89,7 +92,7 @@ def train_across_stages(fixtures: Path, rank: int, stage: int, steps: int = 3) -
     data = rs.randn(steps, 16, 1, 28, 28).astype(np.float32)
     labels = rs.randint(0, 10, (steps, 16)).astype(np.int32)
     ms.reset_auto_parallel_context()
-    ref_net, ref_step = build(False)
+    ref_net, ref_step = build(False, micro)
     ref_loss = [float(ref_step(ms.Tensor(data[i]), ms.Tensor(labels[i])).asnumpy()) for i in range(steps)]
     ref = {k: p.asnumpy() for k, p in ref_net.parameters_and_names()}
 
@@ -98,7 +101,7 @@ def train_across_stages(fixtures: Path, rank: int, stage: int, steps: int = 3) -
     ms.reset_auto_parallel_context()
     ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", pipeline_stages=2, full_batch=True,
                                  strategy_ckpt_config={"save_file": f"{out}/strategys/src_strategy_{rank}.ckpt"})
-    net, step = build(True)
+    net, step = build(True, micro)
     rec = ex.Recorder()  # the first step records the strategies, as Model.train does
     model_loss = []
     for i in range(steps):
@@ -112,8 +115,10 @@ def train_across_stages(fixtures: Path, rank: int, stage: int, steps: int = 3) -
     expect = {0: {"layer1.weight", "layer1.bias"}, 1: {"layer2.weight", "layer2.bias", "layer3.weight",
                                                        "layer3.bias"}}[stage]
     ok = loss_err <= 1e-5 and w_err <= 1e-5 and set(gathered) == expect
-    print(f"{'PASS' if ok else 'FAIL'} rank={rank} stage={stage} train loss_err={loss_err:.2e} "
-          f"weight_err={w_err:.2e} params={sorted(gathered)}", flush=True)
+    print(f"{'PASS' if ok else 'FAIL'} rank={rank} stage={stage} train micro_size={micro} "
+          f"loss_err={loss_err:.2e} weight_err={w_err:.2e} params={sorted(gathered)}", flush=True)
+    if micro > 1:
+        return
     # Per-rank slices and per-rank strategy files, merged as MindSpore's pipeline tutorial does.
     from distinfer.parallel.strategy import save_strategy
 

@@ -25,12 +25,15 @@ __all__ = ["Sampler", "SequentialSampler", "RandomSampler", "DistributedSampler"
 def _rng(key: tuple[int, ...], shared: bool) -> np.random.Generator:
     """A generator for one pass. ``key`` makes each epoch/repeat differ.
 
-    ``shared`` samplers (sharding) must agree across ranks, so they fall back to MindSpore's
-    fixed default seed; the others draw fresh entropy when no seed was set, as MindSpore does.
+    Without a configured seed, a single process draws fresh entropy; in an MPI job every rank uses
+    MindSpore's default seed 5489 so that all ranks read the same order — shards stay disjoint, and
+    with pipeline stages the first stage's images and the last stage's labels belong together.
     """
+    from ..communication._backend import launched_size
+
     seed = config.configured_seed()
     if seed is None:
-        if not shared:
+        if not shared and launched_size() == 1:
             return np.random.default_rng()
         seed = config.DEFAULT_SEED
     return np.random.default_rng([seed, *key])

@@ -13,10 +13,11 @@ from ..autograd import Tape, gradients
 from ..communication import _backend
 from ..layout import replicated
 from ..parallel import _executor as ex
+from .. import ops
 from ..tensor import Tensor
 from .cell import Cell
 
-__all__ = ["WithLossCell", "TrainOneStepCell", "WithEvalCell", "DistributedGradReducer"]
+__all__ = ["WithLossCell", "TrainOneStepCell", "WithEvalCell", "DistributedGradReducer", "PipelineCell"]
 
 
 class WithLossCell(Cell):
@@ -33,6 +34,40 @@ class WithLossCell(Cell):
 
     def construct(self, data, label):
         return self._loss_fn(self._backbone(data), label)
+
+
+class PipelineCell(Cell):
+    """``PipelineCell(network, micro_size)``: the batch cut into ``micro_size`` micro-batches along dim 0,
+    run one after another; returns the sum of their outputs (losses), as MindSpore's does.
+
+    Stages do not overlap (no 1F1B schedule): each micro-batch goes through every stage in turn.
+    """
+
+    def __init__(self, network: Cell, micro_size: int, stage_config=None) -> None:
+        super().__init__(auto_prefix=False)
+        if isinstance(micro_size, bool) or not isinstance(micro_size, int) or micro_size < 1:
+            raise ValueError(f"PipelineCell: micro_size must be an int >= 1, got {micro_size!r}")
+        self.network = network
+        self.micro_size = micro_size
+        self.split = ops.Split(0, micro_size)
+        self.add = ops.Add()
+
+    def construct(self, *inputs):
+        pieces = []
+        for x in inputs:
+            if isinstance(x, Tensor):
+                if not x.shape or x.shape[0] % self.micro_size:
+                    raise ValueError(f"PipelineCell: a batch of {x.shape[0] if x.shape else 0} rows cannot be cut "
+                                     f"into micro_size={self.micro_size} equal micro-batches (input shape "
+                                     f"{tuple(x.shape)})")
+                pieces.append(self.split(x) if self.micro_size > 1 else (x,))
+            else:
+                pieces.append((x,) * self.micro_size)
+        total = None
+        for i in range(self.micro_size):
+            out = self.network(*(p[i] for p in pieces))
+            total = out if total is None else self.add(total, out)
+        return total
 
 
 class WithEvalCell(Cell):
