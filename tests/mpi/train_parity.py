@@ -129,12 +129,15 @@ def main():
             loss, w = run(kind, True, x, y, n, rank, full_batch, model)
             loss_err = float(np.max(np.abs(loss - ref_loss) / np.abs(ref_loss)))
             w_err = max(float(np.max(np.abs(w[k] - ref_w[k])) / max(np.max(np.abs(ref_w[k])), 1e-12)) for k in ref_w)
-            # Adam divides each update by sqrt(v): for weights whose gradient is ~0, float32 rounding
-            # differences between a reduction over ranks and one matmul change the step direction, so
-            # its weights agree to a looser bound; the losses must still agree to 1e-5.
-            ok = loss_err <= 1e-5 and w_err <= (1e-4 if kind == "adam" else 1e-5)
+            w_norm_err = max(float(np.linalg.norm(w[k] - ref_w[k]) / np.linalg.norm(ref_w[k])) for k in ref_w)
+            # Relative error of the weights (norm-wise) and of the losses: 1e-5. Adam divides each update by
+            # sqrt(v): for weights whose gradient is ~0, float32 rounding differences between a reduction
+            # over ranks and one matmul change the step, so its largest single-element gap (relative to
+            # the largest weight) gets a looser 1e-4; SGD and Momentum keep 1e-5 there too.
+            ok = loss_err <= 1e-5 and w_norm_err <= 1e-5 and w_err <= (1e-4 if kind == "adam" else 1e-5)
             print(f"{'PASS' if ok else 'FAIL'} rank={rank} n={n} net={model} opt={kind} full_batch={full_batch} "
-                  f"loss_err={loss_err:.2e} weight_err={w_err:.2e} losses={np.round(loss, 5).tolist()}", flush=True)
+                  f"loss_err={loss_err:.2e} weight_err={w_err:.2e} weight_norm_err={w_norm_err:.2e} "
+                  f"losses={np.round(loss, 5).tolist()}", flush=True)
         if kind == "momentum":
             opt_shard_round_trip(data, labels, n, rank, refs["seed"])
     adam_float64(data, labels, n, rank)
