@@ -280,16 +280,9 @@ class Parameter(Tensor):
             src = Tensor(default_input)
         else:
             src = Tensor(np.asarray(default_input))
-        self._local = src._local
-        self._shape = src._shape
-        self._dtype = src._dtype
-        self._layout = None
-        self._partial = ()
-        self._partial_op = "sum"
-        self._reduced = None
-        self._stage = None
-        self.init = src.init
-        self.init_seed = src.init_seed
+        self.__dict__.update(src.__dict__)  # data, shape, dtype, initializer: every Tensor field
+        # A parameter starts whole on this rank; its first consumer decides its layout.
+        self._layout, self._partial, self._partial_op, self._reduced, self._stage = None, (), "sum", None, None
         self._name = name
         self.requires_grad = requires_grad
         self.layerwise_parallel = layerwise_parallel

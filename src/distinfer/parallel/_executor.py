@@ -60,35 +60,29 @@ class Recorder:
 
 
 @contextlib.contextmanager
-def abstract() -> Iterator[None]:
+def _override(attr: str, value: Any) -> Iterator[Any]:
+    """Set ``_State.<attr>`` for the duration of a block (restored even on errors)."""
+    old = getattr(_State, attr)
+    setattr(_State, attr, value)
+    try:
+        yield value
+    finally:
+        setattr(_State, attr, old)
+
+
+def abstract():
     """Run ops for shapes and layouts only: no arithmetic, no messages."""
-    old = _State.abstract
-    _State.abstract = True
-    try:
-        yield
-    finally:
-        _State.abstract = old
+    return _override("abstract", True)
 
 
-@contextlib.contextmanager
-def recording(rec: Recorder) -> Iterator[Recorder]:
-    old = _State.recorder
-    _State.recorder = rec
-    try:
-        yield rec
-    finally:
-        _State.recorder = old
+def recording(rec: Recorder | None):
+    """Record the strategies of the ops run inside the block into ``rec`` (None: record nothing)."""
+    return _override("recorder", rec)
 
 
-@contextlib.contextmanager
-def loaded_strategies(items: dict) -> Iterator[None]:
+def loaded_strategies(items: dict):
     """Apply strategies read from a strategy file to ops (without their own) by key."""
-    old = _State.loaded
-    _State.loaded = items
-    try:
-        yield
-    finally:
-        _State.loaded = old
+    return _override("loaded", items)
 
 
 def _strategy_for(prim, tensors, shapes, n, consts):
@@ -101,14 +95,9 @@ def _strategy_for(prim, tensors, shapes, n, consts):
     return prim.default_strategy(shapes, n, consts)
 
 
-@contextlib.contextmanager
-def stage_scope(stage: int) -> Iterator[None]:
+def stage_scope(stage: int):
     """Ops called inside run on pipeline stage ``stage`` (a Cell with ``pipeline_stage`` set)."""
-    _State.stage_stack.append(int(stage))
-    try:
-        yield
-    finally:
-        _State.stage_stack.pop()
+    return _override("stage_stack", _State.stage_stack + [int(stage)])
 
 
 def is_abstract() -> bool:
@@ -334,14 +323,9 @@ def _finish(prim, tensors, results, ctx, locals_, outs, lay):
     return results[0] if len(results) == 1 else tuple(results)
 
 
-@contextlib.contextmanager
-def observing(observer) -> Iterator[Any]:
+def observing(observer):
     """Let ``observer`` see the ops and communications of the runs inside the block."""
-    _State.observers = _State.observers + [observer]
-    try:
-        yield observer
-    finally:
-        _State.observers = [o for o in _State.observers if o is not observer]
+    return _override("observers", _State.observers + [observer])
 
 
 def _notify_comm(kind: str, **info: Any) -> None:
