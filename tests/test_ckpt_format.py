@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from unittest import mock
 from pathlib import Path
 
 import ml_dtypes
@@ -259,6 +260,8 @@ def test_fuzz_mutations_only_format_errors(ms_fixtures, tmp_path_factory, src, o
             del data[pos:]
     p = _fuzz_path(tmp_path_factory)
     p.write_bytes(bytes(data))
+    # The fast record parser agrees with the strict walker alone: same index, or both refuse.
+    assert _index_or_error(p) == _index_or_error(p, strict_only=True)
     try:
         with CkptFile(p, crc_check=crc) as f:
             for n in f.names():
@@ -272,6 +275,25 @@ def test_fuzz_mutations_only_format_errors(ms_fixtures, tmp_path_factory, src, o
                         f.read_rows(n, 0, 1)
     except FormatError as exc:
         assert str(p) in str(exc)
+
+
+def _index_or_error(p: Path, strict_only: bool = False):
+    with mock.patch.object(ckpt_mod, "_fast_record", (lambda *a: None) if strict_only else ckpt_mod._fast_record):
+        try:
+            with CkptFile(p) as f:
+                return [tuple(e) for e in f.entries()]
+        except FormatError:
+            return "FormatError"
+
+
+def test_fast_parser_takes_mindspore_records(ms_fixtures):
+    """MindSpore's own files never need the strict walker (it is the fallback for oddities)."""
+    def refuse(*a):
+        raise AssertionError("strict walker used")
+    with mock.patch.object(ckpt_mod, "_parse_record", refuse):
+        for p in sorted((ms_fixtures / "ckpt").glob("*.ckpt")) + sorted((ms_fixtures / "distributed").rglob("*.ckpt")):
+            if "strategy" not in p.name:
+                CkptFile(p).close()
 
 
 _CACHE: dict = {}

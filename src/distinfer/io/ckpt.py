@@ -109,6 +109,15 @@ class _Window:
             raise EOFError(pos)
         return data
 
+    def at(self, pos: int, want: int) -> tuple[bytes, int]:
+        """``(buf, i)`` with ``buf[i:]`` the file from ``pos`` on: at least ``want`` bytes of it
+        when the file has them (the window moves to ``pos`` if it holds fewer)."""
+        i = pos - self.start
+        if not (0 <= i and i + want <= len(self.buf)):
+            self.start, i = pos, 0
+            self.buf = os.pread(self.fd, min(_WINDOW, self.end - pos), pos)
+        return self.buf, i
+
 
 class _Walker:
     """Protobuf wire-format walker over one file, raising FormatError with context."""
@@ -224,6 +233,73 @@ def _parse_record(w: _Walker, pos: int, end: int, index: int) -> _Rec:
     return _Rec(tag, dims, ttype, content, index)
 
 
+# Header bytes a record is expected to fit in (a longer one takes the strict walker).
+_HEADER = 1024
+
+
+def _uvarint(h: bytes, i: int) -> tuple[int, int]:
+    """Varint at ``h[i]`` and the index after it (IndexError past ``h`` or beyond 64 bits)."""
+    b = h[i]
+    if b < 0x80:
+        return b, i + 1
+    value, shift = b & 0x7F, 7
+    while True:
+        i += 1
+        b = h[i]
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if value >> 63:  # also rejects negative dims (two's complement), as the walker does
+                raise IndexError(i)
+            return value, i + 1
+        shift += 7
+        if shift > 63:
+            raise IndexError(i)
+
+
+def _fast_record(h: bytes, i: int, pos: int, end: int, index: int) -> Optional[_Rec]:
+    """The record at file offset ``pos`` (``h[i:]``) if it has exactly the layout MindSpore
+    writes (tag, then dims, tensor_type, tensor_content, lengths consistent and inside ``end``);
+    otherwise None, and :func:`_parse_record`'s strict walk decides. Indexing costs one pass of
+    a few byte comparisons per record instead of one method call per field."""
+    try:
+        base = pos - i
+        if h[i] != 0x0A:
+            return None
+        n, i = _uvarint(h, i + 1)
+        rec_end = base + i + n
+        if rec_end > end or h[i] != 0x0A:
+            return None
+        n, i = _uvarint(h, i + 1)
+        if i + n > len(h):
+            return None
+        tag = h[i: i + n].decode("utf-8")
+        i += n
+        if h[i] != 0x12:
+            return None
+        n, i = _uvarint(h, i + 1)
+        if base + i + n != rec_end:  # the tensor is the record's last field
+            return None
+        dims = []
+        while h[i] == 0x08:
+            v, i = _uvarint(h, i + 1)
+            dims.append(v)
+        if h[i] != 0x12:
+            return None
+        n, i = _uvarint(h, i + 1)
+        if i + n > len(h):
+            return None
+        ttype = h[i: i + n].decode("utf-8")
+        i += n
+        if h[i] != 0x1A:
+            return None
+        n, i = _uvarint(h, i + 1)
+        if base + i + n != rec_end:  # the content is the tensor's last field
+            return None
+    except (IndexError, UnicodeDecodeError):
+        return None
+    return _Rec(tag, dims, ttype, (base + i, n), index)
+
+
 def _make_entry(path: str, recs: list[_Rec]) -> CkptEntry:
     first, last = recs[0], recs[-1]
     where = f"{path}: record #{first.index} (tag {first.tag!r})"
@@ -270,11 +346,11 @@ class _RangedReader:
     Subclasses set ``self.path`` and ``self._fd``.
 
     A box is read as *runs*: the longest byte ranges that are contiguous both in the file and
-    in the output array. Runs separated in the file by a gap below ``_GAP_COALESCE`` are read
-    by one ``preadv`` whose iovecs scatter them straight into the output and drop the gap bytes
-    into a small scratch buffer; runs shorter than ``_SCATTER_MIN`` (where one iovec per run
-    costs more than a copy) are read through a bounded staging buffer and copied with one
-    vectorised numpy assignment per group.
+    in the output array. Runs of at least ``_SCATTER_MIN`` bytes, and runs too far apart to
+    share a read, go straight into the output by ``preadv`` iovecs (nearby ones sharing one
+    call, the gap bytes dropped into a scratch buffer). Shorter nearby runs are read together:
+    the box's file span goes into a bounded staging buffer and out with one strided numpy
+    assignment (the box is cut along its outer dims where the span outgrows the buffer).
     """
 
     path: str
@@ -375,10 +451,12 @@ class _RangedReader:
         if nd == 0:
             self._read_logical(e, 0, e.nbytes, memoryview(out.reshape(-1).view(np.uint8)))
             return
+        # Copies below move raw bytes whatever the element type (bf16, bool, complex...).
+        out = out.view(_RAW.get(item, f"V{item}"))
+        sstr = tuple(item * math.prod(shape[d + 1:]) for d in range(nd))
         ext = [b - a for a, b in box]
-        sstr = [item * math.prod(shape[d + 1:]) for d in range(nd)]
-        # Runs: contiguous in the file over dims ks.. (every dim after ks whole) and in ``out``
-        # over dims kd.. (C-contiguous strides there); a run spans dims max(ks, kd).. .
+        # A run is contiguous both in the file (dims ks.. are whole there, so a run spans dims
+        # ks..) and in ``out`` (C-contiguous strides over dims kd..): it spans dims max(ks, kd)..
         ks = nd - 1
         while ks > 0 and box[ks] == (0, shape[ks]):
             ks -= 1
@@ -389,29 +467,59 @@ class _RangedReader:
             kd, expect = d, expect * ext[d]
         k = max(ks, kd)
         run = item * math.prod(ext[k:])
+        # Long runs, or short ones too far apart to share a read: one iovec per run. Otherwise
+        # nearby short runs are read together and copied out of the staging buffer.
+        if k and math.prod(ext[:k]) > 1 and (run >= _SCATTER_MIN or sstr[k - 1] - run >= _GAP_COALESCE):
+            self._read_scatter(e, box, out, sstr, k, run)
+        else:
+            self._read_staged(e, box, out, sstr, 0)
+
+    def _read_staged(self, e: CkptEntry, box: Box, out: np.ndarray, sstr: tuple[int, ...], d: int) -> None:
+        """``box`` (dims before ``d`` of extent 1) into ``out``: straight in when it is one run in
+        both the file and ``out``; otherwise its file span is read into the staging buffer and
+        copied with one strided numpy assignment, the box being cut along its outer dims where
+        the span outgrows the buffer or the file gap between two indices reaches ``_GAP_COALESCE``.
+        """
+        ext = [b - a for a, b in box]
+        lo = sum(a * s for (a, _), s in zip(box, sstr))
+        span = sum((n - 1) * s for n, s in zip(ext, sstr)) + out.itemsize
+        if span == out.nbytes and out.flags.c_contiguous:  # one run: no staging
+            self._read_iov(e, lo, [memoryview(out.reshape(-1).view(np.uint8))])
+            return
+        j = next(i for i in range(d, len(ext)) if ext[i] > 1)  # exists: span > one element
+        one = span - (ext[j] - 1) * sstr[j]  # span of one index of dim j
+        # Gaps only shrink towards inner dims, so a gap below the limit here is below it inside too.
+        if sstr[j] - one < _GAP_COALESCE and span <= _STAGING_BYTES:
+            buf = _buffers().staging(span)
+            self._read_iov(e, lo, [memoryview(buf)])
+            out[...] = np.ndarray(ext, out.dtype, buf, 0, sstr)
+            return
+        step = 1
+        if sstr[j] - one < _GAP_COALESCE and one <= _STAGING_BYTES:
+            step = 1 + (_STAGING_BYTES - one) // sstr[j]
+        a, b = box[j]
+        lead = (slice(None),) * j
+        for s in range(a, b, step):
+            t = min(s + step, b)
+            self._read_staged(e, box[:j] + ((s, t),) + box[j + 1:], out[lead + (slice(s - a, t - a),)], sstr,
+                              j if t - s > 1 else j + 1)
+
+    def _read_scatter(self, e: CkptEntry, box: Box, out: np.ndarray, sstr: tuple[int, ...], k: int,
+                      run: int) -> None:
+        """Runs of ``run`` bytes (dims k.. of the box) straight into ``out``, one iovec each; file
+        gaps below ``_GAP_COALESCE`` between them are read into a scratch buffer and dropped."""
         # File (logical) and output byte offsets of every run, row-major over dims 0..k-1.
         src = np.array([sum(a * s for (a, _), s in zip(box, sstr))], dtype=np.int64)
         dst = np.zeros(1, dtype=np.int64)
         for d in range(k - 1, -1, -1):
-            idx = np.arange(ext[d], dtype=np.int64)[:, None]
+            idx = np.arange(box[d][1] - box[d][0], dtype=np.int64)[:, None]
             src = (idx * sstr[d] + src[None, :]).reshape(-1)
             dst = (idx * out.strides[d] + dst[None, :]).reshape(-1)
+        item = out.itemsize
         span = item + sum((n - 1) * s for n, s in zip(out.shape, out.strides))
         flat = out if out.flags.c_contiguous else np.lib.stride_tricks.as_strided(
             out, shape=(span // item,), strides=(item,))
         u8 = flat.reshape(-1).view(np.uint8)
-        if len(src) == 1:
-            self._read_iov(e, int(src[0]), [memoryview(u8)[:run]])
-            return
-        gaps = np.diff(src) - run
-        small = gaps < _GAP_COALESCE
-        if run < _SCATTER_MIN and small.any():
-            self._read_staged(e, src, dst, run, gaps, u8)
-        else:
-            self._read_scatter(e, src, dst, run, u8)
-
-    def _read_scatter(self, e: CkptEntry, src: np.ndarray, dst: np.ndarray, run: int, u8: np.ndarray) -> None:
-        """Runs straight into ``u8`` (no copy); file gaps below ``_GAP_COALESCE`` go to a scratch buffer."""
         # Merge runs adjacent in both the file and the output into segments.
         brk = np.flatnonzero((np.diff(src) != run) | (np.diff(dst) != run)) + 1
         first = np.r_[0, brk]
@@ -431,30 +539,9 @@ class _RangedReader:
                     iov.append(scratch[: g_l[i]])
             self._read_iov(e, s_l[g0], iov)
 
-    def _read_staged(self, e: CkptEntry, src: np.ndarray, dst: np.ndarray, run: int, gaps: np.ndarray,
-                     u8: np.ndarray) -> None:
-        """Groups of short nearby runs: one read each into a bounded staging buffer, then one copy."""
-        # Group breaks: a big gap, or the group span outgrowing the staging buffer.
-        big = np.flatnonzero(gaps >= _GAP_COALESCE) + 1
-        seg_id = np.zeros(len(src), dtype=np.int64)
-        seg_id[big] = 1
-        seg_id = np.cumsum(seg_id)
-        seg_start = src[np.r_[0, big]][seg_id]
-        bucket = (src - seg_start) // max(_STAGING_BYTES - run, run)
-        key = seg_id * (int(bucket.max()) + 1) + bucket
-        cut = np.r_[0, np.flatnonzero(np.diff(key)) + 1, len(src)].tolist()
-        staging = _buffers().staging(min(_STAGING_BYTES, int(src[-1] - src[0]) + run))
-        mv = memoryview(u8)
-        for g0, g1 in zip(cut[:-1], cut[1:]):
-            lo = int(src[g0])
-            hi = int(src[g1 - 1]) + run
-            if g1 - g0 == 1 or hi - lo > len(staging):
-                for i in range(g0, g1):
-                    d = int(dst[i])
-                    self._read_iov(e, int(src[i]), [mv[d: d + run]])
-                continue
-            self._read_iov(e, lo, [memoryview(staging)[: hi - lo]])
-            _copy_runs(u8, dst[g0:g1], staging, src[g0:g1] - lo, run)
+
+# Unsigned integer types by item size: raw-byte copies for any element type.
+_RAW = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
 
 
 def _split_iov(iov: list[memoryview], n: int) -> tuple[list[memoryview], list[memoryview]]:
@@ -468,30 +555,6 @@ def _split_iov(iov: list[memoryview], n: int) -> tuple[list[memoryview], list[me
         head.append(b)
         n -= len(b)
     return head, []
-
-
-def _arith(x: np.ndarray) -> Optional[int]:
-    """The common step of ``x`` if it is an arithmetic sequence (positive step), else None."""
-    if len(x) < 2:
-        return 1
-    step = int(x[1] - x[0])
-    return step if step > 0 and (np.diff(x) == step).all() else None
-
-
-def _copy_runs(dst_u8: np.ndarray, dst_off: np.ndarray, src_u8: np.ndarray, src_off: np.ndarray, run: int) -> None:
-    """``dst_u8[dst_off[i]: +run] = src_u8[src_off[i]: +run]`` for every i, vectorised."""
-    m = len(dst_off)
-    ds, ss = _arith(dst_off), _arith(src_off)
-    strided = np.lib.stride_tricks.as_strided
-    if ds is not None and ss is not None:
-        d0, s0 = int(dst_off[0]), int(src_off[0])
-        target = strided(dst_u8[d0:], shape=(m, run), strides=(ds, 1))
-        target[...] = strided(src_u8[s0:], shape=(m, run), strides=(ss, 1), writeable=False)
-        return
-    # Irregular offsets: index rows of sliding-window views (one index per run, not per byte).
-    target = strided(dst_u8, shape=(len(dst_u8) - run + 1, run), strides=(1, 1))
-    source = strided(src_u8, shape=(len(src_u8) - run + 1, run), strides=(1, 1), writeable=False)
-    target[dst_off] = source[src_off]
 
 
 class _Buffers(threading.local):
@@ -573,11 +636,16 @@ class CkptFile(_RangedReader):
         pos, index = 0, 0
         try:
             while pos < end:
-                w.where = f"record #{index}"
-                _, pos = w.key(pos, end, {1: 2}, "Checkpoint")
-                n, pos = w.length(pos, end, "Checkpoint.Value")
-                rec = _parse_record(w, pos, pos + n, index)
-                pos += n
+                buf, i = win.at(pos, _HEADER)
+                rec = _fast_record(buf, i, pos, end, index)
+                if rec is None:  # anything unusual: the strict walker, with its precise errors
+                    w.where = f"record #{index}"
+                    _, pos = w.key(pos, end, {1: 2}, "Checkpoint")
+                    n, pos = w.length(pos, end, "Checkpoint.Value")
+                    rec = _parse_record(w, pos, pos + n, index)
+                    pos += n
+                else:
+                    pos = rec.content[0] + rec.content[1]
                 index += 1
                 if group and group[-1].tag != rec.tag:
                     self._add(entries, _make_entry(self.path, group))
@@ -649,8 +717,8 @@ class CkptFile(_RangedReader):
         """The block ``box`` (``((start, stop), ...)`` per dim) of tensor ``name``.
 
         Only the bytes of the block are read (plus file gaps under 16 KiB between its runs):
-        runs go straight into ``out`` by ``preadv`` iovecs, nearby runs sharing one call; runs
-        under 512 B with small gaps are read together through a bounded staging buffer. ``out``,
+        long runs go straight into ``out`` by ``preadv`` iovecs, nearby runs sharing one call;
+        short nearby runs are read together through a bounded staging buffer. ``out``,
         if given, must have the block's shape and the tensor's dtype; it may be a strided view
         (e.g. the block's place inside a larger destination array) with positive strides.
         """
