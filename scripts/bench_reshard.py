@@ -14,7 +14,10 @@ replicated), then measures in the same run:
   written as the transform writes them (same atomic writer: buffered writes, fsync, rename);
 * ``naive``: merge-then-split written here (read every rank file whole, concatenate full
   tensors, slice per destination rank, write);
-* ``memcpy``: numpy copy bandwidth between warm buffers, the yardstick for ``load``.
+* ``memcpy``: numpy copy bandwidth between warm buffers, the yardstick for ``load``; also
+  into freshly allocated memory, which is what a load fills;
+* ``load limit``: the bytes the load needs read from the page cache into a fresh buffer of its
+  output size by as many threads as the load uses, one contiguous read per file.
 
 Each operation runs in a fresh spawned process so its peak RSS is its own (reported above the
 process's baseline after imports), ``--repeat`` times (default 3; the best time is reported,
@@ -237,6 +240,49 @@ def _needed_per_file(job, ranks) -> dict:
     return out
 
 
+def _op_load_limit(src_dir, out, src_s, dst_s):
+    """The physical limit of ``load``: the bytes rank 0 needs (pieces only, no gaps), read from
+    the page cache by the load's reader threads into a fresh destination buffer of the load's
+    output size (allocation and first-touch page faults included, as the load pays them), one
+    contiguous read per file: no strides, no staging."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from distinfer.parallel.checkpoint import plan_transform
+    from distinfer.parallel.reshard import read_threads
+
+    job = plan_transform(src_dir, src_s, dst_s)
+    needed = _needed_per_file(job, [0])
+    job.close()
+    threads = read_threads()
+    t0 = time.perf_counter()
+    buf = np.empty(sum(needed.values()), np.uint8)
+    spans, pos = [], 0
+    for f, n in needed.items():
+        spans.append((f, pos, n))
+        pos += n
+
+    def read(part):
+        mv = memoryview(buf)
+        for f, at, n in part:
+            fd = os.open(f, os.O_RDONLY)
+            size = os.path.getsize(f)
+            done = 0
+            while done < n:
+                done += os.preadv(fd, [mv[at + done: at + min(n, done + size - done % size)]], done % size)
+            os.close(fd)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(read, [spans[k::threads] for k in range(threads)]))
+    return {"time": time.perf_counter() - t0, "bytes": len(buf), "threads": threads}
+
+
+def _memcpy_fresh_gbps() -> float:
+    """numpy copy into freshly allocated memory (page faults included), 128 MiB."""
+    a = np.ones(128 * MiB // 4, np.float32)
+    best = min(_t(lambda: np.copyto(np.empty_like(a), a)) for _ in range(5))
+    return a.nbytes / best / 1e9
+
+
 def _op_cost(src_dir, out, src_s, dst_s):
     """Bytes read vs needed for destination rank 0 (what load and transform read, from the plans)."""
     from distinfer.parallel.checkpoint import plan_transform
@@ -355,10 +401,18 @@ def bench(root: str, size_mib: int) -> None:
             shutil.rmtree(d, ignore_errors=True)
     cost = run("_op_cost", src_dir, "", src_s, dst_s)["result"]
     res = run("_op_load", src_dir, "", src_s, dst_s, src_dir=src_dir)
+    lim = run("_op_load_limit", src_dir, "", src_s, dst_s, src_dir=src_dir)
     nbytes = res["result"]["bytes"]
-    print(f"{'load (rank 0/4)':<18}{res['time']:>8.2f}{nbytes / res['time'] / 1e9:>10.2f}{cost['bytes_read'] / MiB:>10.0f}"
+    print(f"{'load (rank 0/4)':<18}{res['time']:>8.3f}{nbytes / res['time'] / 1e9:>10.2f}{cost['bytes_read'] / MiB:>10.0f}"
           f"{'-':>12}{(res['peak'] - res['base']) / MiB:>13.0f}{res['base'] / MiB:>9.0f}{nbytes / MiB:>10.0f}"
-          f"   {nbytes / res['time'] / 1e9 / memcpy:.2f}x memcpy, over-read {cost['over_read']:.2f}x")
+          f"   {nbytes / res['time'] / 1e9 / memcpy:.2f}x memcpy, {lim['time'] / res['time']:.2f}x limit, "
+          f"over-read {cost['over_read']:.2f}x")
+    fresh = _memcpy_fresh_gbps()
+    print(f"{'  limit':<18}{lim['time']:>8.3f}{lim['result']['bytes'] / lim['time'] / 1e9:>10.2f}   (the needed bytes, "
+          f"page cache -> fresh buffer, {lim['result']['threads']} threads, one read per file; "
+          f"{lim['result']['bytes'] / lim['time'] / 1e9 / memcpy:.2f}x memcpy)")
+    print(f"{'  memcpy':<18}{'':>8}{memcpy:>10.2f}   (warm buffers; into fresh memory {fresh:.2f} GB/s = "
+          f"{fresh / memcpy:.2f}x)")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import ml_dtypes
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 import distinfer as ms
 from distinfer import launch
 from distinfer.errors import FormatError, LayoutError, StrategyError
+from distinfer.io import ckpt as ckpt_mod
 from distinfer.io import CkptFile, ParamLayout, SafetensorsFile, build_searched_strategy, write_ckpt, write_safetensors
 from distinfer.layout import Layout
 from distinfer.parallel import (load_distributed_checkpoint, merge_sliced_parameter, transform_checkpoint_by_rank,
@@ -61,7 +63,7 @@ def _layout_parts(draw, ndim: int):
     return dev, tm, opt, factor
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_reshard_equals_direct_slicing(data):
     ndim = data.draw(st.integers(0, 3))
@@ -72,7 +74,11 @@ def test_reshard_equals_direct_slicing(data):
     full = (np.arange(math.prod(shape)) % 251).astype(dtype).reshape(shape)
     src = Layout(tuple(s_dev), tuple(s_tm), shape, s_opt)
     dst = Layout(tuple(d_dev), tuple(d_tm), shape, d_opt)
-    with tempfile.TemporaryDirectory() as d:
+    # The ranged reader's thresholds too: scatter / stage decisions and staging cuts.
+    scatter_min, gap, staging = data.draw(st.sampled_from([(16 << 10, 16 << 10, 16 << 20), (0, 0, 64),
+                                                           (8, 64, 32), (1 << 30, 1 << 30, 48)]))
+    with tempfile.TemporaryDirectory() as d, mock.patch.multiple(ckpt_mod, _SCATTER_MIN=scatter_min,
+                                                                 _GAP_COALESCE=gap, _STAGING_BYTES=staging):
         files = {}
         for r in range(src.num_devices):
             files[r] = os.path.join(d, f"rank_{r}.ckpt")
