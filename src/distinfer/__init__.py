@@ -51,7 +51,8 @@ __all__ += ["export", "load"]
 from .parallel.checkpoint import (build_searched_strategy, load_distributed_checkpoint,  # noqa: E402
                                   merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
                                   transform_checkpoint_by_rank, transform_checkpoints)
+from .parallel.unified import unified_safetensors  # noqa: E402
 
 __all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
             "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-            "transform_checkpoints"]
+            "transform_checkpoints", "unified_safetensors"]

@@ -28,7 +28,7 @@ import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -269,27 +269,55 @@ def _trailing_numbers(path: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums[-2:])
 
 
-def _pick_rank_files(src_dir: str, ranks: int) -> dict[int, str]:
-    """MindSpore's input selection: ``rank_<r>/*.ckpt`` lexicographically last (or safetensors)."""
+def _pick_one(d: str, ext: str, file_suffix: Optional[str], api: str) -> Optional[str]:
+    """The file of one rank directory among ``*.{ext}`` (None if there is none).
+
+    ``.ckpt`` without ``file_suffix``: the lexicographically last (MindSpore's transform);
+    ``.safetensors``: the largest last two numbers in the name. With ``file_suffix``: the files
+    ending with ``{file_suffix}.{ext}``, the shortest name if several (ValueError on a tie).
+    """
+    found = glob.glob(os.path.join(glob.escape(d), f"*{glob.escape(file_suffix or '')}.{ext}"))
+    if not found:
+        return None
+    if file_suffix is not None and len(found) > 1:
+        shortest = min(len(os.path.basename(p)) for p in found)
+        best = sorted(p for p in found if len(os.path.basename(p)) == shortest)
+        if len(best) > 1:
+            raise ValueError(f"For '{api}', several .{ext} files in {d} end with {file_suffix!r}: "
+                             f"{[os.path.basename(p) for p in best]}; set 'file_suffix' to a longer common suffix")
+        return best[0]
+    if ext == "ckpt":
+        return sorted(found)[-1]
+    return max(found, key=lambda p: (_trailing_numbers(p), p))
+
+
+def _pick_rank_files(src_dir: str, ranks: Union[int, Iterable[int]], api: str = "transform_checkpoints",
+                     file_suffix: Optional[str] = None) -> dict[int, str]:
+    """MindSpore's input selection: ``{rank: file}`` from ``src_dir/rank_<r>/`` for each of ``ranks``.
+
+    ``ranks`` is a device count (ranks ``0 .. n-1``) or the ranks themselves. Each directory
+    must hold ``.ckpt`` or ``.safetensors`` files (see :func:`_pick_one` for which one is used),
+    and all the ranks one kind.
+    """
+    rank_ids = list(range(ranks)) if isinstance(ranks, int) else list(ranks)
     files: dict[int, str] = {}
     kinds: set[str] = set()
-    for r in range(ranks):
+    for r in rank_ids:
         d = os.path.join(src_dir, f"rank_{r}")
         if not os.path.isdir(d):
-            raise ValueError(f"For 'transform_checkpoints', the source directory {src_dir} has no rank_{r} "
-                             f"sub-directory, but the source strategy has {ranks} devices")
-        ckpts = sorted(glob.glob(os.path.join(d, "*.ckpt")))
-        sts = glob.glob(os.path.join(d, "*.safetensors"))
-        if ckpts:
-            files[r] = ckpts[-1]
-            kinds.add("ckpt")
-        elif sts:
-            files[r] = max(sts, key=lambda p: (_trailing_numbers(p), p))
-            kinds.add("safetensors")
+            raise ValueError(f"For '{api}', the source directory {src_dir} has no rank_{r} sub-directory, but "
+                             f"the source strategy needs rank {r} (ranks {rank_ids[0]}..{rank_ids[-1]})")
+        for ext in ("ckpt", "safetensors"):
+            f = _pick_one(d, ext, file_suffix, api)
+            if f is not None:
+                files[r] = f
+                kinds.add(ext)
+                break
         else:
-            raise ValueError(f"For 'transform_checkpoints', {d} holds no .ckpt or .safetensors file")
+            what = f" ending with {file_suffix!r}" if file_suffix is not None else ""
+            raise ValueError(f"For '{api}', {d} holds no .ckpt or .safetensors file{what}")
     if len(kinds) > 1:
-        raise ValueError(f"For 'transform_checkpoints', {src_dir} mixes .ckpt and .safetensors rank files; use one kind")
+        raise ValueError(f"For '{api}', {src_dir} mixes .ckpt and .safetensors rank files; use one kind")
     return files
 
 
@@ -545,19 +573,38 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
     ``strategy_ckpt_config["load_file"]``; an empty one makes this a silent no-op. Only the
     bytes of the needed blocks are read. Returns True, or ``{name: Parameter}`` with
     ``return_param_dict``.
+
+    **Unified mode** (``format="safetensors", unified_safetensors_dir=DIR``, DIR written by
+    :func:`~distinfer.parallel.unified_safetensors`): the full tensors in DIR are sliced for this
+    rank (``get_rank()`` unless ``rank_id``) by ``predict_strategy`` (a layout dict or a strategy
+    file) and loaded, with the hyper params; ``name_map`` maps network names to the names in DIR.
+    With ``network=None`` and ``dst_safetensors_dir``, ``dst_safetensors_dir/rank_<r>/net.<output_format>``
+    is written for ``rank_id``, or for every rank of ``predict_strategy`` (by up to
+    ``max_process_num`` processes, or divided among the ranks of an ``mpirun`` job).
+    ``checkpoint_filenames``, ``train_strategy_filename`` and ``dec_key`` must be None and
+    ``strict_load`` False. Each rank reads only its blocks' bytes.
+
+    >>> import os, tempfile, numpy as np
+    >>> from distinfer.io import write_safetensors
+    >>> d = tempfile.mkdtemp(); write_safetensors(f"{d}/part0.safetensors", {"w": np.arange(6.0).reshape(3, 2)})
+    >>> got = load_distributed_checkpoint(None, predict_strategy={"w": [[2], [-1, 0], [], 0]}, format="safetensors",
+    ...                                   unified_safetensors_dir=d, rank_id=1, return_param_dict=True)
+    >>> got["w"].asnumpy().tolist()
+    [[1.0], [3.0], [5.0]]
     """
     from .. import context
     from ..tensor import Parameter, Tensor
 
+    if unified_safetensors_dir is not None or dst_safetensors_dir is not None:
+        return _load_unified_mode(network, checkpoint_filenames, predict_strategy, train_strategy_filename,
+                                  strict_load, dec_key, dec_mode, format, unified_safetensors_dir,
+                                  dst_safetensors_dir, rank_id, output_format, name_map, max_process_num,
+                                  return_param_dict)
     if dec_key is not None:
         raise NotImplementedError("For 'load_distributed_checkpoint', encrypted checkpoints (dec_key) are not "
                                   "supported by distinfer")
     if format not in ("ckpt", "safetensors"):
         raise ValueError(f"For 'load_distributed_checkpoint', 'format' must be 'ckpt' or 'safetensors', got {format!r}")
-    if unified_safetensors_dir is not None or dst_safetensors_dir is not None:
-        raise NotImplementedError("For 'load_distributed_checkpoint', the unified safetensors mode "
-                                  "(unified_safetensors_dir / dst_safetensors_dir) is not supported yet; pass the "
-                                  "per-rank files as checkpoint_filenames")
     files = _check_files(checkpoint_filenames, format)
     predict = _check_predict_strategy(predict_strategy)
     if train_strategy_filename is None:
@@ -619,24 +666,9 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
             raise RuntimeError(f"For 'load_distributed_checkpoint', strict_load=True but these network parameters "
                                f"cannot be loaded: not in the slice strategy {not_in_strategy}, not in the "
                                f"checkpoint files {not_in_ckpt}")
-        param_dict: dict[str, Any] = {}
-        # All blocks live in one allocation: a big numpy allocation gets transparent huge pages,
-        # and first-touch page faults of many small 4 KiB-page allocations cost more than the
-        # reads themselves (~2 GB/s vs ~10 GB/s here). Each block is an aligned view of it.
-        shapes = []
-        for name, _, dst in todo:
-            shape = dst.local_shape if dst is not None else source.layout(name).shape
-            dt = np.dtype(source.dtype(name))
-            shapes.append((shape, dt, -(-math.prod(shape) * dt.itemsize // 64) * 64))
-        arena = np.empty(sum(n for _, _, n in shapes), np.uint8)
-        pos = 0
-        jobs = []
-        for (name, param, dst), (shape, dt, n) in zip(todo, shapes):
-            jobs.append((name, dst, arena[pos: pos + math.prod(shape) * dt.itemsize].view(dt).reshape(shape)))
-            pos += n
-        read_blocks(source, jobs, rank, rank % train.stage_devices)
-        for name, _, block in jobs:
-            param_dict[name] = Parameter(Tensor(block), name=name)
+        blocks = _read_into_arena(source, [(name, dst) for name, _, dst in todo], rank, rank % train.stage_devices)
+        param_dict: dict[str, Any] = {name: Parameter(Tensor(block), name=name)
+                                      for (name, _, _), block in zip(todo, blocks)}
     finally:
         source.close()
     if return_param_dict:
@@ -644,6 +676,73 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
     if network is not None and param_dict:
         _load_into(network, param_dict, strict_load)
     return True
+
+
+def _load_unified_mode(network, checkpoint_filenames, predict_strategy, train_strategy_filename, strict_load, dec_key,
+                       dec_mode, format, unified_safetensors_dir, dst_safetensors_dir, rank_id, output_format,
+                       name_map, max_process_num, return_param_dict):
+    """Check the arguments of the unified mode as MindSpore does, then run it (:mod:`.unified`)."""
+    api = "For 'load_distributed_checkpoint'"
+    if format != "safetensors":
+        raise ValueError(f"{api}, 'format' must be 'safetensors' when 'unified_safetensors_dir' or "
+                         f"'dst_safetensors_dir' is given, but got {format!r}.")
+    if output_format not in ("ckpt", "safetensors"):
+        raise ValueError(f"{api}, 'format' and 'output_format' must be 'ckpt' or 'safetensors', but got "
+                         f"{output_format!r}.")
+    if unified_safetensors_dir is None:
+        raise ValueError(f"{api}, 'unified_safetensors_dir' can not be None when format is 'safetensors' and "
+                         f"'dst_safetensors_dir' is given.")
+    for arg, value in (("checkpoint_filenames", checkpoint_filenames),
+                       ("train_strategy_filename", train_strategy_filename), ("dec_key", dec_key)):
+        if value is not None:
+            raise ValueError(f"{api}, '{arg}' must be None when 'unified_safetensors_dir' is given (format "
+                             f"'safetensors'), but got a {type(value).__name__}.")
+    if strict_load or dec_mode != "AES-GCM":
+        raise ValueError(f"{api}, strict_load and dec_mode must be default when format is 'safetensors'.")
+    if not isinstance(unified_safetensors_dir, (str, os.PathLike)):
+        raise TypeError(f"{api}, 'unified_safetensors_dir' must be a str path, got "
+                        f"{type(unified_safetensors_dir).__name__}")
+    if name_map is not None and (not isinstance(name_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in name_map.items())):
+        raise TypeError(f"{api}, 'name_map' must be a dict of str to str, got {type(name_map).__name__}")
+    if rank_id is not None and (not _is_int(rank_id) or rank_id < 0):
+        raise ValueError(f"{api}, 'rank_id' must be None or a non-negative int, got {rank_id!r}")
+    if not isinstance(max_process_num, int) or isinstance(max_process_num, bool) or max_process_num < 1:
+        raise ValueError(f"{api}, 'max_process_num' must be a positive int, got {max_process_num!r}")
+    if network is None:
+        if dst_safetensors_dir is None and not return_param_dict:
+            raise ValueError(f"{api}, 'dst_safetensors_dir' can not be None when network is None.")
+        if dst_safetensors_dir is not None and not isinstance(dst_safetensors_dir, (str, os.PathLike)):
+            raise TypeError(f"{api}, 'dst_safetensors_dir' must be a str path, got "
+                            f"{type(dst_safetensors_dir).__name__}")
+    from .unified import load_unified
+
+    return load_unified(network, unified_safetensors_dir, predict_strategy, dst_safetensors_dir, rank_id,
+                        output_format, name_map, max_process_num, return_param_dict)
+
+
+def _read_into_arena(source: Any, jobs: Sequence[tuple[str, Optional[Layout]]], rank: int,
+                     hint: int) -> list[np.ndarray]:
+    """Read each ``(name, destination layout or None)`` block of ``rank`` from ``source``; the blocks, in order.
+
+    All blocks live in one allocation: a big numpy allocation gets transparent huge pages, and
+    first-touch page faults of many small 4 KiB-page allocations cost more than the reads
+    themselves (~2 GB/s vs ~10 GB/s here). Each block is an aligned view of it. ``source`` is a
+    :class:`SourceCheckpoint` (or anything with its ``layout``/``dtype``/``read_block``).
+    """
+    shapes = []
+    for name, dst in jobs:
+        shape = dst.local_shape if dst is not None else source.layout(name).shape
+        dt = np.dtype(source.dtype(name))
+        shapes.append((shape, dt, -(-math.prod(shape) * dt.itemsize // 64) * 64))
+    arena = np.empty(sum(n for _, _, n in shapes), np.uint8)
+    pos = 0
+    reads = []
+    for (name, dst), (shape, dt, n) in zip(jobs, shapes):
+        reads.append((name, dst, arena[pos: pos + math.prod(shape) * dt.itemsize].view(dt).reshape(shape)))
+        pos += n
+    read_blocks(source, reads, rank, hint)
+    return [out for _, _, out in reads]
 
 
 def _load_into(network, param_dict: dict, strict_load: bool) -> None:
