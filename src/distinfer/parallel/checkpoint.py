@@ -37,7 +37,7 @@ from ..errors import FormatError, LayoutError, StrategyError
 from ..io.ckpt import RawValue, write_ckpt
 from ..io.safetensors_io import write_safetensors
 from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_strategy,
-                                merge_pipeline_strategys)
+                                merge_pipeline_strategys, read_strategy)
 from ..layout import Layout
 from ..plan import assemble, make_plan
 from .reshard import (PREFETCH_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
@@ -238,6 +238,11 @@ def transform_checkpoint_by_rank(rank_id: int, checkpoint_files_map: Mapping[int
     ``checkpoint_files_map`` is ``{source rank: path}`` and needs the ranks
     :func:`rank_list_for_transform` names; ``save_checkpoint_file_name`` must end with ``.ckpt``
     (or ``.safetensors``) and its directory must exist, as in MindSpore.
+
+    With one pipeline stage's strategy file as the source (the per-sub-network mode of
+    :func:`transform_checkpoints`) the map is keyed by the stage's local ranks (``rank_list_for_transform``
+    gives those), e.g. ``{0: "rank_4/...", 1: "rank_5/..."}`` for stage 1 of 4 devices, and the
+    output holds that stage's parameters: the ``_part<stage>`` file of that rank.
     """
     if not isinstance(checkpoint_files_map, Mapping):
         raise TypeError(f"For 'transform_checkpoint_by_rank', 'checkpoint_files_map' must be a dict, got "
@@ -348,6 +353,33 @@ def _worker_write(rank: int, path: str, output_format: str) -> tuple[int, int]:
     return rank, _WORKER_JOB.write(rank, path, output_format)
 
 
+_NOT_MODEL = ("accu_grads", "adam_v", "adam_m")
+
+
+def _source_stage(src_strategy_file: Optional[PathLike], dst_strategy_file: Optional[PathLike]) -> Optional[int]:
+    """The pipeline stage of a per-sub-network transform (spec §7), or None for an ordinary one.
+
+    MindSpore's condition: both strategies are given, neither has more than one stage, and the
+    source's parameters (``accu_grads*``, ``adam_v*``, ``adam_m*`` aside) are a strict subset of
+    the destination's. The stage is the one recorded in the source strategy file's first
+    operator strategy item (a per-stage file written by pipeline training records its stage).
+    """
+    src, dst = _strategy(src_strategy_file), _strategy(dst_strategy_file)
+    if src is None or dst is None or not len(src) or not len(dst) or src.num_stages != 1 or dst.num_stages != 1:
+        return None
+    src_keys = {n for n in src.names() if not n.startswith(_NOT_MODEL)}
+    dst_keys = {n for n in dst.names() if not n.startswith(_NOT_MODEL)}
+    if not src_keys < dst_keys:
+        return None
+    items = read_strategy(os.fspath(src_strategy_file)).items
+    if not items:
+        raise ValueError(f"For 'transform_checkpoints', the parameters of the source strategy {src.path} are a strict "
+                         f"subset of the destination strategy's ({len(src_keys)} of {len(dst_keys)}), so it is taken "
+                         f"as one pipeline stage's strategy file, but it has no operator strategy items recording "
+                         f"which stage")
+    return int(next(iter(items.values()))[0])
+
+
 def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ckpt_prefix: str,
                           src_strategy_file: Optional[str] = None, dst_strategy_file: Optional[str] = None,
                           process_num: int = 1, output_format: str = "ckpt") -> None:
@@ -360,6 +392,17 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     strategy (``global_step``...) are copied from source rank ``r % source devices``. All
     validation runs before the first file is written. Under ``mpirun`` the destination ranks
     are divided among the MPI ranks; otherwise among ``process_num`` spawned processes.
+
+    **Per-sub-network mode** (MindSpore's ``_transform_checkpoint_by_stage``): when both
+    strategies have one stage and the source strategy's parameters are a strict subset of the
+    destination's, the source strategy is taken as the per-stage strategy file of pipeline stage
+    ``s`` of a training run (``s`` is the stage its operator strategy items record). Its files
+    are then read from ``src_dir/rank_<s*n + i>`` (``i < n``, the stage's devices, numbered as
+    pipeline training numbers them) and written to
+    ``dst_dir/rank_<r>/{ckpt_prefix}{r}_part{s}.ckpt``: call it once per stage with that stage's
+    strategy file and the same directories, then read a rank with
+    ``load_segmented_checkpoints(dst_dir/rank_<r>)``. (A non-pipeline source whose network lacks
+    some destination parameters takes this path too, with stage 0, as in MindSpore.)
     """
     if not isinstance(ckpt_prefix, str):
         raise TypeError(f"For 'transform_checkpoints', 'ckpt_prefix' must be a str, got {type(ckpt_prefix).__name__}")
@@ -371,7 +414,17 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     src_dir = os.fspath(src_checkpoints_dir)
     if not os.path.isdir(src_dir):
         raise ValueError(f"For 'transform_checkpoints', the source directory {src_dir} does not exist")
-    job = plan_transform(src_dir, src_strategy_file, dst_strategy_file)
+    stage = _source_stage(src_strategy_file, dst_strategy_file)
+    suffix = ""
+    if stage is None:
+        job = plan_transform(src_dir, src_strategy_file, dst_strategy_file)
+    else:
+        n = TrainStrategy.from_file(src_strategy_file).stage_devices
+        picked = _pick_rank_files(src_dir, range(stage * n, stage * n + n))
+        log.info("transform_checkpoints: per-stage mode, pipeline stage %d (source ranks %d..%d)", stage, stage * n,
+                 stage * n + n - 1)
+        job = plan_transform(None, src_strategy_file, dst_strategy_file, {r - stage * n: p for r, p in picked.items()})
+        suffix = f"_part{stage}"
     from ..communication import _backend
 
     world = _backend.world() if _backend.launched_size() > 1 else None
@@ -379,7 +432,7 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     if world is not None and world.size > 1:
         ranks = ranks[world.rank::world.size]
     dst_dir = os.fspath(dst_checkpoints_dir)
-    outputs = {r: os.path.join(dst_dir, f"rank_{r}", f"{ckpt_prefix}{r}.{output_format}") for r in ranks}
+    outputs = {r: os.path.join(dst_dir, f"rank_{r}", f"{ckpt_prefix}{r}{suffix}.{output_format}") for r in ranks}
     for p in outputs.values():
         os.makedirs(os.path.dirname(p), exist_ok=True)
     try:
