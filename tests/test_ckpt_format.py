@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -357,6 +358,18 @@ def test_writer_error_cleans_temp(tmp_path):
     with pytest.raises(TypeError):
         write_ckpt(tmp_path / "y.ckpt", [("c", np.zeros(2, np.complex64))])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_replaces_only_regular_files(tmp_path):
+    """Writing over a directory or a FIFO (as over /dev/null) is refused before anything is written."""
+    fifo = tmp_path / "pipe.ckpt"
+    os.mkfifo(fifo)
+    (tmp_path / "dir.ckpt").mkdir()
+    for target in (fifo, tmp_path / "dir.ckpt"):
+        with pytest.raises(FileExistsError, match="not a regular file"):
+            write_ckpt(target, [("a", np.zeros(3, np.float32))])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.ckpt", "pipe.ckpt"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
 @pytest.mark.parametrize("chunk", [100, 4096, 1 << 20])

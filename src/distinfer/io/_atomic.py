@@ -20,6 +20,10 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
     b'ok'
     """
     path = os.fspath(path)
+    # Only ever replace a regular file: renaming over a directory fails late, and over a device
+    # or a pipe (say /dev/null, for a root user) it would silently replace the node itself.
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise FileExistsError(f"{path}: exists and is not a regular file; refusing to replace it")
     folder, base = os.path.split(os.path.abspath(path))
     tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
