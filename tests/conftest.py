@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The examples (the tutorials' networks) are importable by the tests: ``from seed_net import ...``.
+sys.path.insert(0, str(ROOT / "examples"))
 # MindSpore-made reference files (read-only), shipped beside the repository as ../shared.
 MS_FIXTURES = Path(os.environ.get("DISTINFER_MS_FIXTURES", ROOT.parent / "shared" / "fixtures" / "mindspore"))
 

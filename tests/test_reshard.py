@@ -5,7 +5,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from unittest import mock
@@ -25,6 +24,7 @@ from distinfer.layout import Layout
 from distinfer.parallel import (load_distributed_checkpoint, merge_sliced_parameter, transform_checkpoint_by_rank,
                                 transform_checkpoints)
 from distinfer.parallel.reshard import SourceCheckpoint, TrainStrategy, read_cost
+from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,15 +105,6 @@ def test_read_cost_counts_coalesced_gaps():
 def _seed_files(ms_fixtures):
     seed = ms_fixtures / "distributed" / "seed_8dev"
     return [str(seed / f"rank_{r}" / "checkpoint-1_1.ckpt") for r in range(8)]
-
-
-def _seed_net():
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from seed_net import seed_network
-    finally:
-        sys.path.pop(0)
-    return seed_network(shard=False)
 
 
 def _copy_seed(ms_fixtures, tmp_path) -> Path:
@@ -229,7 +220,7 @@ def test_transform_bad_arguments(ms_fixtures, tmp_path):
 def test_load_bad_inputs_leave_network_untouched(ms_fixtures, tmp_path):
     files = _seed_files(ms_fixtures)
     strat = str(ms_fixtures / "strategy" / "seed_8dev.ckpt")
-    net = _seed_net()
+    net = seed_network(shard=False)
     before = {n: p.asnumpy().copy() for n, p in net.parameters_and_names()}
     with pytest.raises(ValueError, match="length of 'checkpoint_filenames' is 4 and the device count is 8"):
         load_distributed_checkpoint(net, files[:4], None, strat)
@@ -259,16 +250,16 @@ def test_load_missing_and_empty_strategy(ms_fixtures, tmp_path, caplog):
     del obj["parallel_layout_item"]["layer2.bias"]
     p = tmp_path / "partial.json"
     p.write_text(json.dumps(obj))
-    assert load_distributed_checkpoint(_seed_net(), files, None, str(p)) is True
+    assert load_distributed_checkpoint(seed_network(shard=False), files, None, str(p)) is True
     assert "not in the slice strategy" in caplog.text and "layer2.bias" in caplog.text
     with pytest.raises(RuntimeError, match="layer2.bias"):
-        load_distributed_checkpoint(_seed_net(), files, None, str(p), strict_load=True)
+        load_distributed_checkpoint(seed_network(shard=False), files, None, str(p), strict_load=True)
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({"current_stage": 1, "parallel_strategy_item": {}, "parallel_layout_item": {}}))
-    assert load_distributed_checkpoint(_seed_net(), files[:3], None, str(empty)) is True
+    assert load_distributed_checkpoint(seed_network(shard=False), files[:3], None, str(empty)) is True
     ms.set_auto_parallel_context(strategy_ckpt_config={"load_file": str(ms_fixtures / "strategy" / "seed_8dev.ckpt")})
     try:
-        got = load_distributed_checkpoint(_seed_net(), files, return_param_dict=True)
+        got = load_distributed_checkpoint(seed_network(shard=False), files, return_param_dict=True)
     finally:
         ms.reset_auto_parallel_context()
     assert sorted(got) == sorted(np.load(ms_fixtures / "distributed" / "seed_8dev" / "full.npz").files)
@@ -279,7 +270,7 @@ def test_load_predict_layout_slices_for_rank(ms_fixtures):
     full = np.load(ms_fixtures / "distributed" / "seed_8dev" / "full.npz")
     layout = {"layer1.weight": [[4], [0, -1], [196, 512], 0, True, ""],
               "layer2.weight": [[4], [-1, -1], [128, 512], 0, True, "4-opt-shard-group"]}
-    net = _seed_net()
+    net = seed_network(shard=False)
     got = load_distributed_checkpoint(net, files, layout, str(ms_fixtures / "strategy" / "seed_8dev.ckpt"),
                                       rank_id=3, return_param_dict=True)
     np.testing.assert_array_equal(got["layer1.weight"].asnumpy(), full["layer1.weight"][588:])
@@ -301,7 +292,7 @@ def test_safetensors_sources_and_output(ms_fixtures, tmp_path):
         with CkptFile(seed / f"rank_{r}" / "checkpoint-1_1.ckpt") as c:
             write_safetensors(src / f"rank_{r}" / "net_1_1.safetensors", {n: c.read(n) for n in c.names()})
     files = [str(src / f"rank_{r}" / "net_1_1.safetensors") for r in range(8)]
-    net = _seed_net()
+    net = seed_network(shard=False)
     assert load_distributed_checkpoint(net, files, None, str(ms_fixtures / "strategy" / "seed_8dev.ckpt"),
                                        format="safetensors")
     full = np.load(seed / "full.npz")

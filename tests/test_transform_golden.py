@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,8 @@ import pytest
 from distinfer.io import CkptFile
 from distinfer.parallel import (load_distributed_checkpoint, rank_list_for_transform, transform_checkpoint_by_rank,
                                 transform_checkpoints)
+from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _read_all(path) -> dict:
@@ -88,19 +86,10 @@ def test_rank_list_for_transform_matches_mindspore(ms_fixtures):
         rank_list_for_transform(1, str(ms_fixtures / "strategy" / "seed_8dev.ckpt"), None)
 
 
-def _seed_net():
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from seed_net import seed_network
-    finally:
-        sys.path.pop(0)
-    return seed_network(shard=False)
-
-
 @pytest.mark.parametrize("strategy", ["seed_8dev.ckpt", "seed_8dev.json"])
 def test_load_distributed_checkpoint_full(ms_fixtures, strategy):
     seed = ms_fixtures / "distributed" / "seed_8dev"
-    net = _seed_net()
+    net = seed_network(shard=False)
     files = [str(seed / f"rank_{r}" / "checkpoint-1_1.ckpt") for r in range(8)]
     assert load_distributed_checkpoint(net, files, None, train_strategy_filename=str(ms_fixtures / "strategy" / strategy))
     full = np.load(seed / "full.npz")
@@ -117,7 +106,7 @@ def test_load_distributed_checkpoint_pipeline_per_stage(ms_fixtures, caplog):
     for stage, names in [(0, ["layer1.weight", "layer1.bias"]),
                          (1, ["layer2.weight", "layer2.bias", "layer3.weight", "layer3.bias"])]:
         files = [str(case / f"rank_{r}" / "checkpoint-1_1.ckpt") for r in range(4 * stage, 4 * stage + 4)]
-        got = load_distributed_checkpoint(_seed_net(), files, None, train_strategy_filename=merged,
+        got = load_distributed_checkpoint(seed_network(shard=False), files, None, train_strategy_filename=merged,
                                           return_param_dict=True)
         assert sorted(got) == sorted(names)
         for k in names:
@@ -128,7 +117,7 @@ def test_load_distributed_checkpoint_pipeline_per_stage(ms_fixtures, caplog):
 def test_load_distributed_checkpoint_from_opt_sharded_files(ms_fixtures):
     seed = ms_fixtures / "distributed" / "seed_8dev"
     files = [str(seed / "transformed_opt" / f"rank_{r}" / f"checkpoint_{r}.ckpt") for r in range(4)]
-    net = _seed_net()
+    net = seed_network(shard=False)
     assert load_distributed_checkpoint(net, files, None, str(ms_fixtures / "strategy" / "opt_4dev.ckpt")) is True
     full = np.load(seed / "full.npz")
     for n, p in net.parameters_and_names():

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,21 +18,13 @@ from distinfer.layout import Layout
 from distinfer.parallel import load_distributed_checkpoint, unified_safetensors
 from distinfer.parallel import unified as unified_mod
 from distinfer.parallel.reshard import TrainStrategy
+from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ["layer1.weight", "layer1.bias", "layer2.weight", "layer2.bias", "layer3.weight", "layer3.bias"]
 
 
 # ------------------------------------------------------------------------------ helpers
-def _seed_net():
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        from seed_net import seed_network
-    finally:
-        sys.path.pop(0)
-    return seed_network(shard=False)
-
-
 def _to_safetensors(src: Path, dst: Path, name: str = "net-1_1.safetensors", edit=None, metadata=None) -> Path:
     """Copy ``src/rank_<r>/*.ckpt`` as ``dst/rank_<r>/<name>`` (``edit(rank, dict)`` may change the tensors)."""
     for d in sorted(src.glob("rank_*")):
@@ -305,7 +296,7 @@ def test_load_unified_slices_for_rank(unified, full, rank):
     layout = {"layer1.weight": [[4], [0, -1], [196, 512], 0, True, ""],
               "layer2.weight": [[4], [-1, -1], [128, 512], 0, True, "4-opt-shard-group"],
               "layer3.weight": [[2, 2], [1, -1], [256, 10], 0, True, ""]}
-    got = _unified_load(network=_seed_net(), predict_strategy=layout, unified_safetensors_dir=str(unified),
+    got = _unified_load(network=seed_network(shard=False), predict_strategy=layout, unified_safetensors_dir=str(unified),
                         rank_id=rank, return_param_dict=True)
     assert sorted(got) == sorted(NAMES + ["global_step", "learning_rate"])
     np.testing.assert_array_equal(got["layer1.weight"].asnumpy(), full["layer1.weight"][196 * rank:196 * (rank + 1)])
@@ -317,14 +308,14 @@ def test_load_unified_slices_for_rank(unified, full, rank):
 
 
 def test_load_unified_into_network(unified, st_src, strategy, full, tmp_path):
-    net = _seed_net()
+    net = seed_network(shard=False)
     assert _unified_load(network=net, unified_safetensors_dir=str(unified)) is True
     for n, p in net.parameters_and_names():
         np.testing.assert_array_equal(p.asnumpy(), full[n], err_msg=n)
     # name_map: network names -> the names in the unified files (here renamed by choice_func).
     renamed = tmp_path / "renamed"
     unified_safetensors(str(st_src), strategy, str(renamed), choice_func=lambda n: "backbone." + n)
-    net = _seed_net()
+    net = seed_network(shard=False)
     _unified_load(network=net, unified_safetensors_dir=str(renamed), name_map={n: "backbone." + n for n in NAMES})
     for n, p in net.parameters_and_names():
         np.testing.assert_array_equal(p.asnumpy(), full[n], err_msg=n)
@@ -376,7 +367,7 @@ def test_load_unified_reads_only_its_blocks(unified, full, monkeypatch):
         sources.append(self.source)
 
     monkeypatch.setattr(unified_mod.UnifiedCheckpoint, "__init__", spy)
-    _unified_load(network=_seed_net(), predict_strategy={"layer1.weight": [[4], [0, -1], [], 0],
+    _unified_load(network=seed_network(shard=False), predict_strategy={"layer1.weight": [[4], [0, -1], [], 0],
                                                          "layer2.weight": [[4], [-1, 0], [], 0]},
                   unified_safetensors_dir=str(unified), rank_id=1, return_param_dict=True)
     want = (full["layer1.weight"].nbytes + full["layer2.weight"].nbytes) // 4 + sum(
@@ -385,7 +376,7 @@ def test_load_unified_reads_only_its_blocks(unified, full, monkeypatch):
 
 
 def test_load_unified_bad_inputs(unified, st_src, tmp_path, full):
-    net = _seed_net()
+    net = seed_network(shard=False)
     before = {n: p.asnumpy().copy() for n, p in net.parameters_and_names()}
     u = str(unified)
     for kw, msg in [({"checkpoint_filenames": ["a.safetensors"]}, "'checkpoint_filenames' must be None"),

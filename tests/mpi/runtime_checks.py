@@ -19,7 +19,7 @@ sys.path[:0] = [str(ROOT / "examples"), str(Path(__file__).resolve().parent)]
 import distinfer as ms  # noqa: E402
 from distinfer import ops  # noqa: E402
 from distinfer.communication import _backend  # noqa: E402
-from distinfer.layout import Layout, replicated  # noqa: E402
+from distinfer.layout import Layout  # noqa: E402
 from distinfer.parallel import _executor as ex  # noqa: E402
 from distinfer.plan import make_plan  # noqa: E402
 

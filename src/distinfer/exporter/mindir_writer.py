@@ -39,7 +39,6 @@ from .. import context
 from .._proto import mind_ir_pb2 as pb
 from ..io._atomic import atomic_output
 from ..layout import Layout
-from ..plan import make_plan
 from ..train.model import layout_dict_entry
 from ._codec import encode_value, tensor_proto
 from .trace import CommStep, OpStep, Trace

@@ -28,7 +28,6 @@ import stat
 import threading
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import struct
 import zlib
 from typing import Any, Iterable, Mapping, Optional, Union

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import dtype as mstype
 from ..errors import StrategyError
-from .primitive import OpLayouts, Primitive, batch_split, build
+from .primitive import Primitive, batch_split, build
 
 __all__ = ["Add", "Sub", "Mul", "RealDiv", "Div", "Maximum", "Minimum", "Pow", "Less", "Greater", "LessEqual",
            "GreaterEqual", "Equal", "ReLU", "GeLU", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Rsqrt", "Neg",

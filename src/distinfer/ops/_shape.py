@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import StrategyError
 from ..layout import Layout
-from .primitive import OpLayouts, Primitive, build
+from .primitive import Primitive, build
 
 __all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem",
            "reshape_layout", "encode_index"]

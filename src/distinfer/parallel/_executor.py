@@ -265,8 +265,6 @@ def _fetch(t: Tensor, target: Layout, stage: int | None) -> np.ndarray | None:
         return None
     n = target.num_devices
     plan = make_plan(_current_layout(t, n), target)
-    me = stage_rank()
-    src_offset = t._stage * n
     _notify_comm("stage_recv", tensor=t, layout=target, src_stage=t._stage)
     return receive_from_stage(plan, t._stage, t.dtype.np)
 

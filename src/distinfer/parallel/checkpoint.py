@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .. import dtype as mstype
-from ..errors import FormatError, LayoutError, StrategyError
+from ..errors import LayoutError, StrategyError
 from ..io.ckpt import RawValue, write_ckpt
 from ..io.safetensors_io import write_safetensors
 from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_strategy,

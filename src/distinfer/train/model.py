@@ -185,7 +185,6 @@ class _TrainMixin:
         rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
             "only_trainable_params"])
         with ex.abstract(), ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
-            n = ex.stage_devices()
             inputs = [Tensor._make(None, x.shape, x.layout, dtype=x.dtype) for x in self._feed(batch)]
             train_net.network(*inputs)
             self._optimizer._adopt_layouts()
