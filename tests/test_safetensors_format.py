@@ -103,3 +103,30 @@ def test_hostile(ms_fixtures, tmp_path):
     (tmp_path / "crc.safetensors").write_bytes(bytes(crc))
     with pytest.raises(FormatError, match="CRC"):
         SafetensorsFile(tmp_path / "crc.safetensors", crc_check=True)
+
+
+def test_streamed_writer_matches_the_library(tmp_path):
+    """write_safetensors_stream: the safetensors package reads it back, bf16 included; blocks out
+    of order are refused and leave no file behind."""
+    from safetensors import safe_open
+
+    from distinfer.io import safetensors_order, write_safetensors_stream
+
+    rng = np.random.default_rng(0)
+    data = {"w": rng.standard_normal((3, 5)).astype(np.float32), "step": np.array(7, np.int64),
+            "h": rng.standard_normal(4).astype(ml_dtypes.bfloat16), "flag": np.array([True, False])}
+    specs = safetensors_order((n, a.dtype, a.shape) for n, a in data.items())
+    assert [s[0] for s in specs] == ["step", "w", "h", "flag"]
+    p = tmp_path / "s.safetensors"
+    n = write_safetensors_stream(p, specs, ((name, data[name]) for name, _, _ in specs), metadata={"k": "v"})
+    assert n == sum(a.nbytes for a in data.values())
+    with safe_open(str(p), framework="np") as f:
+        assert f.metadata() == {"format": "ms", "k": "v"}
+        np.testing.assert_array_equal(f.get_tensor("w"), data["w"])
+        assert int(f.get_tensor("step")) == 7
+    with SafetensorsFile(p) as f:
+        assert f.read("h").view(np.uint16).tolist() == data["h"].view(np.uint16).tolist()
+    q = tmp_path / "bad.safetensors"
+    with pytest.raises(ValueError, match="expected tensor 'w'"):
+        write_safetensors_stream(q, specs, ((name, data[name]) for name in ["step", "h", "w", "flag"]))
+    assert not q.exists() and sorted(x.name for x in tmp_path.iterdir()) == ["s.safetensors"]

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
 import zlib
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -31,10 +32,11 @@ from safetensors.numpy import save_file
 
 from .. import dtype as mstype
 from ..errors import FormatError
-from ._atomic import atomic_path
+from ._atomic import atomic_output, atomic_path
 from .ckpt import Box, CkptEntry, _RangedReader
 
-__all__ = ["SafetensorsFile", "write_safetensors", "ms_crc"]
+__all__ = ["SafetensorsFile", "write_safetensors", "ms_crc", "write_safetensors_stream", "safetensors_order",
+           "TensorSpec"]
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,65 @@ def write_safetensors(path: PathLike, tensors: Union[Mapping[str, Any], Iterable
         meta["crc_num"] = str(ms_crc(arrays))
     with atomic_path(path) as tmp:
         save_file(arrays, tmp, metadata=meta)
+
+
+#: ``(name, numpy dtype, shape)`` of one tensor of a streamed safetensors file.
+TensorSpec = tuple[str, Any, tuple[int, ...]]
+
+
+def safetensors_order(specs: Iterable[TensorSpec]) -> list[TensorSpec]:
+    """``specs`` in the order the safetensors library lays tensors out: largest item size first,
+    then by name, so every tensor stays aligned to its item size.
+
+    >>> [s[0] for s in safetensors_order([("b", np.float32, (2,)), ("a", np.int64, ()), ("c", np.float32, (1,))])]
+    ['a', 'b', 'c']
+    """
+    return sorted(specs, key=lambda s: (-np.dtype(s[1]).itemsize, s[0]))
+
+
+def write_safetensors_stream(path: PathLike, specs: Sequence[TensorSpec], blocks: Iterable[tuple[str, np.ndarray]],
+                             metadata: Optional[Mapping[str, str]] = None) -> int:
+    """Write a safetensors file whose tensors arrive one at a time, atomically; returns the data bytes.
+
+    The header is computed from ``specs`` alone (listed in data order, which MindSpore's reader
+    expects) and written first; then each ``(name, array)`` of ``blocks`` is written as it comes.
+    ``blocks`` must follow ``specs`` (see :func:`safetensors_order`), so a writer holds one
+    tensor at a time however large the file. ``metadata`` is added to ``{"format": "ms"}``.
+
+    >>> import os, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "s.safetensors")
+    >>> specs = safetensors_order([("w", np.float32, (2, 2)), ("step", np.int64, ())])
+    >>> data = {"w": np.eye(2, dtype=np.float32), "step": np.array(3)}
+    >>> write_safetensors_stream(p, specs, ((n, data[n]) for n, _, _ in specs))
+    24
+    >>> SafetensorsFile(p).read("w").tolist(), int(SafetensorsFile(p).read("step"))
+    ([[1.0, 0.0], [0.0, 1.0]], 3)
+    """
+    meta = {"format": "ms"}
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+    header: dict[str, Any] = {"__metadata__": meta}
+    offset = 0
+    for name, dt, shape in specs:
+        code = mstype.from_numpy(dt).safetensors
+        if not code:
+            raise TypeError(f"{path}: tensor {name!r} of dtype {np.dtype(dt)} has no safetensors equivalent")
+        n = math.prod(shape) * np.dtype(dt).itemsize
+        header[name] = {"dtype": code, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    it = iter(blocks)
+    with atomic_output(path) as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for name, dt, shape in specs:
+            got, arr = next(it)
+            arr = np.asarray(arr)
+            if got != name or tuple(arr.shape) != tuple(shape) or arr.dtype != np.dtype(dt):
+                raise ValueError(f"{path}: expected tensor {name!r} {np.dtype(dt)} {tuple(shape)} next, got {got!r} "
+                                 f"{arr.dtype} {arr.shape}")
+            fh.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    return offset
 
 
 class SafetensorsFile(_RangedReader):

@@ -35,7 +35,7 @@ import numpy as np
 from .. import dtype as mstype
 from ..errors import LayoutError, StrategyError
 from ..io.ckpt import RawValue, write_ckpt
-from ..io.safetensors_io import write_safetensors
+from ..io.safetensors_io import safetensors_order, write_safetensors_stream
 from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_strategy,
                                 merge_pipeline_strategys, read_strategy)
 from ..layout import Layout
@@ -187,15 +187,20 @@ class TransformJob:
             written[0] += n
 
         if output_format == "safetensors":
-            blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count)
-            tensors: dict[str, Any] = dict(blocks)
+            # Streamed in the file's data order: one block held at a time, as for .ckpt output.
+            kept = {}
             for n in extras:
                 e = ref.entry(n)
                 if e.dtype is mstype.string or e.dtype is mstype.qint4x2:
                     log.warning("%s: %s record %r cannot be stored in safetensors; skipped", ref.path, e.dtype, n)
                     continue
-                tensors[n] = ref.read(n)
-            write_safetensors(path, tensors)
+                kept[n] = e
+            specs = safetensors_order(
+                [(n, np.dtype(self.source.dtype(n)), lay.local_shape if lay is not None else self.source.layout(n).shape)
+                 for n, lay in lays.items()] + [(n, e.dtype.np, e.shape) for n, e in kept.items()])
+            blocks = iter_blocks(self.source, [n for n, _, _ in specs if n in lays], lays, rank, self._hint(rank),
+                                 count, reuse=True)
+            write_safetensors_stream(path, specs, ((n, ref.read(n)) if n in kept else next(blocks) for n, _, _ in specs))
         else:
             # write_ckpt is done with each block before asking for the next: one reused buffer.
             blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count, reuse=True)

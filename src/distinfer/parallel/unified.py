@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import struct
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
@@ -55,7 +54,7 @@ from .. import dtype as mstype
 from ..errors import FormatError, LayoutError
 from ..io._atomic import atomic_output
 from ..io.ckpt import write_ckpt
-from ..io.safetensors_io import write_safetensors
+from ..io.safetensors_io import safetensors_order, write_safetensors, write_safetensors_stream
 from ..layout import Layout
 from ..plan import Plan
 from .checkpoint import (_check_predict_strategy, _dst_layout, _load_into, _pick_rank_files, _predict_layout,
@@ -74,7 +73,6 @@ PathLike = Union[str, os.PathLike]
 SPLIT_BYTES = 3 * 1024 ** 3
 PARAM_MAP_FILE = "param_name_map.json"
 HYPER_PARAM_FILE = "hyper_param.safetensors"
-_METADATA = {"format": "ms"}
 
 
 # ------------------------------------------------------------------------------ engine adapter
@@ -152,48 +150,6 @@ class RoutedSource:
         self.close()
 
 
-# ------------------------------------------------------------------------------ streaming writer
-Spec = tuple[str, np.dtype, tuple[int, ...]]
-
-
-def _data_order(specs: Iterable[Spec]) -> list[Spec]:
-    """Largest itemsize first, then by name: every tensor stays aligned to its itemsize (as the
-    safetensors library lays files out)."""
-    return sorted(specs, key=lambda s: (-np.dtype(s[1]).itemsize, s[0]))
-
-
-def _write_safetensors_stream(path: PathLike, specs: Sequence[Spec], blocks: Iterable[tuple[str, np.ndarray]],
-                              metadata: Optional[Mapping[str, str]] = None) -> int:
-    """Write a safetensors file whose tensors (``specs``, in data order) arrive one at a time.
-
-    The header (computed from the specs alone, listed in data order, as MindSpore's own reader
-    requires) is written first, then each block of ``blocks`` as it comes (they must match the
-    specs in order), so only the block being written is held. Atomic. Returns the data bytes.
-    """
-    header: dict[str, Any] = {"__metadata__": dict(metadata if metadata is not None else _METADATA)}
-    offset = 0
-    for name, dt, shape in specs:
-        code = mstype.from_numpy(dt).safetensors
-        if not code:
-            raise TypeError(f"{path}: tensor {name!r} of dtype {dt} has no safetensors equivalent")
-        n = math.prod(shape) * np.dtype(dt).itemsize
-        header[name] = {"dtype": code, "shape": [int(d) for d in shape], "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    it = iter(blocks)
-    with atomic_output(path) as fh:
-        fh.write(struct.pack("<Q", len(raw)))
-        fh.write(raw)
-        for name, dt, shape in specs:
-            got, arr = next(it)
-            if got != name or tuple(arr.shape) != tuple(shape) or arr.dtype != np.dtype(dt):
-                raise RuntimeError(f"{path}: internal error: expected {name!r} {dt} {tuple(shape)}, got {got!r} "
-                                   f"{arr.dtype} {arr.shape}")
-            fh.write(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
-    return offset
-
-
 def _storable(reader: Any, name: str) -> bool:
     e = reader.entry(name)
     if e.dtype is mstype.string or e.dtype is mstype.qint4x2 or not e.dtype.safetensors:
@@ -244,11 +200,11 @@ class _UnifyPlan:
 def _write_part(plan: _UnifyPlan, source: RoutedSource, index: int, path: str) -> int:
     """Write ``part{index}``: its full tensors, streamed one at a time."""
     out_of = {src: out for src, out in plan.parts[index]}
-    specs = _data_order((out, np.dtype(source.dtype(src)), source.layout(src).shape) for src, out in plan.parts[index])
+    specs = safetensors_order((out, np.dtype(source.dtype(src)), source.layout(src).shape) for src, out in plan.parts[index])
     src_of = {out: src for src, out in plan.parts[index]}
     order = [src_of[out] for out, _, _ in specs]
     blocks = iter_blocks(source, order, {}, 0, 0, reuse=True)
-    n = _write_safetensors_stream(path, specs, ((out_of[name], block) for name, block in blocks))
+    n = write_safetensors_stream(path, specs, ((out_of[name], block) for name, block in blocks))
     log.info("wrote %s (%d tensors, %d bytes)", path, len(specs), n)
     return n
 
@@ -664,7 +620,7 @@ class _UnifiedJob:
         for name, stored, lay in targets:
             shape = lay.local_shape if lay is not None else self.uc.layout(stored).shape
             specs.append((name, np.dtype(src.dtype(stored)), tuple(shape)))
-        specs = _data_order(specs)
+        specs = safetensors_order(specs)
         by_name = {name: (stored, lay) for name, stored, lay in targets}
         # iter_blocks takes layouts by the name it reads: read under the output names, so that two
         # network names mapped to one stored tensor keep their own layouts.
@@ -672,14 +628,10 @@ class _UnifiedJob:
         blocks = iter_blocks(renamed, [s[0] for s in specs], {n: by_name[n][1] for n, _, _ in specs}, rank, rank,
                              reuse=True)
         if output_format == "safetensors":
-            hyper_specs = [(n, v.dtype, tuple(v.shape)) for n, v in sorted(hyper.items())]
-
-            def all_blocks() -> Iterator[tuple[str, np.ndarray]]:
-                yield from blocks
-                for n, _, _ in hyper_specs:
-                    yield n, hyper[n]
-
-            n = _write_safetensors_stream(path, specs + hyper_specs, all_blocks())
+            # One data order for the blocks and the hyper params (iter_blocks follows ``specs``).
+            everything = safetensors_order(specs + [(n, v.dtype, tuple(v.shape)) for n, v in hyper.items()])
+            n = write_safetensors_stream(path, everything, ((name, hyper[name]) if name in hyper else next(blocks)
+                                                            for name, _, _ in everything))
         else:
             def items() -> Iterator[tuple[str, Any]]:
                 yield from blocks
