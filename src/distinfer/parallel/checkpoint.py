@@ -191,7 +191,7 @@ class TransformJob:
             kept = {}
             for n in extras:
                 e = ref.entry(n)
-                if e.dtype is mstype.string or e.dtype is mstype.qint4x2:
+                if not e.dtype.safetensors:  # str and Int4 records
                     log.warning("%s: %s record %r cannot be stored in safetensors; skipped", ref.path, e.dtype, n)
                     continue
                 kept[n] = e

@@ -50,7 +50,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 import numpy as np
 
-from .. import dtype as mstype
 from ..errors import FormatError, LayoutError
 from ..io._atomic import atomic_output
 from ..io.ckpt import write_ckpt
@@ -152,7 +151,7 @@ class RoutedSource:
 
 def _storable(reader: Any, name: str) -> bool:
     e = reader.entry(name)
-    if e.dtype is mstype.string or e.dtype is mstype.qint4x2 or not e.dtype.safetensors:
+    if not e.dtype.safetensors:  # str and Int4 records
         log.warning("%s: %s record %r cannot be stored in safetensors; skipped", reader.path, e.dtype, name)
         return False
     return True
