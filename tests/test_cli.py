@@ -64,6 +64,24 @@ def test_transform_and_merge(ms_fixtures, tmp_path, capsys):
                 np.testing.assert_array_equal(f.read(k), full[k])
 
 
+def test_unify(ms_fixtures, tmp_path, capsys):
+    """``distinfer unify`` (unified_safetensors) on MindSpore's seed rank files: full tensors, map, hyper params."""
+    seed = ms_fixtures / "distributed" / "seed_8dev"
+    strategy = str(ms_fixtures / "strategy" / "seed_8dev.ckpt")
+    code, _, err = _run(capsys, "unify", str(seed), str(tmp_path / "u"), "--src-strategy", strategy)
+    assert code == 0, err
+    weight_map = json.loads((tmp_path / "u" / "param_name_map.json").read_text())["weight_map"]
+    full = np.load(seed / "full.npz")
+    assert sorted(weight_map) == sorted(full.files)
+    for name, part in weight_map.items():
+        with SafetensorsFile(tmp_path / "u" / part) as f:
+            np.testing.assert_array_equal(f.read(name), full[name])
+    with SafetensorsFile(tmp_path / "u" / "hyper_param.safetensors") as f:
+        assert "global_step" in f
+    code, _, err = _run(capsys, "unify", str(tmp_path), str(tmp_path / "v"), "--src-strategy", strategy)
+    assert code == 1 and "rank_0" in err and err.count("\n") == 1
+
+
 def test_errors_and_exit_codes(ms_fixtures, tmp_path, capsys):
     code, _, err = _run(capsys, "inspect", str(tmp_path / "missing.ckpt"))
     assert code == 1 and err.count("\n") == 1 and "missing.ckpt" in err

@@ -12,7 +12,7 @@ Exit codes: 0 success, 2 usage error (argparse), 1 any other error, reported as 
 ``distinfer: error: <message naming the file>`` on stderr.
 
 >>> list(SUBCOMMANDS)
-['inspect', 'plan', 'transform', 'merge', 'verify']
+['inspect', 'plan', 'transform', 'merge', 'unify', 'verify']
 """
 from __future__ import annotations
 
@@ -219,6 +219,28 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("src_dir", help="directory holding rank_<r>/*.ckpt")
     p.add_argument("output", help="output file (.ckpt or .safetensors)")
     p.add_argument("--src-strategy", required=True, help="training strategy file")
+
+
+# ------------------------------------------------------------------------------- unify
+@subcommand("unify", help="merge rank_<r>/ safetensors into full-tensor part files (unified_safetensors)")
+def _unify(args: argparse.Namespace) -> int:
+    from .parallel.unified import unified_safetensors
+
+    unified_safetensors(args.src_dir, args.src_strategy, args.dst_dir,
+                        merge_with_redundancy=not args.deduplicated, file_suffix=args.file_suffix,
+                        max_process_num=args.process_num)
+    return 0
+
+
+@_unify.configure
+def _(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src_dir", help="directory holding rank_<r>/*.safetensors (or *.ckpt)")
+    p.add_argument("dst_dir", help="output directory (part<i>.safetensors, param_name_map.json, hyper_param.safetensors)")
+    p.add_argument("--src-strategy", required=True, help="training strategy file")
+    p.add_argument("--file-suffix", default=None, help="pick the rank file whose name ends with this suffix")
+    p.add_argument("--deduplicated", action="store_true",
+                   help="the rank files were saved with remove_redundancy (merge_with_redundancy=False)")
+    p.add_argument("-j", "--process-num", type=int, default=1, help="worker processes (default 1)")
 
 
 # ------------------------------------------------------------------------------ verify

@@ -44,7 +44,7 @@ import logging
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -169,6 +169,8 @@ class _UnifyPlan:
     #: per part: (name in the rank files, name written)
     parts: list[list[tuple[str, str]]]
     total_size: int
+    #: tensor bytes of each part
+    part_bytes: list[int] = field(default_factory=list)
 
     def source(self) -> RoutedSource:
         strategy = TrainStrategy.from_file(self.strategy_file)
@@ -196,13 +198,14 @@ class _UnifyPlan:
         return cls(**obj)
 
 
-def _write_part(plan: _UnifyPlan, source: RoutedSource, index: int, path: str) -> int:
-    """Write ``part{index}``: its full tensors, streamed one at a time."""
+def _write_part(plan: _UnifyPlan, source: RoutedSource, index: int, path: str,
+                on_done: Optional[Callable[[str, int], None]] = None) -> int:
+    """Write ``part{index}``: its full tensors, streamed one at a time (``on_done(name, bytes)`` after each)."""
     out_of = {src: out for src, out in plan.parts[index]}
     specs = safetensors_order((out, np.dtype(source.dtype(src)), source.layout(src).shape) for src, out in plan.parts[index])
     src_of = {out: src for src, out in plan.parts[index]}
     order = [src_of[out] for out, _, _ in specs]
-    blocks = iter_blocks(source, order, {}, 0, 0, reuse=True)
+    blocks = iter_blocks(source, order, {}, 0, 0, on_done, reuse=True)
     n = write_safetensors_stream(path, specs, ((out_of[name], block) for name, block in blocks))
     log.info("wrote %s (%d tensors, %d bytes)", path, len(specs), n)
     return n
@@ -342,7 +345,9 @@ def _plan_unify(src_dir: str, src_strategy_file: str, merge_with_redundancy: boo
             sizes.append(math.prod(lay.shape) * np.dtype(source.dtype(name)).itemsize)
     total = sum(sizes)
     split_num = min(max(1, math.ceil(total / SPLIT_BYTES)), len(chosen))
-    plan.parts = [[chosen[i] for i in b] for b in _bin_pack(sizes, split_num)]
+    bins = _bin_pack(sizes, split_num)
+    plan.parts = [[chosen[i] for i in b] for b in bins]
+    plan.part_bytes = [sum(sizes[i] for i in b) for b in bins]
     plan.total_size = total
     return plan, hyper
 
@@ -401,15 +406,21 @@ def unified_safetensors(src_dir: str, src_strategy_file: str, dst_dir: str, merg
     os.makedirs(dst_dir, exist_ok=True)
     outputs = {k: os.path.join(dst_dir, f"part{k}.safetensors") for k in mine}
     procs = min(max_process_num, len(outputs), os.cpu_count() or 1)
-    if world is not None or procs <= 1:
-        with plan.source() as source:
-            for k, path in outputs.items():
-                _write_part(plan, source, k, path)
-    else:
-        with ProcessPoolExecutor(max_workers=procs, mp_context=get_context("spawn"), initializer=_unify_worker_init,
-                                 initargs=(plan.to_json(),)) as pool:
-            for fut in as_completed([pool.submit(_unify_worker_write, k, p) for k, p in outputs.items()]):
-                fut.result()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=sum(plan.part_bytes[k] for k in outputs), unit="B", unit_scale=True, desc="unified_safetensors",
+              disable=None, leave=False) as bar:
+        if world is not None or procs <= 1:
+            with plan.source() as source:
+                for k, path in outputs.items():
+                    _write_part(plan, source, k, path, lambda _name, n: bar.update(n))
+        else:
+            with ProcessPoolExecutor(max_workers=procs, mp_context=get_context("spawn"),
+                                     initializer=_unify_worker_init, initargs=(plan.to_json(),)) as pool:
+                futs = {pool.submit(_unify_worker_write, k, p): k for k, p in outputs.items()}
+                for fut in as_completed(futs):
+                    fut.result()
+                    bar.update(plan.part_bytes[futs[fut]])
     if writes_map:
         if hyper:
             with SourceCheckpoint(None, {0: plan.files[min(plan.files)]}) as ref:
