@@ -255,6 +255,14 @@ def _uvarint(h: bytes, i: int) -> tuple[int, int]:
             raise IndexError(i)
 
 
+def _utext(h: bytes, i: int) -> tuple[str, int]:
+    """Length-prefixed UTF-8 at ``h[i]`` and the index after it (IndexError if it runs past ``h``)."""
+    n, i = _uvarint(h, i)
+    if i + n > len(h):
+        raise IndexError(i)
+    return h[i: i + n].decode("utf-8"), i + n
+
+
 def _fast_record(h: bytes, i: int, pos: int, end: int, index: int) -> Optional[_Rec]:
     """The record at file offset ``pos`` (``h[i:]``) if it has exactly the layout MindSpore
     writes (tag, then dims, tensor_type, tensor_content, lengths consistent and inside ``end``);
@@ -268,11 +276,7 @@ def _fast_record(h: bytes, i: int, pos: int, end: int, index: int) -> Optional[_
         rec_end = base + i + n
         if rec_end > end or h[i] != 0x0A:
             return None
-        n, i = _uvarint(h, i + 1)
-        if i + n > len(h):
-            return None
-        tag = h[i: i + n].decode("utf-8")
-        i += n
+        tag, i = _utext(h, i + 1)
         if h[i] != 0x12:
             return None
         n, i = _uvarint(h, i + 1)
@@ -284,11 +288,7 @@ def _fast_record(h: bytes, i: int, pos: int, end: int, index: int) -> Optional[_
             dims.append(v)
         if h[i] != 0x12:
             return None
-        n, i = _uvarint(h, i + 1)
-        if i + n > len(h):
-            return None
-        ttype = h[i: i + n].decode("utf-8")
-        i += n
+        ttype, i = _utext(h, i + 1)
         if h[i] != 0x1A:
             return None
         n, i = _uvarint(h, i + 1)
