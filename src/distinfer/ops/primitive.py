@@ -126,7 +126,12 @@ def apply_rule(prim: "Primitive", strategy: tuple, shapes: Sequence[Sequence[int
 
 
 def batch_split(dim0: int, n: int) -> int:
-    """MindSpore's batch-parallel split of dim 0 by the device count (the largest divisor that fits)."""
+    """MindSpore's batch-parallel split of dim 0 by the device count: ``gcd(dim0, devices)`` when the
+    device count does not divide it, as MindSpore's ``GenerateBatchStrategiesWithCheck`` does.
+
+    >>> batch_split(32, 8), batch_split(12, 8), batch_split(1, 8)
+    (8, 4, 1)
+    """
     return math.gcd(int(dim0), n) if dim0 else 1
 
 
