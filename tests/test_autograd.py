@@ -55,6 +55,7 @@ CASES = {
     "add_sub_mul_div": lambda a, b: ops.RealDiv()(ops.Mul()(ops.Sub()(a, 1.0), ops.Add()(a, a)), ops.Add()(a, 3.0)),
     "softmax_logsoftmax": lambda a, b: ops.Add()(ops.Softmax()(a), ops.LogSoftmax(0)(a)),
     "gelu_relu_tanh_sigmoid": lambda a, b: ops.Add()(ops.GeLU()(a), ops.Mul()(ops.ReLU()(a), ops.Sigmoid()(ops.Tanh()(a)))),
+    "erf_gelu_exact": lambda a, b: ops.Add()(ops.gelu(a), ops.Erf()(ops.Mul()(a, 0.7))),
     "transpose_reshape_expand_squeeze": lambda a, b: ops.Squeeze(0)(ops.ExpandDims()(ops.Reshape()(ops.Transpose()(a, (1, 0)), (2, 6)), 0)),
     "getitem": lambda a, b: ops.Add()(a[1:, None, 2], a[0]),
     "concat_split": lambda a, b: ops.Split(1, 2)(ops.Concat(1)((a, a)))[1],

@@ -430,3 +430,33 @@ def test_indexing_is_traced_not_frozen(tmp_path):
     sess = ort.InferenceSession(onnx_file)
     out = sess.run(None, {sess.get_inputs()[0].name: x2.asnumpy()})[0]
     np.testing.assert_allclose(out, net(x2).asnumpy(), rtol=1e-6, atol=1e-6)
+
+
+class _ExactGeLU(nn.Cell):
+    """Dense then ``ops.gelu`` with its default ``approximate="none"`` (Erf inside)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Dense(4, 3)
+
+    def construct(self, x):
+        return ops.gelu(self.dense(x))
+
+
+def test_exact_gelu_predicts_exports_and_reloads(tmp_path):
+    ms.set_seed(3)
+    net = _ExactGeLU()
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    h = x.astype(np.float64) @ net.dense.weight.asnumpy().T.astype(np.float64) + net.dense.bias.asnumpy()
+    want = 0.5 * h * (1 + np.frompyfunc(math.erf, 1, 1)(h / math.sqrt(2)).astype(np.float64))
+    got = ms.Model(net).predict(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    onnx_path = ms.export(net, ms.Tensor(x), file_name=str(tmp_path / "gelu"), file_format="ONNX")
+    np.testing.assert_allclose(_onnx_run(onnx_path, {"x": x})[0], got, rtol=1e-6, atol=1e-6)
+    mindir = ms.export(net, ms.Tensor(x), file_name=str(tmp_path / "gelu"))
+    np.testing.assert_array_equal(nn.GraphCell(ms.load(mindir))(ms.Tensor(x)).asnumpy(), got)
+
+
+def test_gelu_refuses_unknown_approximation():
+    with pytest.raises(ValueError, match="'none' or 'tanh'"):
+        ops.gelu(ms.Tensor(np.ones(2, np.float32)), approximate="erf")

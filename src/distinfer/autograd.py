@@ -60,7 +60,18 @@ def _used_positions(layout: Layout | None) -> set[int]:
 
 
 class Tape:
-    """Records the ops of a forward pass that lead from ``sources`` to the output."""
+    """Records the ops of a forward pass that lead from ``sources`` to the output.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer.autograd import Tape
+    >>> from distinfer.parallel import _executor
+    >>> x = ms.Tensor(np.array([1.0, 2.0], np.float32))
+    >>> tape = Tape([x])  # record what depends on x
+    >>> with _executor.observing(tape):
+    ...     y = ms.ops.reduce_sum(ms.ops.square(x)) + 1.0
+    >>> [node.prim.name for node in tape.nodes]
+    ['Square', 'ReduceSum', 'Add']
+    """
 
     def __init__(self, sources: Sequence[Tensor]) -> None:
         self.nodes: list[_Node] = []
@@ -188,7 +199,18 @@ def _accumulate(grads: dict[int, _Grad], t: Tensor, new: _Grad) -> None:
 
 
 def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> list[Tensor]:
-    """Gradients of ``root`` for ``targets``, each laid out like its target (zeros if unused)."""
+    """Gradients of ``root`` for ``targets``, each laid out like its target (zeros if unused).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer.autograd import Tape, gradients
+    >>> from distinfer.parallel import _executor
+    >>> x, unused = ms.Tensor(np.array([1.0, 2.0], np.float32)), ms.Tensor(np.ones(2, np.float32))
+    >>> tape = Tape([x, unused])
+    >>> with _executor.observing(tape):
+    ...     y = ms.ops.reduce_sum(ms.ops.square(x))
+    >>> [g.asnumpy().tolist() for g in gradients(tape, y, [x, unused])]
+    [[2.0, 4.0], [0.0, 0.0]]
+    """
     from . import context
 
     pipeline = context.is_sharded_mode() and context.get_auto_parallel_context("pipeline_stages") > 1
@@ -232,6 +254,12 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
     ``grad_position`` (int, tuple or None) selects positional inputs; ``weights`` (a Parameter,
     a list of them, or ``cell.trainable_params()``) adds parameter gradients. With both, the
     gradients are ``(input_grads, weight_grads)``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> f = lambda x: ms.ops.reduce_sum(x * x)
+    >>> value, g = ms.value_and_grad(f)(ms.Tensor(np.array([1.0, 2.0], np.float32)))
+    >>> float(value.asnumpy()), g.asnumpy().tolist()
+    (5.0, [2.0, 4.0])
     """
     weight_list = None if weights is None else list(_as_tuple(weights))
     if grad_position is None and weight_list is None:
@@ -258,7 +286,15 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
 
 
 def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False) -> Callable:
-    """``mindspore.grad``: like :func:`value_and_grad` but returns only the gradients."""
+    """``mindspore.grad``: like :func:`value_and_grad` but returns only the gradients.
+
+    >>> import numpy as np, distinfer as ms
+    >>> w = ms.Parameter(ms.Tensor(np.array([3.0], np.float32)), name="w")
+    >>> f = lambda x: ms.ops.reduce_sum(x * w)
+    >>> gx, (gw,) = ms.grad(f, 0, w)(ms.Tensor(np.array([1.0, 2.0], np.float32)))
+    >>> gx.asnumpy().tolist(), gw.asnumpy().tolist()
+    ([3.0, 3.0], [3.0])
+    """
     vg = value_and_grad(fn, grad_position, weights, has_aux)
 
     def wrapper(*args: Any):
@@ -269,7 +305,18 @@ def grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = False) -> 
 
 
 class GradOperation:
-    """``ops.GradOperation(get_all=False, get_by_list=False, sens_param=False)``."""
+    """``ops.GradOperation(get_all=False, get_by_list=False, sens_param=False)``.
+
+    With ``sens_param=True`` the last argument scales the output gradient.
+
+    >>> import numpy as np, distinfer as ms
+    >>> f = lambda x: ms.ops.reduce_sum(x * x)
+    >>> x = ms.Tensor(np.array([1.0, 2.0], np.float32))
+    >>> ms.ops.GradOperation()(f)(x).asnumpy().tolist()
+    [2.0, 4.0]
+    >>> ms.ops.GradOperation(sens_param=True)(f)(x, ms.Tensor(np.float32(3.0))).asnumpy().tolist()
+    [6.0, 12.0]
+    """
 
     def __init__(self, get_all: bool = False, get_by_list: bool = False, sens_param: bool = False) -> None:
         self.get_all, self.get_by_list, self.sens_param = get_all, get_by_list, sens_param

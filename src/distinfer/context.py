@@ -19,7 +19,12 @@ PYNATIVE_MODE = 1
 
 
 class ParallelMode:
-    """Parallel modes; the constants are the strings MindSpore uses."""
+    """Parallel modes; the constants are the strings MindSpore uses.
+
+    >>> import distinfer as ms
+    >>> ms.ParallelMode.SEMI_AUTO_PARALLEL, ms.ParallelMode.MODE_LIST[0]
+    ('semi_auto_parallel', 'stand_alone')
+    """
 
     STAND_ALONE = "stand_alone"
     DATA_PARALLEL = "data_parallel"
@@ -49,7 +54,15 @@ def _reject(func: str, key: str, value: Any, allowed: Any) -> None:
 
 
 def set_context(**kwargs: Any) -> None:
-    """Set global context keys (``mode``, ``device_target``...). CPU is the only device."""
+    """Set global context keys (``mode``, ``device_target``...). CPU is the only device.
+
+    >>> import distinfer as ms
+    >>> old = ms.get_context("mode")
+    >>> ms.set_context(mode=ms.PYNATIVE_MODE)
+    >>> ms.get_context("mode") == ms.PYNATIVE_MODE
+    True
+    >>> ms.set_context(mode=old)
+    """
     for key, value in kwargs.items():
         if key not in _CONTEXT_DEFAULTS:
             raise ValueError(f"For 'set_context', the keyword argument {key!r} is not recognized; "
@@ -62,7 +75,16 @@ def set_context(**kwargs: Any) -> None:
 
 
 def get_context(key: str) -> Any:
-    """Value of a context key set by :func:`set_context`."""
+    """Value of a context key set by :func:`set_context`.
+
+    >>> import distinfer as ms
+    >>> ms.get_context("max_call_depth")
+    1000
+    >>> ms.get_context("no_such_key")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: For 'get_context', the key 'no_such_key' is not recognized; valid keys: [...]
+    """
     if key not in _context:
         raise ValueError(f"For 'get_context', the key {key!r} is not recognized; valid keys: {sorted(_context)}")
     return _context[key]
@@ -155,6 +177,16 @@ def _check_strategy_ckpt_config(value: Any) -> dict:
 def set_auto_parallel_context(**kwargs: Any) -> None:
     """Set auto-parallel keys (``parallel_mode``, ``device_num``, ``full_batch``,
     ``dataset_strategy``, ``pipeline_stages``, ``strategy_ckpt_config``...), checked as MindSpore does.
+
+    >>> import distinfer as ms
+    >>> ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=8, dataset_strategy=((2, 1),))
+    >>> ms.get_auto_parallel_context("device_num"), ms.get_auto_parallel_context("full_batch")
+    (8, False)
+    >>> ms.set_auto_parallel_context(device_num=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: For 'set_auto_parallel_context', the argument 'device_num' must be an int in [1, 4096], but got 0.
+    >>> ms.reset_auto_parallel_context()
     """
     for key, value in kwargs.items():
         key = _ALIASES.get(key, key)
@@ -197,7 +229,16 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
 
 
 def get_auto_parallel_context(attr_key: str) -> Any:
-    """Current value of an auto-parallel key (``device_num`` follows ``init()`` unless set)."""
+    """Current value of an auto-parallel key (``device_num`` follows ``init()`` unless set).
+
+    MindSpore's older spellings are read too; the value returned is a copy.
+
+    >>> import distinfer as ms
+    >>> ms.set_auto_parallel_context(strategy_ckpt_save_file="./strategy.ckpt")
+    >>> ms.get_auto_parallel_context("strategy_ckpt_config")["save_file"]
+    './strategy.ckpt'
+    >>> ms.reset_auto_parallel_context()
+    """
     key = _ALIASES.get(attr_key, attr_key)
     if key in _LEGACY_CKPT:
         return _ap["strategy_ckpt_config"][_LEGACY_CKPT[key]]
@@ -208,7 +249,14 @@ def get_auto_parallel_context(attr_key: str) -> Any:
 
 
 def reset_auto_parallel_context() -> None:
-    """Restore every auto-parallel key to its default."""
+    """Restore every auto-parallel key to its default.
+
+    >>> import distinfer as ms
+    >>> ms.set_auto_parallel_context(pipeline_stages=2)
+    >>> ms.reset_auto_parallel_context()
+    >>> ms.get_auto_parallel_context("pipeline_stages")
+    1
+    """
     _ap.clear()
     _ap.update(copy.deepcopy(_AP_DEFAULTS))
     _explicit.clear()

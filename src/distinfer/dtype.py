@@ -24,7 +24,16 @@ __all__ = [
 
 
 class Type:
-    """A MindSpore data type: ``name`` is its MindSpore spelling, ``np`` its numpy dtype."""
+    """A MindSpore data type: ``name`` is its MindSpore spelling, ``np`` its numpy dtype.
+
+    ``safetensors`` is its safetensors dtype string (None if that format has none).
+
+    >>> import distinfer as ms
+    >>> ms.bfloat16.name, str(ms.bfloat16.np), ms.bfloat16.itemsize, ms.bfloat16.safetensors
+    ('BFloat16', 'bfloat16', 2, 'BF16')
+    >>> ms.float32 == ms.float_, str(ms.float32)
+    (True, 'Float32')
+    """
 
     __slots__ = ("name", "np", "safetensors")
 
@@ -89,7 +98,12 @@ int_ = int64
 
 
 def from_name(name: str) -> Type:
-    """The Type whose MindSpore name (a ``.ckpt`` tensor_type) is ``name``."""
+    """The Type whose MindSpore name (a ``.ckpt`` tensor_type) is ``name``.
+
+    >>> from distinfer.dtype import from_name
+    >>> from_name("Float16"), from_name("Int4"), from_name("Float")
+    (Float16, Int4, Float32)
+    """
     try:
         return _BY_NAME[name]
     except KeyError:
@@ -97,7 +111,17 @@ def from_name(name: str) -> Type:
 
 
 def from_numpy(dtype: Any) -> Type:
-    """The Type of a numpy dtype (``np.float32`` -> ``Float32``)."""
+    """The Type of a numpy dtype (``np.float32`` -> ``Float32``).
+
+    >>> import numpy as np
+    >>> from distinfer.dtype import from_numpy
+    >>> from_numpy(np.float16), from_numpy(np.dtype("uint8"))
+    (Float16, UInt8)
+    >>> from_numpy(np.complex64)
+    Traceback (most recent call last):
+    ...
+    TypeError: numpy dtype complex64 has no MindSpore equivalent
+    """
     key = np.dtype(dtype)
     if key in _BY_NP:
         return _BY_NP[key]
@@ -105,7 +129,13 @@ def from_numpy(dtype: Any) -> Type:
 
 
 def get_dtype(value: Any) -> Type:
-    """Normalise a dtype given as a Type, a numpy dtype/type or a MindSpore name."""
+    """Normalise a dtype given as a Type, a numpy dtype/type or a MindSpore name.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer.dtype import get_dtype
+    >>> get_dtype(ms.int8), get_dtype(np.int64), get_dtype("BFloat16")
+    (Int8, Int64, BFloat16)
+    """
     if isinstance(value, Type):
         return value
     if isinstance(value, str) and value in _BY_NAME:
@@ -114,12 +144,24 @@ def get_dtype(value: Any) -> Type:
 
 
 def dtype_to_nptype(dtype: Type) -> type:
-    """numpy scalar type of a MindSpore dtype, as ``mindspore.dtype_to_nptype``."""
+    """numpy scalar type of a MindSpore dtype, as ``mindspore.dtype_to_nptype``.
+
+    >>> import distinfer as ms
+    >>> ms.dtype_to_nptype(ms.int32).__name__, ms.dtype_to_nptype(ms.float16)(1.5).itemsize
+    ('int32', 2)
+    """
     return get_dtype(dtype).np.type
 
 
 def pytype_to_dtype(obj: Any) -> Type:
-    """MindSpore dtype of a Python type (``int`` -> Int64, ``float`` -> Float32, ``bool`` -> Bool)."""
+    """MindSpore dtype of a Python type (``int`` -> Int64, ``float`` -> Float32, ``bool`` -> Bool).
+
+    Anything else goes through :func:`get_dtype`.
+
+    >>> import numpy as np, distinfer as ms
+    >>> ms.pytype_to_dtype(int), ms.pytype_to_dtype(float), ms.pytype_to_dtype(bool), ms.pytype_to_dtype(np.uint16)
+    (Int64, Float32, Bool, UInt16)
+    """
     if obj is bool:
         return bool_
     if obj is int:

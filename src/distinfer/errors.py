@@ -10,23 +10,68 @@ __all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "Com
 
 
 class DistinferError(Exception):
-    """Base of every distinfer-specific error."""
+    """Base of every distinfer-specific error.
+
+    >>> from distinfer.errors import DistinferError
+    >>> from distinfer.layout import Layout
+    >>> try:
+    ...     Layout((2,), (0,), (3,))  # 3 rows cannot be split 2 ways
+    ... except DistinferError as e:
+    ...     print(type(e).__name__)
+    LayoutError
+    """
 
 
 class FormatError(DistinferError, ValueError):
     """A file is not what it claims to be: truncated, corrupt, wrong type, failed CRC...
 
     The message names the file, the record or tensor, and what was expected.
+
+    >>> import pathlib, tempfile, distinfer as ms
+    >>> from distinfer.errors import FormatError
+    >>> p = pathlib.Path(tempfile.mkdtemp(), "bad.ckpt"); _ = p.write_bytes(b"not a checkpoint")
+    >>> try:
+    ...     ms.load_checkpoint(str(p))
+    ... except FormatError as e:
+    ...     print(isinstance(e, ValueError), str(e).startswith(f"{p}: record #0"))
+    True True
     """
 
 
 class StrategyError(DistinferError, ValueError):
-    """A ``.shard()`` strategy or a layout that cannot apply to the op, shapes or device count."""
+    """A ``.shard()`` strategy or a layout that cannot apply to the op, shapes or device count.
+
+    >>> from distinfer import ops
+    >>> from distinfer.errors import StrategyError
+    >>> try:
+    ...     ops.MatMul().shard([(2, 1), (1, 1)], out_strategy=(2, 1))
+    ... except StrategyError as e:
+    ...     print(e)
+    MatMul.shard: out_strategy must be a tuple of tuples of ints such as ((2, 1), (1, 2)), got (2, 1)
+    """
 
 
 class LayoutError(DistinferError, ValueError):
-    """A layout that is inconsistent with a shape or with the device matrix."""
+    """A layout that is inconsistent with a shape or with the device matrix.
+
+    >>> from distinfer.errors import LayoutError
+    >>> from distinfer.layout import Layout
+    >>> try:
+    ...     Layout((2, 2), (0, 0), (4, 4))
+    ... except LayoutError as e:
+    ...     print(e)
+    tensor_map [0, 0] uses a device axis twice (device matrix [2, 2], shape (4, 4))
+    """
 
 
 class CommError(DistinferError, RuntimeError):
-    """A communication set-up problem (rank counts, groups)."""
+    """A communication set-up problem (rank counts, groups).
+
+    >>> from distinfer.communication import create_group
+    >>> from distinfer.errors import CommError
+    >>> try:
+    ...     create_group("pair", [0, 1])  # without mpirun the world has one rank
+    ... except CommError as e:
+    ...     print(isinstance(e, RuntimeError), "must be distinct ranks in 0..0" in str(e))
+    True True
+    """

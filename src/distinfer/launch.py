@@ -32,14 +32,26 @@ def _mpirun() -> str:
 
 
 def mpirun_command(n: int, argv: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
-    """``mpirun -n N --oversubscribe <extra> <python> <argv...>``."""
+    """``mpirun -n N --oversubscribe <extra> <python> <argv...>``.
+
+    >>> import sys
+    >>> cmd = mpirun_command(4, ["train.py", "--epochs", "2"], extra=["--output-filename", "log"])
+    >>> cmd[1:6], cmd[6] == sys.executable, cmd[7:]
+    (['-n', '4', '--output-filename', 'log', '--oversubscribe'], True, ['train.py', '--epochs', '2'])
+    """
     return [_mpirun(), "-n", str(n), *extra, "--oversubscribe", sys.executable, *argv]
 
 
 def mpirun_env(base: dict | None = None, ranks: int = 1) -> dict:
     """Environment for mpirun: allow root (containers); BLAS threads shared out among the ranks
     (each rank's BLAS otherwise starts one spinning thread per core, and 8 ranks on 2 cores then
-    spend most of their time fighting over the cores)."""
+    spend most of their time fighting over the cores).
+
+    >>> import os
+    >>> env = mpirun_env({"OMP_NUM_THREADS": "1"}, ranks=8)
+    >>> env["OMP_NUM_THREADS"], env["OPENBLAS_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 8))
+    ('1', True)
+    """
     env = dict(os.environ if base is None else base)
     threads = str(max(1, (os.cpu_count() or 1) // max(ranks, 1)))
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -51,7 +63,18 @@ def mpirun_env(base: dict | None = None, ranks: int = 1) -> dict:
 
 
 def run(n: int, argv: Sequence[str], extra: Sequence[str] = (), **kwargs) -> subprocess.CompletedProcess:
-    """Run ``argv`` (a script and its arguments) on ``n`` ranks."""
+    """Run ``argv`` (a script and its arguments) on ``n`` ranks.
+
+    The example records the ``subprocess.run`` call instead of launching MPI:
+
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch("subprocess.run") as fake_run:
+    ...     _ = run(2, ["train.py"], check=True)
+    >>> (cmd,), kwargs = fake_run.call_args
+    >>> os.path.basename(cmd[0]), cmd[1:4], cmd[-1], kwargs["check"], "OMP_NUM_THREADS" in kwargs["env"]
+    ('mpirun', ['-n', '2', '--oversubscribe'], 'train.py', True, True)
+    """
     return subprocess.run(mpirun_command(n, argv, extra), env=mpirun_env(kwargs.pop("env", None), n), **kwargs)
 
 

@@ -55,7 +55,15 @@ def _canon_entry(entry) -> MapEntry:
 
 @dataclass(frozen=True)
 class Layout:
-    """A tensor of full ``shape`` laid out over ``prod(dev_matrix)`` ranks (see module doc)."""
+    """A tensor of full ``shape`` laid out over ``prod(dev_matrix)`` ranks (see module doc).
+
+    >>> from distinfer.layout import Layout
+    >>> lay = Layout((2, 2), (1, -1), (4, 6))  # rows split over device axis 0, axis 1 replicates
+    >>> lay.num_devices, lay.splits, lay.local_shape
+    (4, (2, 1), (2, 6))
+    >>> lay.box(3), lay.holders(2)
+    (((2, 4), (0, 6)), [2, 3])
+    """
 
     dev_matrix: tuple[int, ...]
     tensor_map: tuple[MapEntry, ...]
@@ -282,5 +290,11 @@ class Layout:
 
 
 def replicated(shape: Sequence[int], num_devices: int) -> Layout:
-    """Every one of ``num_devices`` ranks holds the whole tensor."""
+    """Every one of ``num_devices`` ranks holds the whole tensor.
+
+    >>> from distinfer.layout import replicated
+    >>> lay = replicated((4, 6), 2)
+    >>> lay, lay.is_replicated, lay.box(1)
+    (Layout(dev_matrix=[2], tensor_map=[-1, -1], shape=[4, 6]), True, ((0, 4), (0, 6)))
+    """
     return Layout((num_devices,), tuple(-1 for _ in shape), tuple(shape))

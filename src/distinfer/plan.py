@@ -31,7 +31,13 @@ Box = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class Piece:
-    """``box`` (global ``[start, stop)`` per dim) moves from source ``src`` to destination ``dst``."""
+    """``box`` (global ``[start, stop)`` per dim) moves from source ``src`` to destination ``dst``.
+
+    >>> from distinfer.plan import Piece
+    >>> p = Piece(src=2, dst=0, box=((0, 2), (4, 7)))
+    >>> p.shape, p.size
+    ((2, 3), 6)
+    """
 
     src: int
     dst: int
@@ -50,13 +56,25 @@ class Piece:
 
 
 def local_index(box: Box, origin: Box) -> tuple[slice, ...]:
-    """Index of global ``box`` inside a block whose global extent is ``origin``."""
+    """Index of global ``box`` inside a block whose global extent is ``origin``.
+
+    >>> from distinfer.plan import local_index
+    >>> local_index(((2, 4), (1, 3)), ((2, 6), (0, 4)))
+    (slice(0, 2, None), slice(1, 3, None))
+    """
     return tuple(slice(a - o, b - o) for (a, b), (o, _) in zip(box, origin))
 
 
 @dataclass(frozen=True)
 class Plan:
-    """All pieces that turn ``src``-laid-out data into ``dst``-laid-out data."""
+    """All pieces that turn ``src``-laid-out data into ``dst``-laid-out data.
+
+    >>> from distinfer.layout import Layout, replicated
+    >>> from distinfer.plan import make_plan
+    >>> plan = make_plan(Layout((2,), (-1, 0), (2, 4)), replicated((2, 4), 2))  # all-gather of columns
+    >>> plan.sources_for(0), plan.moved_elements(), plan.messages(), plan.is_local
+    ([0, 1], 8, 2, False)
+    """
 
     src: Layout
     dst: Layout
@@ -123,6 +141,14 @@ def assemble(plan: Plan, dst_rank: int, fetch: Callable[[Piece], np.ndarray],
 
     This is the single place where blocks are stitched together: runtime redistribution,
     checkpoint loading and merging all call it.
+
+    >>> import numpy as np
+    >>> from distinfer.layout import Layout, replicated
+    >>> from distinfer.plan import assemble, local_index, make_plan
+    >>> src, full = Layout((2,), (-1, 0), (2, 4)), np.arange(8.0).reshape(2, 4)
+    >>> fetch = lambda p: src.slice(full, p.src)[local_index(p.box, src.box(p.src))]  # from p.src's block
+    >>> assemble(make_plan(src, replicated((2, 4), 2)), 1, fetch).tolist()
+    [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
     """
     origin = plan.dst.box(dst_rank)
     if out is None:

@@ -50,7 +50,17 @@ def _infer_np(data: Any, dtype: mstype.Type | None) -> np.ndarray:
 
 
 class Tensor:
-    """MindSpore's ``Tensor(input_data=None, dtype=None, shape=None, init=None)``."""
+    """MindSpore's ``Tensor(input_data=None, dtype=None, shape=None, init=None)``.
+
+    Python floats become Float32; Python operators run as primitives.
+
+    >>> import numpy as np, distinfer as ms
+    >>> t = ms.Tensor([[1, 2], [3, 4]], ms.float32)
+    >>> t.shape, t.dtype, (t * 2 + 1).asnumpy().tolist()
+    ((2, 2), Float32, [[3.0, 5.0], [7.0, 9.0]])
+    >>> ms.Tensor(1.5).dtype, ms.Tensor(shape=(2,), dtype=ms.int32).asnumpy().tolist()
+    (Float32, [0, 0])
+    """
 
     __array_priority__ = 100
 
@@ -270,7 +280,15 @@ def _rank() -> int:
 
 class Parameter(Tensor):
     """MindSpore's ``Parameter(default_input, name=None, requires_grad=True, layerwise_parallel=False,
-    parallel_optimizer=True)``; lazy until its layout is known (see module doc)."""
+    parallel_optimizer=True)``; lazy until its layout is known (see module doc).
+
+    >>> import numpy as np, distinfer as ms
+    >>> p = ms.Parameter(ms.Tensor(np.zeros((2, 2), np.float32)), name="w")
+    >>> p.set_data(ms.Tensor(np.ones((2, 2), np.float32)))
+    Parameter (name=w, shape=(2, 2), dtype=Float32, requires_grad=True)
+    >>> p.asnumpy().tolist(), p.global_shape, p.sliced
+    ([[1.0, 1.0], [1.0, 1.0]], (2, 2), False)
+    """
 
     def __init__(self, default_input: Any, name: str | None = None, requires_grad: bool = True,
                  layerwise_parallel: bool = False, parallel_optimizer: bool = True, **_: Any) -> None:
@@ -393,7 +411,14 @@ class Parameter(Tensor):
 
 
 class ParameterTuple(tuple):
-    """A tuple of Parameters (optimizer state); a Cell attribute holding one registers each."""
+    """A tuple of Parameters (optimizer state); a Cell attribute holding one registers each.
+
+    >>> import numpy as np, distinfer as ms
+    >>> params = ms.ParameterTuple([ms.Parameter(ms.Tensor(np.ones(2, np.float32)), name="w")])
+    >>> ema = params.clone("ema")  # copies of the data, not trainable
+    >>> ema[0].name, ema[0].requires_grad, ema[0].asnumpy().tolist()
+    ('ema.w', False, [1.0, 1.0])
+    """
 
     def __new__(cls, iterable=()):
         items = tuple(iterable)

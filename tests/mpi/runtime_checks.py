@@ -485,7 +485,7 @@ OP_CASES = [
     ("Add", _binary(ops.Add, np.add, (16,), "b")), ("Sub", _binary(ops.Sub, np.subtract, (8, 16), "ab")),
     ("Mul", _binary(ops.Mul, np.multiply, (8, 1), "a1")), ("Mul_scalar", _mul_scalar),
     ("RealDiv", _binary(ops.RealDiv, np.divide, (1, 16), "1b")), ("BiasAdd", _bias_add),
-    ("ReLU", _unary(ops.ReLU, lambda x: np.maximum(x, 0))), ("GeLU", _unary(ops.GeLU, _np_gelu)),
+    ("ReLU", _unary(ops.ReLU, lambda x: np.maximum(x, 0))), ("GeLU", _unary(ops.GeLU, _np_gelu)), ("Erf", _unary(ops.Erf, lambda x: np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64))),
     ("Softmax", _unary(ops.Softmax, _np_softmax, (8, 4, 16), "ab1")),
     ("LogSoftmax", _unary(ops.LogSoftmax, lambda x: np.log(_np_softmax(x)), (8, 4, 16), "ab1")),
     ("Softmax_axis1", _unary(lambda: ops.Softmax(1), lambda x: _np_softmax(x, 1), (8, 16, 4), "a1b")),

@@ -28,7 +28,13 @@ _WORLD_NAMES = {HCCL_WORLD_COMM_GROUP, NCCL_WORLD_COMM_GROUP, MCCL_WORLD_COMM_GR
 
 
 class GlobalComm:
-    """MindSpore's communication globals; on CPUs the backend is "mccl"."""
+    """MindSpore's communication globals; on CPUs the backend is "mccl".
+
+    >>> from distinfer.communication import GlobalComm, init
+    >>> init()
+    >>> GlobalComm.BACKEND, GlobalComm.WORLD_COMM_GROUP, GlobalComm.INITED
+    ('mccl', 'mccl_world_group', True)
+    """
 
     BACKEND = "mccl"
     WORLD_COMM_GROUP = MCCL_WORLD_COMM_GROUP
@@ -44,6 +50,13 @@ def init(backend_name: str | None = None) -> None:
     """Start communication (MPI when launched by ``mpirun``) and set the context's device count.
 
     ``backend_name`` is accepted for compatibility ("hccl", "nccl", "mccl"); MPI is always used.
+    Calling it again is harmless.
+
+    >>> import distinfer as ms
+    >>> from distinfer.communication import init
+    >>> init("hccl")
+    >>> ms.get_auto_parallel_context("device_num")  # the world size; 1 without mpirun
+    1
     """
     if backend_name not in (None, "hccl", "nccl", "mccl", "mpi"):
         raise ValueError(f"init: backend_name must be one of None, 'hccl', 'nccl', 'mccl', got {backend_name!r}")
@@ -58,7 +71,16 @@ def init(backend_name: str | None = None) -> None:
 
 
 def release() -> None:
-    """Release user groups (MPI itself is finalised at process exit)."""
+    """Release user groups (MPI itself is finalised at process exit).
+
+    >>> from distinfer.communication import create_group, get_group_size, release
+    >>> create_group("tmp_group", [0])
+    >>> release()
+    >>> get_group_size("tmp_group")
+    Traceback (most recent call last):
+    ...
+    ValueError: communication group 'tmp_group' does not exist; create it with create_group first
+    """
     for name in list(_GROUPS):
         destroy_group(name)
 
@@ -72,7 +94,12 @@ def _group_ranks(group: str) -> tuple[int, ...]:
 
 
 def get_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
-    """Rank of this process in ``group`` (the world by default)."""
+    """Rank of this process in ``group`` (the world by default).
+
+    >>> from distinfer.communication import get_rank
+    >>> get_rank(), get_rank("hccl_world_group")  # one rank without mpirun
+    (0, 0)
+    """
     ranks = _group_ranks(group)
     me = _backend.world().rank
     if me not in ranks:
@@ -81,7 +108,14 @@ def get_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
 
 
 def get_group_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
-    """Number of ranks in ``group`` (the world by default)."""
+    """Number of ranks in ``group`` (the world by default).
+
+    >>> from distinfer.communication import create_group, destroy_group, get_group_size
+    >>> create_group("solo", [0])
+    >>> get_group_size(), get_group_size("solo")
+    (1, 1)
+    >>> destroy_group("solo")
+    """
     return len(_group_ranks(group))
 
 
@@ -93,7 +127,15 @@ def _local_size() -> int:
 
 
 def get_local_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
-    """Rank of this process among the ranks on its machine."""
+    """Rank of this process among the ranks on its machine.
+
+    Read from the launcher's environment (Open MPI, MPICH, PMIx); otherwise the world rank
+    modulo the local size.
+
+    >>> from distinfer.communication import get_local_rank
+    >>> get_local_rank()  # no launcher: rank 0
+    0
+    """
     for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"):
         if os.environ.get(var):
             return int(os.environ[var])
@@ -101,12 +143,24 @@ def get_local_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
 
 
 def get_local_rank_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
-    """Number of ranks on this machine."""
+    """Number of ranks on this machine (the launcher's local size, else the world size).
+
+    >>> from distinfer.communication import get_local_rank_size
+    >>> get_local_rank_size()  # no launcher: one rank
+    1
+    """
     return _local_size()
 
 
 def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
-    """Create the named group of world ranks ``rank_ids``; called by the member ranks."""
+    """Create the named group of world ranks ``rank_ids``; called by the member ranks.
+
+    >>> from distinfer.communication import create_group, destroy_group, get_process_group_ranks
+    >>> create_group("grp", [0])
+    >>> get_process_group_ranks("grp")
+    [0]
+    >>> destroy_group("grp")
+    """
     world = _backend.world()
     ranks = tuple(sorted(int(r) for r in rank_ids))
     if group in _WORLD_NAMES or group in _GROUPS:
@@ -124,7 +178,16 @@ def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
 
 
 def destroy_group(group: str) -> None:
-    """Destroy a group made by :func:`create_group`."""
+    """Destroy a group made by :func:`create_group`.
+
+    >>> from distinfer.communication import create_group, destroy_group
+    >>> create_group("grp", [0])
+    >>> destroy_group("grp")
+    >>> destroy_group("hccl_world_group")
+    Traceback (most recent call last):
+    ...
+    ValueError: the world group cannot be destroyed
+    """
     if group in _WORLD_NAMES:
         raise ValueError("the world group cannot be destroyed")
     if group not in _GROUPS:
@@ -136,11 +199,24 @@ def destroy_group(group: str) -> None:
 
 
 def get_process_group_ranks(group: str = GlobalComm.WORLD_COMM_GROUP) -> list[int]:
-    """World ranks of ``group``."""
+    """World ranks of ``group`` (the world by default), ascending.
+
+    >>> from distinfer.communication import get_process_group_ranks
+    >>> get_process_group_ranks()
+    [0]
+    """
     return list(_group_ranks(group))
 
 
 def get_world_rank_from_group_rank(group: str, group_rank_id: int) -> int:
+    """World rank of the process that has rank ``group_rank_id`` in ``group``.
+
+    >>> from distinfer.communication import create_group, destroy_group, get_world_rank_from_group_rank
+    >>> create_group("grp", [0])
+    >>> get_world_rank_from_group_rank("grp", 0)
+    0
+    >>> destroy_group("grp")
+    """
     ranks = _group_ranks(group)
     if not 0 <= group_rank_id < len(ranks):
         raise ValueError(f"group rank {group_rank_id} is outside group {group!r} of size {len(ranks)}")
@@ -148,6 +224,12 @@ def get_world_rank_from_group_rank(group: str, group_rank_id: int) -> int:
 
 
 def get_group_rank_from_world_rank(world_rank_id: int, group: str) -> int:
+    """Rank in ``group`` of world rank ``world_rank_id`` (a ``ValueError`` if it is not a member).
+
+    >>> from distinfer.communication import get_group_rank_from_world_rank
+    >>> get_group_rank_from_world_rank(0, "hccl_world_group")
+    0
+    """
     ranks = _group_ranks(group)
     if world_rank_id not in ranks:
         raise ValueError(f"world rank {world_rank_id} is not in group {group!r} {list(ranks)}")

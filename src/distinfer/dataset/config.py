@@ -65,24 +65,58 @@ def _set_global_seed(seed: int | None) -> None:
 
 
 def set_num_parallel_workers(num: int) -> None:
-    """Accepted for compatibility; the pipeline runs in the calling thread."""
+    """Accepted for compatibility; the pipeline runs in the calling thread.
+
+    >>> import distinfer.dataset as ds
+    >>> saved = ds.config._state["workers"]  # restored exactly at the end of the example
+    >>> ds.config.set_num_parallel_workers(1); ds.config.get_num_parallel_workers()
+    1
+    >>> ds.config.set_num_parallel_workers(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_parallel_workers must be a positive int, got 0
+    >>> ds.config._state["workers"] = saved
+    """
     if not isinstance(num, int) or num <= 0:
         raise ValueError(f"num_parallel_workers must be a positive int, got {num!r}")
     _state["workers"] = min(num, os.cpu_count() or num)
 
 
 def get_num_parallel_workers() -> int:
-    """The configured worker count (informational only)."""
+    """The configured worker count (informational only).
+
+    >>> import os, distinfer.dataset as ds
+    >>> saved = ds.config._state["workers"]  # restored exactly at the end of the example
+    >>> ds.config.set_num_parallel_workers(100_000)  # capped at the number of CPUs
+    >>> ds.config.get_num_parallel_workers() == os.cpu_count()
+    True
+    >>> ds.config._state["workers"] = saved
+    """
     return int(_state["workers"])
 
 
 def set_prefetch_size(size: int) -> None:
-    """Accepted for compatibility; rows are produced on demand."""
+    """Accepted for compatibility; rows are produced on demand.
+
+    >>> import distinfer.dataset as ds
+    >>> saved = ds.config.get_prefetch_size()
+    >>> ds.config.set_prefetch_size(4); ds.config.get_prefetch_size()
+    4
+    >>> ds.config.set_prefetch_size(saved)
+    """
     if not isinstance(size, int) or size <= 0:
         raise ValueError(f"prefetch_size must be a positive int, got {size!r}")
     _state["prefetch"] = size
 
 
 def get_prefetch_size() -> int:
-    """The configured prefetch size (informational only)."""
+    """The configured prefetch size (informational only).
+
+    >>> import distinfer.dataset as ds
+    >>> saved = ds.config.get_prefetch_size()
+    >>> ds.config.set_prefetch_size(32); ds.config.get_prefetch_size()
+    32
+    >>> ds.config.set_prefetch_size(saved); ds.config.get_prefetch_size() == saved
+    True
+    """
     return int(_state["prefetch"])

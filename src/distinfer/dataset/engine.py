@@ -537,7 +537,16 @@ def _tensor_class() -> type | None:
 
 
 class TupleIterator:
-    """Yields each row as a list of columns; one ``for`` loop over it is one epoch."""
+    """Yields each row as a list of columns; one ``for`` loop over it is one epoch.
+
+    >>> import distinfer.dataset as ds
+    >>> data = ds.NumpySlicesDataset({"x": [1, 2, 3], "y": [10, 20, 30]}, shuffle=False)
+    >>> it = data.create_tuple_iterator(num_epochs=2, output_numpy=True)
+    >>> type(it).__name__, it.columns
+    ('TupleIterator', ['x', 'y'])
+    >>> [[[int(v) for v in row] for row in it] for _ in range(3)]  # two epochs, then nothing
+    [[[1, 10], [2, 20], [3, 30]], [[1, 10], [2, 20], [3, 30]], []]
+    """
 
     def __init__(self, dataset: Dataset, num_epochs: int = -1, output_numpy: bool = False) -> None:
         if not isinstance(num_epochs, int) or (num_epochs <= 0 and num_epochs != -1):
@@ -580,7 +589,15 @@ class TupleIterator:
 
 
 class DictIterator(TupleIterator):
-    """Yields each row as ``{column name: value}``."""
+    """Yields each row as ``{column name: value}``.
+
+    >>> import distinfer.dataset as ds
+    >>> data = ds.NumpySlicesDataset({"x": [1, 2], "y": [10, 20]}, shuffle=False)
+    >>> [{k: int(v) for k, v in row.items()} for row in data.create_dict_iterator(num_epochs=1, output_numpy=True)]
+    [{'x': 1, 'y': 10}, {'x': 2, 'y': 20}]
+    >>> type(next(data.create_dict_iterator(num_epochs=1))["x"]).__name__  # Tensors unless output_numpy
+    'Tensor'
+    """
 
     def __next__(self) -> dict[str, Any]:  # type: ignore[override]
         return dict(zip(self.columns, self._convert(self._next_row())))

@@ -29,7 +29,16 @@ _TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E:
 
 @dataclass(frozen=True)
 class IdxHeader:
-    """What an idx header says: ``dtype`` (native byte order), ``shape`` and header length."""
+    """What an idx header says: ``dtype`` (native byte order), ``shape`` and header length.
+
+    >>> import os, struct, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x-idx2-float")
+    >>> with open(p, "wb") as f:  # type 0x0D (big-endian float32), 2 dims: 1 x 2
+    ...     _ = f.write(struct.pack(">BBBBII", 0, 0, 0x0D, 2, 1, 2) + struct.pack(">2f", 1.5, -2.0))
+    >>> h = read_idx_header(p)
+    >>> h.dtype, h.shape, h.offset, h.nbytes
+    (dtype('float32'), (1, 2), 12, 8)
+    """
 
     dtype: np.dtype
     shape: tuple[int, ...]
@@ -59,7 +68,17 @@ def _parse_header(path: str, head: bytes) -> IdxHeader:
 
 
 def read_idx_header(path: str | os.PathLike) -> IdxHeader:
-    """Parse only the header (cheap, even for gzip files) and check a plain file's length."""
+    """Parse only the header (cheap, even for gzip files) and check a plain file's length.
+
+    >>> import os, struct, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x-idx3-ubyte")
+    >>> with open(p, "wb") as f:
+    ...     _ = f.write(struct.pack(">BBBBIII", 0, 0, 0x08, 3, 2, 2, 2) + bytes(7))  # one byte short
+    >>> read_idx_header(p)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    RuntimeError: idx file ... is truncated: header promises shape (2, 2, 2) (8 data bytes) but only 7 bytes follow
+    """
     path = os.fspath(path)
     try:
         with _open(path) as f:
@@ -79,7 +98,16 @@ def _check_length(path: str, have: int, header: IdxHeader) -> None:
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """The array stored in an idx file: memory-mapped when plain, decompressed when ``.gz``."""
+    """The array stored in an idx file: memory-mapped when plain, decompressed when ``.gz``.
+
+    >>> import os, struct, tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "x-idx2-ubyte")
+    >>> with open(p, "wb") as f:
+    ...     _ = f.write(struct.pack(">BBBBII", 0, 0, 0x08, 2, 2, 3) + bytes(range(6)))
+    >>> a = read_idx(p)  # a plain file is memory-mapped
+    >>> type(a).__name__, a.shape, a.tolist()
+    ('memmap', (2, 3), [[0, 1, 2], [3, 4, 5]])
+    """
     path = os.fspath(path)
     header = read_idx_header(path)
     if not path.endswith(".gz"):

@@ -40,7 +40,18 @@ def _rng(key: tuple[int, ...], shared: bool) -> np.random.Generator:
 
 
 class Sampler:
-    """Base class: ``indices(n, key)`` gives the row order of one pass over ``n`` rows."""
+    """Base class: ``indices(n, key)`` gives the row order of one pass over ``n`` rows.
+
+    >>> import numpy as np, distinfer.dataset as ds
+    >>> class Reverse(Sampler):  # a custom sampler implements _order(n, key)
+    ...     def _order(self, n, key):
+    ...         return np.arange(n)[::-1]
+    >>> Reverse().indices(4, (0,)).tolist(), Reverse(num_samples=2).indices(4, (0,)).tolist()
+    ([3, 2, 1, 0], [3, 2])
+    >>> data = ds.NumpySlicesDataset([1, 2, 3], column_names=["a"], sampler=Reverse())
+    >>> [int(row[0]) for row in data.create_tuple_iterator(num_epochs=1, output_numpy=True)]
+    [3, 2, 1]
+    """
 
     shared_seed = False
 
@@ -163,7 +174,18 @@ class SubsetRandomSampler(SubsetSampler):
 
 def select_sampler(num_samples: int | None, sampler, shuffle: bool | None,
                    num_shards: int | None, shard_id: int | None) -> Sampler:
-    """MindSpore's rules for turning a source's arguments into one sampler."""
+    """MindSpore's rules for turning a source's arguments into one sampler.
+
+    >>> [type(select_sampler(None, None, shuffle, None, None)).__name__ for shuffle in (False, None)]
+    ['SequentialSampler', 'RandomSampler']
+    >>> sharded, listed = select_sampler(None, None, None, 2, 1), select_sampler(None, [3, 1], None, None, None)
+    >>> type(sharded).__name__, (sharded.num_shards, sharded.shard_id), type(listed).__name__
+    ('DistributedSampler', (2, 1), 'SubsetSampler')
+    >>> select_sampler(None, [3, 1], True, None, None)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: sampler and shuffle cannot be specified at the same time
+    """
     if sampler is not None:
         if shuffle is not None:
             raise RuntimeError("sampler and shuffle cannot be specified at the same time")

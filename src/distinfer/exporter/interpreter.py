@@ -56,7 +56,16 @@ def _compute_ops() -> dict[str, type]:
 
 
 def check_supported(node, op: str, path: str) -> None:
-    """Raise :class:`UnsupportedOpError` for a node the interpreter cannot run."""
+    """Raise :class:`UnsupportedOpError` for a node the interpreter cannot run.
+
+    >>> from distinfer._proto import mind_ir_pb2
+    >>> node = mind_ir_pb2.NodeProto(name="n1", op_type="REF::FancyOp:1")
+    >>> check_supported(node, "MatMul", "net.mindir")  # an op distinfer can run: no error
+    >>> check_supported(node, "FancyOp", "net.mindir")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distinfer.exporter.mindir_reader.UnsupportedOpError: net.mindir: node 'n1' has operator 'FancyOp' ...
+    """
     if op in _STRUCTURAL or _MS_ALIASES.get(op, op) in _compute_ops():
         return
     raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
@@ -196,6 +205,15 @@ class GraphCell(Cell):
 
     ``params_init`` maps parameter names to new values (Tensors or arrays of the stored local
     shape). A graph exported by rank r of an n-rank job must run on rank r of an n-rank job.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> net, x = nn.Dense(3, 2, weight_init="ones", bias_init="zeros"), ms.Tensor(np.ones((1, 3), np.float32))
+    >>> graph = ms.load(ms.export(net, x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))
+    >>> GraphCell(graph)(x).asnumpy().tolist()
+    [[3.0, 3.0]]
+    >>> GraphCell(graph, params_init={"bias": np.array([1.0, 2.0], np.float32)})(x).asnumpy().tolist()
+    [[4.0, 5.0]]
     """
 
     def __init__(self, graph: Graph, params_init: dict | None = None, obf_random_seed: int | None = None) -> None:

@@ -28,7 +28,19 @@ __all__ = ["Graph", "read_mindir", "UnsupportedOpError", "node_op"]
 
 
 class UnsupportedOpError(DistinferError, NotImplementedError):
-    """A MindIR node whose operator distinfer cannot interpret."""
+    """A MindIR node whose operator distinfer cannot interpret.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> p = ms.export(nn.ReLU(), ms.Tensor(np.ones(2, np.float32)), file_name=os.path.join(tempfile.mkdtemp(), "relu"))
+    >>> model = read_mindir(p).model; model.primitives[0].op_type = "FancyOp"  # an op without a kernel
+    >>> with open(p, "wb") as f: _ = f.write(model.SerializeToString())
+    >>> try:
+    ...     ms.load(p)
+    ... except UnsupportedOpError as e:
+    ...     print(isinstance(e, NotImplementedError), "operator 'FancyOp'" in str(e))
+    True True
+    """
 
 
 @dataclass
@@ -36,7 +48,17 @@ class Graph:
     """A loaded MindIR model: weights, inputs, nodes and (for distinfer files) the rank it belongs to.
 
     ``params`` maps graph value names to local weight blocks; ``ref_keys`` maps them to parameter
-    names. ``rank``/``device_num`` are None for stand-alone or MindSpore-made files.
+    names. ``rank``/``device_num`` come from a distinfer file's ``user_info`` (0 and 1 for a
+    stand-alone export); they are None for files made by MindSpore.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> x = ms.Tensor(np.ones((1, 3), np.float32))
+    >>> g = ms.load(ms.export(nn.Dense(3, 2), x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))
+    >>> g.producer, [(name.split(":")[-1], shape) for name, shape, _ in g.inputs], len(g.outputs)
+    ('distinfer', [('x', (1, 3))], 1)
+    >>> {name: block.shape for name, block in g.weights().items()}
+    {'weight': (2, 3), 'bias': (2,)}
     """
 
     path: str
@@ -91,7 +113,15 @@ def _parse(path: str) -> pb.ModelProto:
 
 
 def node_op(node: pb.NodeProto, prims: dict[str, pb.PrimitiveProto], path: str) -> str:
-    """The operator name of a node (``REF::MatMul:6`` -> the primitive's op_type ``MatMul``)."""
+    """The operator name of a node (``REF::MatMul:6`` -> the primitive's op_type ``MatMul``).
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> x = ms.Tensor(np.ones((1, 3), np.float32))
+    >>> g = ms.load(ms.export(nn.Dense(3, 2), x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))
+    >>> [node.op_type for node in g.nodes], [node_op(node, g.primitives, g.path) for node in g.nodes]
+    (['REF::MatMul:1', 'REF::BiasAdd:2'], ['MatMul', 'BiasAdd'])
+    """
     if node.op_type.startswith("REF::"):
         ref = node.op_type[5:]
         if ref not in prims:

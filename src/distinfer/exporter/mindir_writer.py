@@ -234,13 +234,33 @@ def _abstract(name: str, arrays) -> pb.AttributeProto:
 
 
 def build_model(tr: Trace, graph_name: str) -> tuple[pb.ModelProto, list[tuple[pb.TensorProto, np.ndarray]]]:
-    """The ModelProto of a trace (weights not yet attached) and the ``(TensorProto, block)`` weight list."""
+    """The ModelProto of a trace (weights not yet attached) and the ``(TensorProto, block)`` weight list.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> from distinfer.exporter.trace import trace_network
+    >>> model, weights = build_model(trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))]), "net")
+    >>> model.producer_name, [node.op_type for node in model.graph.node]
+    ('distinfer', ['REF::MatMul:1', 'REF::BiasAdd:2'])
+    >>> [(proto.name, block.shape) for proto, block in weights]  # not in the model until write_mindir
+    [('net:weight', (2, 3)), ('net:bias', (2,))]
+    """
     return _Builder(tr, graph_name).build()
 
 
 def write_mindir(path: str, model: pb.ModelProto, weights: list[tuple[pb.TensorProto, np.ndarray]],
                  total_save: int | None = None) -> str:
-    """Attach the weights (inline, or external above ``total_save`` bytes) and write ``path`` atomically."""
+    """Attach the weights (inline, or external above ``total_save`` bytes) and write ``path`` atomically.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> from distinfer.exporter.trace import trace_network
+    >>> model, weights = build_model(trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))]), "net")
+    >>> d = tempfile.mkdtemp()
+    >>> p = write_mindir(os.path.join(d, "net.mindir"), model, weights, total_save=16)  # 32 bytes of weights > 16
+    >>> sorted(os.listdir(d)), os.listdir(os.path.join(d, "net_variables")), ms.load(p).weights()["weight"].shape
+    (['net.mindir', 'net_variables'], ['data_0'], (2, 3))
+    """
     limit = TOTAL_SAVE if total_save is None else total_save
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -26,7 +26,18 @@ OPSET = 17
 
 
 class OnnxExportError(DistinferError, ValueError):
-    """The network cannot be written as ONNX (distributed, or an op without an ONNX form)."""
+    """The network cannot be written as ONNX (distributed, or an op without an ONNX form).
+
+    The example writes a trace recorded on 2 devices, as each rank of a 2-rank job records one:
+
+    >>> import os, tempfile
+    >>> from distinfer.exporter.trace import Trace
+    >>> try:
+    ...     write_onnx(os.path.join(tempfile.mkdtemp(), "net.onnx"), Trace(sharded=True, device_num=2))
+    ... except OnnxExportError as e:
+    ...     print(isinstance(e, ValueError), str(e).split(";")[0])
+    True ONNX export: the network runs on 2 devices with communication (parallel_mode semi_auto_parallel)
+    """
 
 
 class _Builder:
@@ -294,7 +305,7 @@ _OPS: dict[str, Callable] = {
     "Pow": _binary("Pow"), "Less": _binary("Less"), "Greater": _binary("Greater"), "Equal": _binary("Equal"),
     "LessEqual": _binary("LessOrEqual"), "GreaterEqual": _binary("GreaterOrEqual"), "BiasAdd": _bias_add,
     "ReLU": _unary("Relu"), "Sigmoid": _unary("Sigmoid"), "Tanh": _unary("Tanh"), "Exp": _unary("Exp"),
-    "Log": _unary("Log"), "Sqrt": _unary("Sqrt"), "Neg": _unary("Neg"), "Abs": _unary("Abs"),
+    "Log": _unary("Log"), "Sqrt": _unary("Sqrt"), "Neg": _unary("Neg"), "Abs": _unary("Abs"), "Erf": _unary("Erf"),
     "Identity": _unary("Identity"), "Rsqrt": _rsqrt, "Square": _square, "SiLU": _silu, "GeLU": _gelu,
     "Softmax": _softmax("Softmax"), "LogSoftmax": _softmax("LogSoftmax"), "LayerNorm": _layernorm,
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "ExpandDims": _expand_dims,
@@ -314,7 +325,16 @@ def check_exportable(tr: Trace) -> None:
 
 
 def write_onnx(path: str, tr: Trace, options: dict | None = None) -> str:
-    """Write the trace as an ONNX model at ``path`` (atomically) after ``onnx.checker.check_model``."""
+    """Write the trace as an ONNX model at ``path`` (atomically) after ``onnx.checker.check_model``.
+
+    >>> import os, tempfile, numpy as np, onnx, distinfer as ms
+    >>> from distinfer import nn
+    >>> from distinfer.exporter.trace import trace_network
+    >>> tr = trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))])
+    >>> m = onnx.load(write_onnx(os.path.join(tempfile.mkdtemp(), "net.onnx"), tr))
+    >>> [node.op_type for node in m.graph.node], [i.name for i in m.graph.input], [w.name for w in m.graph.initializer]
+    (['Gemm', 'Add'], ['x'], ['weight', 'bias'])
+    """
     import os
 
     from .. import __version__

@@ -37,12 +37,30 @@ __all__ = ["Trace", "OpStep", "CommStep", "trace_network", "TraceError"]
 
 
 class TraceError(DistinferError, RuntimeError):
-    """The traced run did something the exporter cannot record faithfully."""
+    """The traced run did something the exporter cannot record faithfully.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> class Shape(nn.Cell):
+    ...     def construct(self, x):
+    ...         return x.shape  # ints, not Tensors
+    >>> trace_network(Shape(), [ms.Tensor(np.ones((2, 2), np.float32))])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distinfer.exporter.trace.TraceError: export: the network returned a int; only Tensors ... can be exported
+    """
 
 
 @dataclass
 class OpStep:
-    """One primitive call on this rank."""
+    """One primitive call on this rank.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> step = trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((4, 3), np.float32))]).steps[0]
+    >>> step.prim.name, step.inputs, step.outputs, step.in_shapes, step.out_shapes
+    ('MatMul', ['x', 'weight'], ['MatMul-op_1'], [(4, 3), (2, 3)], [(4, 2)])
+    """
 
     prim: Any
     inputs: list[str]  # value names of tensor inputs (after any communication)
@@ -61,7 +79,19 @@ class OpStep:
 
 @dataclass
 class CommStep:
-    """A communication applied to one value: ``kind`` is "allreduce", "reduce_scatter" or "redistribute"."""
+    """A communication applied to one value: ``kind`` is "allreduce", "reduce_scatter" or "redistribute".
+
+    One process runs no communication, so its trace holds only :class:`OpStep` s; a rank's trace
+    in an ``mpirun`` job holds a CommStep wherever a value is reduced or redistributed.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> tr = trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))])
+    >>> [type(s).__name__ for s in tr.steps], tr.has_comm
+    (['OpStep', 'OpStep'], False)
+    >>> Trace(steps=[CommStep("allreduce", "MatMul-op_1", "AllReduce_3", {})]).has_comm
+    True
+    """
 
     kind: str
     input: str
@@ -71,7 +101,16 @@ class CommStep:
 
 @dataclass
 class Trace:
-    """What one rank ran: sources (inputs, weights, constants), steps in order, outputs."""
+    """What one rank ran: sources (inputs, weights, constants), steps in order, outputs.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> tr = trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((4, 3), np.float32))])
+    >>> tr.input_names, list(tr.params), [name for name, _ in tr.outputs], tr.outputs[0][1].shape
+    (['x'], ['weight', 'bias'], ['BiasAdd-op_2'], (4, 2))
+    >>> tr.sharded, tr.device_num, tr.rank, tr.has_comm  # a stand-alone run in one process
+    (False, 1, 0, False)
+    """
 
     inputs: list[tuple[str, Tensor]] = field(default_factory=list)  # (value name, wrapped input)
     input_names: list[str] = field(default_factory=list)  # the construct() argument names
@@ -215,7 +254,15 @@ def input_names(net: Any, count: int) -> list[str]:
 
 
 def trace_network(net: Any, inputs: Sequence[Any]) -> Trace:
-    """Run ``net`` once on ``inputs`` (following the dataset strategy, as ``Model.predict``) and trace it."""
+    """Run ``net`` once on ``inputs`` (following the dataset strategy, as ``Model.predict``) and trace it.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> net = nn.SequentialCell([nn.Dense(3, 2), nn.ReLU()])
+    >>> tr = trace_network(net, [ms.Tensor(np.ones((4, 3), np.float32))])
+    >>> [step.prim.name for step in tr.steps], list(tr.params)
+    (['MatMul', 'BiasAdd', 'ReLU'], ['0.weight', '0.bias'])
+    """
     from ..train.model import _distribute_inputs, _loaded_strategy_items, _output_layout
 
     net.set_train(False)

@@ -69,6 +69,14 @@ class CkptEntry(NamedTuple):
     ``chunks`` are ``(file_offset, length)`` pairs of the ``tensor_content`` of each
     same-tag record in file order; their concatenation is the C-order little-endian data.
     ``record`` is the index of its first record in the file (for error messages).
+
+    >>> import os, tempfile, numpy as np
+    >>> p = os.path.join(tempfile.mkdtemp(), "a.ckpt")
+    >>> write_ckpt(p, [("x", np.zeros((4, 4), np.float32))], chunk_bytes=32)  # 64 bytes: two records
+    >>> with CkptFile(p) as f:
+    ...     e = f.entry("x")
+    >>> e.name, e.dtype, e.shape, e.nbytes, [length for _, length in e.chunks], e.record
+    ('x', Float32, (4, 4), 64, [32, 32], 0)
     """
 
     name: str
@@ -80,7 +88,15 @@ class CkptEntry(NamedTuple):
 
 
 class RawValue(NamedTuple):
-    """A value given to :func:`write_ckpt` as already-encoded bytes (e.g. packed Int4 data)."""
+    """A value given to :func:`write_ckpt` as already-encoded bytes (e.g. packed Int4 data).
+
+    >>> import os, tempfile, distinfer as ms
+    >>> p = os.path.join(tempfile.mkdtemp(), "q.ckpt")
+    >>> write_ckpt(p, [("q", RawValue(ms.qint4x2, (4,), bytes([0x21, 0x43])))])  # four Int4 values, packed
+    >>> with CkptFile(p) as f:
+    ...     print(f.entry("q").dtype, f.entry("q").shape, f.read("q").tolist())  # read back as the packed bytes
+    Int4 (4,) [33, 67]
+    """
 
     dtype: mstype.Type
     shape: tuple[int, ...]

@@ -46,6 +46,16 @@ class StrategyTypeError(FormatError, TypeError):
     """A strategy file that is neither valid protobuf nor valid JSON.
 
     MindSpore raises ``TypeError`` here; this is both that and a :class:`FormatError`.
+
+    >>> import os, tempfile
+    >>> from distinfer.errors import FormatError
+    >>> p = os.path.join(tempfile.mkdtemp(), "bad.json")
+    >>> with open(p, "w") as fh: _ = fh.write("{not json")
+    >>> try:
+    ...     read_strategy(p)
+    ... except StrategyTypeError as e:  # caught as TypeError by MindSpore-style code too
+    ...     print(isinstance(e, TypeError), isinstance(e, FormatError))
+    True True
     """
 
 
@@ -55,6 +65,12 @@ class ParamLayout:
 
     ``tensor_map`` entries are ints, or tuples of ints for a dim split over several device
     axes (2.x Layout API). ``tensor_shape`` exists only in the JSON form.
+
+    >>> pl = ParamLayout([2, 4], [1, -1])  # dim 0 split over device axis 1 (size 2), dim 1 whole
+    >>> pl.to_layout((8, 3)).local_shape
+    (4, 3)
+    >>> ParamLayout([4], [-1, -1], opt_weight_shard_step=1, opt_weight_shard_size=-1).opt_shard_size()
+    4
     """
 
     dev_matrix: list[int]
@@ -112,6 +128,13 @@ class StrategyFile:
     ``layouts`` maps parameter names (``"<stage>-<name>"`` in merged pipeline files) to their
     :class:`ParamLayout`; ``current_stage`` is MindSpore's save counter (1 for a fresh run).
     Dict order is file order.
+
+    >>> import os, tempfile
+    >>> sf = StrategyFile(items={"MatMul_w": (0, [[1, 2], [2, 1]])}, layouts={"w": ParamLayout([2], [0, -1])})
+    >>> d = tempfile.mkdtemp()
+    >>> write_strategy(os.path.join(d, "s.ckpt"), sf); write_strategy(os.path.join(d, "s.json"), sf)
+    >>> read_strategy(os.path.join(d, "s.ckpt")) == sf, read_strategy(os.path.join(d, "s.json")) == sf
+    (True, True)
     """
 
     items: dict[str, tuple[int, list[list[int]]]] = field(default_factory=dict)

@@ -26,7 +26,20 @@ __all__ = ["Cell", "SequentialCell", "CellList"]
 
 
 class Cell:
-    """Base class of every network and layer (``construct`` defines the forward pass)."""
+    """Base class of every network and layer (``construct`` defines the forward pass).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn, ops
+    >>> class Scale(nn.Cell):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.k = ms.Parameter(ms.Tensor(np.array([2.0], np.float32)), name="k")
+    ...     def construct(self, x):
+    ...         return ops.mul(x, self.k)
+    >>> net = Scale()
+    >>> net(ms.Tensor(np.array([1.0, 3.0], np.float32))).asnumpy().tolist(), list(net.parameters_dict())
+    ([2.0, 6.0], ['k'])
+    """
 
     def __init__(self, auto_prefix: bool = True, flags: dict | None = None) -> None:
         object.__setattr__(self, "_params", OrderedDict())
@@ -185,7 +198,17 @@ class Cell:
 
 
 class SequentialCell(Cell):
-    """Cells run in order; built from a list or an OrderedDict."""
+    """Cells run in order; built from a list or an OrderedDict.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> w = ms.Tensor(np.array([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]], np.float32))
+    >>> seq = nn.SequentialCell([nn.Dense(3, 2, weight_init=w, bias_init="zeros"), nn.ReLU()])
+    >>> len(seq), [name for name, _ in seq.parameters_and_names()]
+    (2, ['0.weight', '0.bias'])
+    >>> seq(ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))).asnumpy().tolist()  # [6, -6] after Dense
+    [[6.0, 0.0]]
+    """
 
     def __init__(self, *args: Any) -> None:
         super().__init__()
@@ -213,7 +236,15 @@ class SequentialCell(Cell):
 
 
 class CellList(Cell):
-    """A list of cells whose parameters are registered as ``<index>.<name>``."""
+    """A list of cells whose parameters are registered as ``<index>.<name>``.
+
+    >>> from distinfer import nn
+    >>> layers = nn.CellList([nn.Dense(3, 2), nn.Dense(2, 1)])
+    >>> len(layers), [name for name, _ in layers.parameters_and_names()]
+    (2, ['0.weight', '0.bias', '1.weight', '1.bias'])
+    >>> [layer.out_channels for layer in layers]
+    [2, 1]
+    """
 
     def __init__(self, *args: Any) -> None:
         super().__init__()

@@ -22,6 +22,14 @@ class Dense(Cell):
 
     ``weight`` is ``[out_channels, in_channels]`` and the forward pass is
     ``MatMul(transpose_b=True)(x, weight)`` then ``BiasAdd``, as in MindSpore.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> net = nn.Dense(3, 2, weight_init="ones", bias_init="zeros", activation="relu")
+    >>> net.weight.shape, net(ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))).asnumpy().tolist()
+    ((2, 3), [[6.0, 6.0]])
+    >>> net(ms.Tensor(np.ones((5, 4, 3), np.float32))).shape  # leading dims are kept
+    (5, 4, 2)
     """
 
     def __init__(self, in_channels: int, out_channels: int, weight_init=None, bias_init=None, has_bias: bool = True,
@@ -75,6 +83,14 @@ class _Wrap(Cell):
 
 
 class ReLU(_Wrap):
+    """``max(x, 0)`` elementwise (primitive ``self.relu``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> nn.ReLU()(ms.Tensor(np.array([-1.0, 0.0, 2.0], np.float32))).asnumpy().tolist()
+    [0.0, 0.0, 2.0]
+    """
+
     attr = "relu"
 
     def __init__(self) -> None:
@@ -83,16 +99,37 @@ class ReLU(_Wrap):
 
 
 class GELU(_Wrap):
+    """``GELU(approximate=True)``: GeLU elementwise; the tanh approximation (primitive
+    ``self.gelu``, shardable), or with ``approximate=False`` the exact
+    ``x * (1 + erf(x / sqrt(2))) / 2`` (:func:`distinfer.ops.gelu`).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> x = ms.Tensor(np.array([-1.0, 0.0, 2.0], np.float32))
+    >>> [nn.GELU(a)(x).asnumpy().astype(float).round(5).tolist() for a in (True, False)]
+    [[-0.15881, 0.0, 1.9546], [-0.15866, 0.0, 1.9545]]
+    """
+
     attr = "gelu"
 
     def __init__(self, approximate: bool = True) -> None:
         super().__init__()
-        if not approximate:
-            raise ValueError("GELU(approximate=False) is not supported; the tanh approximation is MindSpore's default")
+        self.approximate = bool(approximate)
         self.gelu = ops.GeLU()
+
+    def construct(self, x):
+        return self.gelu(x) if self.approximate else ops.gelu(x, approximate="none")
 
 
 class Sigmoid(_Wrap):
+    """``1 / (1 + exp(-x))`` elementwise (primitive ``self.sigmoid``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> nn.Sigmoid()(ms.Tensor(np.array([-1.0, 0.0, 2.0], np.float32))).asnumpy().astype(float).round(4).tolist()
+    [0.2689, 0.5, 0.8808]
+    """
+
     attr = "sigmoid"
 
     def __init__(self) -> None:
@@ -101,6 +138,14 @@ class Sigmoid(_Wrap):
 
 
 class Tanh(_Wrap):
+    """Hyperbolic tangent elementwise (primitive ``self.tanh``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> nn.Tanh()(ms.Tensor(np.array([-1.0, 0.0, 2.0], np.float32))).asnumpy().astype(float).round(4).tolist()
+    [-0.7616, 0.0, 0.964]
+    """
+
     attr = "tanh"
 
     def __init__(self) -> None:
@@ -109,12 +154,27 @@ class Tanh(_Wrap):
 
 
 class Identity(Cell):
+    """Returns its input unchanged.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> nn.Identity()(ms.Tensor(np.array([-1.0, 2.0], np.float32))).asnumpy().tolist()
+    [-1.0, 2.0]
+    """
+
     def construct(self, x):
         return x
 
 
 class Flatten(Cell):
-    """``Flatten(start_dim=1, end_dim=-1)``."""
+    """``Flatten(start_dim=1, end_dim=-1)``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> x = ms.Tensor(np.zeros((2, 3, 4, 5), np.float32))
+    >>> nn.Flatten()(x).shape, nn.Flatten(start_dim=1, end_dim=2)(x).shape
+    ((2, 60), (2, 12, 5))
+    """
 
     def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
@@ -128,6 +188,17 @@ class Flatten(Cell):
 
 
 class Softmax(_Wrap):
+    """``Softmax(axis=-1)`` (primitive ``self.softmax``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> x = ms.Tensor(np.array([[0.0, 0.0], [0.0, np.log(3.0)]], np.float32))
+    >>> nn.Softmax()(x).asnumpy().astype(float).round(4).tolist()
+    [[0.5, 0.5], [0.25, 0.75]]
+    >>> nn.Softmax(axis=0)(x).asnumpy().astype(float).round(4).tolist()
+    [[0.5, 0.25], [0.5, 0.75]]
+    """
+
     attr = "softmax"
 
     def __init__(self, axis: int = -1) -> None:
@@ -136,6 +207,15 @@ class Softmax(_Wrap):
 
 
 class LogSoftmax(_Wrap):
+    """``LogSoftmax(axis=-1)`` (primitive ``self.log_softmax``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> y = nn.LogSoftmax()(ms.Tensor(np.array([[0.0, 0.0, 0.0, 0.0]], np.float32)))
+    >>> y.asnumpy().astype(float).round(4).tolist()  # log(1/4)
+    [[-1.3863, -1.3863, -1.3863, -1.3863]]
+    """
+
     attr = "log_softmax"
 
     def __init__(self, axis: int = -1) -> None:
@@ -145,7 +225,16 @@ class LogSoftmax(_Wrap):
 
 class LayerNorm(Cell):
     """``LayerNorm(normalized_shape, begin_norm_axis=-1, begin_params_axis=-1, gamma_init='ones',
-    beta_init='zeros', epsilon=1e-7)``; ``gamma``/``beta`` parameters; ``self.layer_norm`` primitive."""
+    beta_init='zeros', epsilon=1e-7)``; ``gamma``/``beta`` parameters; ``self.layer_norm`` primitive.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> ln = nn.LayerNorm((3,))
+    >>> [name for name, _ in ln.parameters_and_names()]
+    ['gamma', 'beta']
+    >>> ln(ms.Tensor(np.array([[1.0, 2.0, 3.0]], np.float32))).asnumpy().astype(float).round(4).tolist()
+    [[-1.2247, 0.0, 1.2247]]
+    """
 
     def __init__(self, normalized_shape, begin_norm_axis: int = -1, begin_params_axis: int = -1, gamma_init="ones",
                  beta_init="zeros", epsilon: float = 1e-7, dtype=mstype.float32) -> None:
@@ -163,7 +252,15 @@ class LayerNorm(Cell):
 
 class Embedding(Cell):
     """``Embedding(vocab_size, embedding_size, use_one_hot=False, embedding_table='normal', dtype=int32,
-    padding_idx=None)``; the table is ``embedding_table`` and the lookup is ``self.gather``."""
+    padding_idx=None)``; the table is ``embedding_table`` and the lookup is ``self.gather``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> table = ms.Tensor(np.arange(10, dtype=np.float32).reshape(5, 2))
+    >>> emb = nn.Embedding(5, 2, embedding_table=table)
+    >>> emb(ms.Tensor(np.array([[4, 0]], np.int32))).asnumpy().tolist()
+    [[[8.0, 9.0], [0.0, 1.0]]]
+    """
 
     def __init__(self, vocab_size: int, embedding_size: int, use_one_hot: bool = False, embedding_table="normal",
                  dtype=mstype.int32, padding_idx=None) -> None:
@@ -180,7 +277,16 @@ class Embedding(Cell):
 
 
 class Dropout(Cell):
-    """``Dropout(keep_prob=None, p=None)``: identity unless the cell is training."""
+    """``Dropout(keep_prob=None, p=None)``: identity unless the cell is training.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> drop, x = nn.Dropout(p=0.5), ms.Tensor(np.ones((4, 4), np.float32))
+    >>> bool((drop(x).asnumpy() == 1).all())  # not training: the identity
+    True
+    >>> set(drop.set_train()(x).asnumpy().ravel().tolist()) <= {0.0, 2.0}  # kept values scaled by 1 / (1 - p)
+    True
+    """
 
     def __init__(self, keep_prob: float | None = None, p: float | None = None, dtype=mstype.float32) -> None:
         super().__init__()

@@ -19,7 +19,17 @@ _INT_LABELS = (mstype.int32, mstype.int64)
 
 
 class LossBase(Cell):
-    """Applies ``reduction`` ('mean', 'sum' or 'none') to a per-element loss."""
+    """Applies ``reduction`` ('mean', 'sum' or 'none') to a per-element loss.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> class Half(nn.LossBase):  # a custom loss: 0.5 * x, then the reduction
+    ...     def construct(self, x):
+    ...         return self.get_loss(x, 0.5)
+    >>> x = ms.Tensor(np.array([1.0, 2.0, 3.0], np.float32))
+    >>> float(Half()(x).asnumpy()), float(Half("sum")(x).asnumpy()), Half("none")(x).asnumpy().tolist()
+    (1.0, 3.0, [0.5, 1.0, 1.5])
+    """
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
@@ -45,7 +55,15 @@ def _check_logits(name: str, logits) -> None:
 
 
 class SoftmaxCrossEntropyWithLogits(LossBase):
-    """``SoftmaxCrossEntropyWithLogits(sparse=False, reduction='none')``."""
+    """``SoftmaxCrossEntropyWithLogits(sparse=False, reduction='none')``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> logits = ms.Tensor(np.array([[2.0, 0.0], [0.0, 2.0]], np.float32))
+    >>> loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True)  # reduction 'none': one loss per row
+    >>> loss(logits, ms.Tensor(np.array([0, 0], np.int32))).asnumpy().astype(float).round(4).tolist()
+    [0.1269, 2.1269]
+    """
 
     def __init__(self, sparse: bool = False, reduction: str = "none") -> None:
         super().__init__(reduction)
@@ -71,6 +89,14 @@ class CrossEntropyLoss(LossBase):
     """``CrossEntropyLoss(weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0)``.
 
     Labels are class indices (Int32/Int64, shape ``[N]``) or class probabilities (``[N, C]``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> logits, loss = ms.Tensor(np.array([[2.0, 0.0], [0.0, 2.0]], np.float32)), nn.CrossEntropyLoss()
+    >>> round(float(loss(logits, ms.Tensor(np.array([0, 1], np.int32))).asnumpy()), 4)  # class indices
+    0.1269
+    >>> round(float(loss(logits, ms.Tensor(np.full((2, 2), 0.5, np.float32))).asnumpy()), 4)  # probabilities
+    1.1269
     """
 
     def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean",
@@ -97,14 +123,28 @@ class CrossEntropyLoss(LossBase):
 
 
 class MSELoss(LossBase):
-    """``MSELoss(reduction='mean')``."""
+    """``MSELoss(reduction='mean')``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> a, b = ms.Tensor(np.array([1.0, 2.0, 4.0], np.float32)), ms.Tensor(np.array([1.0, 0.0, 5.0], np.float32))
+    >>> round(float(nn.MSELoss()(a, b).asnumpy()), 4), nn.MSELoss(reduction="none")(a, b).asnumpy().tolist()
+    (1.6667, [0.0, 4.0, 1.0])
+    """
 
     def construct(self, logits, labels):
         return self.get_loss(ops.square(ops.sub(logits, labels)))
 
 
 class L1Loss(LossBase):
-    """``L1Loss(reduction='mean')``."""
+    """``L1Loss(reduction='mean')``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> a, b = ms.Tensor(np.array([1.0, 2.0, 4.0], np.float32)), ms.Tensor(np.array([1.0, 0.0, 5.0], np.float32))
+    >>> float(nn.L1Loss(reduction="sum")(a, b).asnumpy()), nn.L1Loss(reduction="none")(a, b).asnumpy().tolist()
+    (3.0, [0.0, 2.0, 1.0])
+    """
 
     def construct(self, logits, labels):
         return self.get_loss(ops.abs(ops.sub(logits, labels)))

@@ -43,7 +43,19 @@ def _scalar_param(value: float, name: str, dtype=np.float32) -> Parameter:
 
 
 class Optimizer(Cell):
-    """Base optimizer: ``Optimizer(learning_rate, parameters, weight_decay=0.0, loss_scale=1.0)``."""
+    """Base optimizer: ``Optimizer(learning_rate, parameters, weight_decay=0.0, loss_scale=1.0)``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> class HalfSGD(nn.Optimizer):  # a custom rule: update() gets numpy arrays, returns the new value
+    ...     def update(self, i, value, grad, lr):
+    ...         return value - 0.5 * lr * grad
+    >>> w = ms.Parameter(ms.Tensor(np.array([1.0, 2.0], np.float32)), name="w")
+    >>> opt = HalfSGD(0.2, [w]); opt((ms.Tensor(np.array([1.0, -1.0], np.float32)),))
+    True
+    >>> w.asnumpy().astype(float).round(4).tolist(), opt.global_step.asnumpy().tolist()
+    ([0.9, 2.1], [1])
+    """
 
     def __init__(self, learning_rate, parameters: Iterable[Parameter], weight_decay: float = 0.0,
                  loss_scale: float = 1.0) -> None:
@@ -126,7 +138,16 @@ def _optimizer_shard_layout(p: Parameter) -> Layout | None:
 
 class SGD(Optimizer):
     """``SGD(params, learning_rate=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-    loss_scale=1.0)``; state ``accum.*`` (zeros), ``stat.*`` (ones), ``momentum``."""
+    loss_scale=1.0)``; state ``accum.*`` (zeros), ``stat.*`` (ones), ``momentum``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> w = ms.Parameter(ms.Tensor(np.array([1.0, 2.0], np.float32)), name="w")
+    >>> opt = nn.SGD([w], learning_rate=0.1)
+    >>> _ = opt((ms.Tensor(np.array([0.5, -1.0], np.float32)),))  # w -= lr * grad
+    >>> w.asnumpy().astype(float).round(4).tolist(), [p.name for p in opt.accum + opt.stat]
+    ([0.95, 2.1], ['accum.w', 'stat.w'])
+    """
 
     def __init__(self, params, learning_rate=0.1, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, loss_scale: float = 1.0) -> None:
@@ -155,7 +176,16 @@ class SGD(Optimizer):
 
 class Momentum(Optimizer):
     """``Momentum(params, learning_rate, momentum, weight_decay=0.0, loss_scale=1.0, use_nesterov=False)``;
-    state ``moments.*``: ``m = momentum * m + g``; ``w -= lr * m`` (or ``lr * (g + momentum * m)``)."""
+    state ``moments.*``: ``m = momentum * m + g``; ``w -= lr * m`` (or ``lr * (g + momentum * m)``).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> w = ms.Parameter(ms.Tensor(np.array([1.0, 2.0], np.float32)), name="w")
+    >>> opt, g = nn.Momentum([w], learning_rate=0.1, momentum=0.9), (ms.Tensor(np.array([0.5, -1.0], np.float32)),)
+    >>> _ = opt(g); _ = opt(g)  # m = g, then m = 0.9 * g + g
+    >>> w.asnumpy().astype(float).round(4).tolist(), opt.moments[0].asnumpy().astype(float).round(4).tolist()
+    ([0.855, 2.29], [0.95, -1.9])
+    """
 
     def __init__(self, params, learning_rate, momentum: float, weight_decay: float = 0.0, loss_scale: float = 1.0,
                  use_nesterov: bool = False) -> None:
@@ -179,7 +209,16 @@ class Momentum(Optimizer):
 class Adam(Optimizer):
     """``Adam(params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, use_locking=False,
     use_nesterov=False, weight_decay=0.0, loss_scale=1.0)``; state ``moment1.*``, ``moment2.*``,
-    ``beta1_power``, ``beta2_power`` (updated before use, as MindSpore's ``Adam`` does)."""
+    ``beta1_power``, ``beta2_power`` (updated before use, as MindSpore's ``Adam`` does).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> w = ms.Parameter(ms.Tensor(np.array([1.0, 2.0], np.float32)), name="w")
+    >>> opt = nn.Adam([w], learning_rate=0.1)
+    >>> _ = opt((ms.Tensor(np.array([0.5, -1.0], np.float32)),))  # the first step moves each weight by ~lr
+    >>> w.asnumpy().astype(float).round(4).tolist(), [p.name for p in opt.moment1 + opt.moment2]
+    ([0.9, 2.1], ['moment1.w', 'moment2.w'])
+    """
 
     def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                  use_locking: bool = False, use_nesterov: bool = False, weight_decay: float = 0.0,
@@ -212,7 +251,16 @@ class Adam(Optimizer):
 
 class AdamWeightDecay(Optimizer):
     """``AdamWeightDecay(params, learning_rate=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0)``;
-    state ``adam_m.*``/``adam_v.*``; decoupled decay, no bias correction (MindSpore's rule)."""
+    state ``adam_m.*``/``adam_v.*``; decoupled decay, no bias correction (MindSpore's rule).
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> w = ms.Parameter(ms.Tensor(np.array([1.0, 2.0], np.float32)), name="w")
+    >>> opt = nn.AdamWeightDecay([w], learning_rate=0.1, weight_decay=0.01)
+    >>> _ = opt((ms.Tensor(np.array([0.5, -1.0], np.float32)),))  # no bias correction: a first step of ~lr * sqrt(10)
+    >>> w.asnumpy().astype(float).round(4).tolist(), [p.name for p in opt.moments1 + opt.moments2]
+    ([0.6828, 2.3142], ['adam_m.w', 'adam_v.w'])
+    """
 
     def __init__(self, params, learning_rate=1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
                  weight_decay: float = 0.0) -> None:

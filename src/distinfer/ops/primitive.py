@@ -37,7 +37,14 @@ _EXECUTE: Callable[..., Any] | None = None
 
 @dataclass
 class OpLayouts:
-    """What a rule decided: device matrix, required input layouts, output layouts and partial axes."""
+    """What a rule decided: device matrix, required input layouts, output layouts and partial axes.
+
+    >>> from distinfer import ops
+    >>> from distinfer.ops.primitive import apply_rule
+    >>> lay = apply_rule(ops.MatMul(), ((2, 2), (2, 1)), [(4, 6), (6, 3)], [(4, 3)], 8, {})
+    >>> lay.dev_matrix, lay.outputs[0].tensor_map, lay.partial  # k split: output partial over position 1
+    ((2, 2, 1, 2), (3, 1), [(1,)])
+    """
 
     dev_matrix: tuple[int, ...]
     inputs: list[Layout | None]
@@ -50,7 +57,15 @@ class OpLayouts:
 def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_shapes: Sequence[Sequence[int] | None],
           out_dims: Sequence[Dims], out_shapes: Sequence[Sequence[int]], partial: Sequence[Sequence[int]] = (),
           repeat_left: bool = False, partial_op: str = "sum", op: str = "op") -> OpLayouts:
-    """Layouts over ``n`` devices from raw device positions (see module doc)."""
+    """Layouts over ``n`` devices from raw device positions (see module doc).
+
+    Here MatMul's ``[a, k, c] = [2, 2, 1]`` on 8 devices: the repeat count 2 is appended on the right.
+
+    >>> from distinfer.ops.primitive import build
+    >>> lay = build(8, [2, 2, 1], [[0, 1], [1, 2]], [(4, 6), (6, 3)], [[0, 2]], [(4, 3)], partial=[[1]])
+    >>> lay.dev_matrix, [x.tensor_map for x in lay.inputs], lay.outputs[0].local_shape
+    ((2, 2, 1, 2), [(3, 2), (2, 1)], (2, 3))
+    """
     used = math.prod(dev_raw)
     if used > n or n % used:
         raise StrategyError(f"{op}: the strategy uses {used} devices (device matrix {list(dev_raw)}), which "
@@ -81,7 +96,16 @@ def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_sha
 
 
 def check_strategy(op: str, strategy: Any, shapes: Sequence[Sequence[int] | None], n: int) -> tuple:
-    """Validate a strategy's form against the input shapes; return it as a tuple of tuples."""
+    """Validate a strategy's form against the input shapes; return it as a tuple of tuples.
+
+    >>> from distinfer.ops.primitive import check_strategy
+    >>> check_strategy("MatMul", [[2, 1], [1, 1]], [(4, 3), (3, 5)], 2)
+    ((2, 1), (1, 1))
+    >>> check_strategy("MatMul", ((3, 1), (1, 1)), [(4, 3), (3, 5)], 4)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distinfer.errors.StrategyError: MatMul: axis 0 of input 0 with shape (4, 3) is split 3 ways, but 4 is not ...
+    """
     tensor_shapes = [s for s in shapes]
     if not isinstance(strategy, (tuple, list)) or len(strategy) != len(tensor_shapes):
         raise StrategyError(f"{op}: the strategy {strategy} must have one tuple per input ({len(tensor_shapes)} "
@@ -114,6 +138,15 @@ def apply_rule(prim: "Primitive", strategy: tuple, shapes: Sequence[Sequence[int
 
     Some checks (e.g. the device matrix :func:`build` derives exceeding the stage) only see the
     derived matrix; this adds what the user typed to their message.
+
+    >>> from distinfer import ops
+    >>> from distinfer.errors import StrategyError
+    >>> from distinfer.ops.primitive import apply_rule
+    >>> try:
+    ...     apply_rule(ops.MatMul(), ((2, 2), (2, 2)), [(4, 6), (6, 4)], [(4, 4)], 4, {})
+    ... except StrategyError as e:
+    ...     print(e)  # doctest: +ELLIPSIS
+    MatMul: the strategy uses 8 devices ... (strategy ((2, 2), (2, 2)), input shapes [(4, 6), (6, 4)], 4 devices)
     """
     try:
         return prim.rule(strategy, shapes, out_shapes, n, consts)
@@ -144,6 +177,14 @@ class Primitive:
 
     Subclasses set ``tensor_args`` (positions of tensor arguments; the others are constants) and
     implement :meth:`infer`, :meth:`rule` and :meth:`kernel` (and :meth:`bprop` for training).
+    Strategies apply only in semi-auto and auto parallel modes; otherwise the op runs on the local data.
+
+    >>> import numpy as np, distinfer as ms
+    >>> mm = ms.ops.MatMul().shard(((2, 1), (1, 1)))
+    >>> mm
+    Prim[MatMul], in_strategy=((2, 1), (1, 1))
+    >>> mm(ms.Tensor(np.ones((2, 3), np.float32)), ms.Tensor(np.ones((3, 1), np.float32))).asnumpy().tolist()
+    [[3.0], [3.0]]
     """
 
     tensor_args: tuple[int, ...] | None = None  # None: every argument is a tensor

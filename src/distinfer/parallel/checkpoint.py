@@ -81,6 +81,17 @@ class TransformJob:
 
     Building one opens (indexes) every source file and plans every destination rank, so all
     errors surface before anything is written. :meth:`write` then writes one rank.
+
+    >>> import os, tempfile, numpy as np
+    >>> from distinfer.io import ParamLayout, StrategyFile, write_ckpt, write_strategy
+    >>> d = tempfile.mkdtemp(); full = np.arange(8, dtype=np.float32).reshape(2, 4)
+    >>> for r in range(2):  # training saved w's column blocks on 2 ranks, and a global_step
+    ...     write_ckpt(f"{d}/rank{r}.ckpt", [("w", full[:, 2 * r:2 * r + 2]), ("global_step", 5)])
+    >>> write_strategy(f"{d}/src_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [-1, 0])}))
+    >>> job = TransformJob(f"{d}/src_strategy.ckpt", None, {r: f"{d}/rank{r}.ckpt" for r in range(2)}, [0])
+    >>> job.params, job.extras(0), job.write(0, f"{d}/full.ckpt")  # no destination strategy: the full tensor
+    (['w'], ['global_step'], 32)
+    >>> job.close()
     """
 
     def __init__(self, src_strategy: Optional[PathLike], dst_strategy: Optional[PathLike],
@@ -248,6 +259,20 @@ def transform_checkpoint_by_rank(rank_id: int, checkpoint_files_map: Mapping[int
     :func:`transform_checkpoints`) the map is keyed by the stage's local ranks (``rank_list_for_transform``
     gives those), e.g. ``{0: "rank_4/...", 1: "rank_5/..."}`` for stage 1 of 4 devices, and the
     output holds that stage's parameters: the ``_part<stage>`` file of that rank.
+
+    >>> import tempfile, numpy as np
+    >>> from distinfer.io import CkptFile, ParamLayout, StrategyFile, write_ckpt, write_strategy
+    >>> d = tempfile.mkdtemp(); full = np.arange(8, dtype=np.float32).reshape(2, 4)
+    >>> for r in range(2):  # training saved w's column blocks on 2 ranks
+    ...     write_ckpt(f"{d}/rank{r}.ckpt", [("w", full[:, 2 * r:2 * r + 2])])
+    >>> write_strategy(f"{d}/src_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [-1, 0])}))
+    >>> write_strategy(f"{d}/dst_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [0, -1])}))  # rows
+    >>> transform_checkpoint_by_rank(1, {r: f"{d}/rank{r}.ckpt" for r in range(2)}, f"{d}/dst1.ckpt",
+    ...                              f"{d}/src_strategy.ckpt", f"{d}/dst_strategy.ckpt")
+    >>> with CkptFile(f"{d}/dst1.ckpt") as f: print(f.read("w").tolist())
+    [[4.0, 5.0, 6.0, 7.0]]
+    >>> convert_checkpoint_by_rank is transform_checkpoint_by_rank  # MindSpore >= 2.4's name for it
+    True
     """
     if not isinstance(checkpoint_files_map, Mapping):
         raise TypeError(f"For 'transform_checkpoint_by_rank', 'checkpoint_files_map' must be a dict, got "
@@ -333,7 +358,21 @@ def _pick_rank_files(src_dir: str, ranks: Union[int, Iterable[int]], api: str = 
 
 def plan_transform(src_checkpoints_dir: Optional[str], src_strategy_file: Optional[str],
                    dst_strategy_file: Optional[str], files: Optional[Mapping[int, str]] = None) -> TransformJob:
-    """A validated :class:`TransformJob` for all destination ranks (nothing is written)."""
+    """A validated :class:`TransformJob` for all destination ranks (nothing is written).
+
+    >>> import os, tempfile, numpy as np
+    >>> from distinfer.io import ParamLayout, StrategyFile, write_ckpt, write_strategy
+    >>> d = tempfile.mkdtemp(); full = np.arange(8, dtype=np.float32).reshape(2, 4)
+    >>> for r in range(2):  # training saved w's column blocks in src/rank_0 and src/rank_1
+    ...     os.makedirs(f"{d}/src/rank_{r}")
+    ...     write_ckpt(f"{d}/src/rank_{r}/net.ckpt", [("w", full[:, 2 * r:2 * r + 2])])
+    >>> write_strategy(f"{d}/src_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [-1, 0])}))
+    >>> write_strategy(f"{d}/dst_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [0, -1])}))  # rows
+    >>> job = plan_transform(f"{d}/src", f"{d}/src_strategy.ckpt", f"{d}/dst_strategy.ckpt")
+    >>> sorted(job.layouts), job.layouts[1]["w"].local_shape, job.cost(1)["bytes_read"]  # rank 1 reads 2 x 8 bytes
+    ([0, 1], (1, 4), 16)
+    >>> job.close()
+    """
     src = _strategy(src_strategy_file)
     dst = _strategy(dst_strategy_file)
     if files is None:
@@ -408,6 +447,19 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     strategy file and the same directories, then read a rank with
     ``load_segmented_checkpoints(dst_dir/rank_<r>)``. (A non-pipeline source whose network lacks
     some destination parameters takes this path too, with stage 0, as in MindSpore.)
+
+    >>> import os, tempfile, numpy as np
+    >>> from distinfer.io import CkptFile, ParamLayout, StrategyFile, write_ckpt, write_strategy
+    >>> d = tempfile.mkdtemp(); full = np.arange(8, dtype=np.float32).reshape(2, 4)
+    >>> for r in range(2):  # training saved w's column blocks in src/rank_0 and src/rank_1
+    ...     os.makedirs(f"{d}/src/rank_{r}")
+    ...     write_ckpt(f"{d}/src/rank_{r}/net.ckpt", [("w", full[:, 2 * r:2 * r + 2])])
+    >>> write_strategy(f"{d}/src_strategy.ckpt", StrategyFile(layouts={"w": ParamLayout([2], [-1, 0])}))
+    >>> transform_checkpoints(f"{d}/src", f"{d}/dst", "full", f"{d}/src_strategy.ckpt")  # no dst strategy: merge
+    >>> with CkptFile(f"{d}/dst/rank_0/full0.ckpt") as f: print(f.read("w").tolist())
+    [[0.0, 1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]]
+    >>> convert_checkpoints is transform_checkpoints  # MindSpore >= 2.4's name for the same function
+    True
     """
     if not isinstance(ckpt_prefix, str):
         raise TypeError(f"For 'transform_checkpoints', 'ckpt_prefix' must be a str, got {type(ckpt_prefix).__name__}")

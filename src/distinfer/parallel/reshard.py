@@ -86,7 +86,13 @@ def open_checkpoint(path: PathLike) -> Reader:
 
 
 def full_layout(shape: Sequence[int]) -> Layout:
-    """The layout of a whole tensor on one device (the destination ``None``)."""
+    """The layout of a whole tensor on one device (the destination ``None``).
+
+    >>> full_layout((4, 6))
+    Layout(dev_matrix=[1], tensor_map=[-1, -1], shape=[4, 6])
+    >>> full_layout((4, 6)).local_shape
+    (4, 6)
+    """
     return Layout((1,), (-1,) * len(shape), tuple(shape))
 
 
@@ -325,7 +331,13 @@ def read_cost(file_shape: Sequence[int], box: Box, itemsize: int) -> int:
 # ------------------------------------------------------------------------------ sources
 @dataclass
 class ReadStats:
-    """What a reshard read: bytes per source file and the files touched."""
+    """What a reshard read: bytes per source file and the files touched.
+
+    >>> stats = ReadStats()
+    >>> stats.add("rank0.ckpt", 16); stats.add("rank1.ckpt", 8); stats.add("rank0.ckpt", 8)
+    >>> stats.bytes_read, stats.per_file
+    (32, {'rank0.ckpt': 24, 'rank1.ckpt': 8})
+    """
 
     bytes_read: int = 0
     per_file: dict[str, int] = field(default_factory=dict)
@@ -345,6 +357,14 @@ class SourceCheckpoint:
     whichever stage they hold, as ``load_distributed_checkpoint`` takes them). ``strategy=None``
     means one full (unsharded) checkpoint, ``files = {0: path}``. Files are opened (indexed,
     no tensor bytes read) on first use and kept open.
+
+    >>> import os, tempfile, numpy as np
+    >>> from distinfer.io import write_ckpt
+    >>> p = os.path.join(tempfile.mkdtemp(), "full.ckpt"); write_ckpt(p, [("w", np.arange(6.0).reshape(2, 3))])
+    >>> with SourceCheckpoint(None, {0: p}) as sc:  # no strategy: one unsharded file
+    ...     rows = Layout((2,), (0, -1), (2, 3))  # the destination: rows split over 2 ranks
+    ...     print(sc.names(), sc.read_block("w", rows, 1).tolist(), sc.stats.bytes_read)
+    ['w'] [[3.0, 4.0, 5.0]] 24
     """
 
     def __init__(self, strategy: Optional[TrainStrategy], files: Mapping[int, PathLike],

@@ -12,7 +12,16 @@ __all__ = ["save_strategy", "param_layout_of"]
 
 
 def param_layout_of(layout) -> ParamLayout:
-    """A parameter's recorded layout (normalised, with optimizer-shard fields)."""
+    """A parameter's recorded layout (normalised, with optimizer-shard fields).
+
+    >>> from distinfer.layout import Layout
+    >>> pl = param_layout_of(Layout((2, 2), (1, -1), (4, 6)))
+    >>> pl.dev_matrix, pl.tensor_map, pl.opt_weight_shard_size
+    ([2, 2], [1, -1], 0)
+    >>> pl = param_layout_of(Layout((2, 4), (-1, -1), (8, 8), opt_shard_size=2))  # optimizer shard of 2
+    >>> pl.opt_weight_shard_step, pl.opt_weight_shard_size
+    (1, 2)
+    """
     norm = layout.normalized()
     size = layout.opt_shard_size
     return ParamLayout(list(norm.dev_matrix), list(norm.tensor_map), opt_weight_shard_step=layout.opt_shard_step(),
@@ -25,6 +34,20 @@ def save_strategy(path: str, recorder, network) -> None:
     Without pipeline stages every rank holds the same strategy and rank 0 writes it; with stages each
     rank writes its stage's (give each rank its own path, e.g. ``src_strategy_{rank}.ckpt``, and merge
     them with ``merge_pipeline_strategys``). Parent directories are created.
+
+    The example lays a Dense out on 4 simulated devices (a layout run needs no MPI), writes
+    its strategy file and puts the default context back.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms
+    >>> from distinfer import io, nn
+    >>> from distinfer.parallel._executor import Recorder
+    >>> ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=4, full_batch=True)
+    >>> net = nn.Dense(8, 4); _ = net.matmul.shard(((1, 4), (1, 4)))
+    >>> _ = ms.Model(net).infer_predict_layout(ms.Tensor(np.ones((2, 8), np.float32)))  # lays the parameters out
+    >>> p = os.path.join(tempfile.mkdtemp(), "strategy.ckpt"); save_strategy(p, Recorder(), net)
+    >>> ms.reset_auto_parallel_context()
+    >>> {name: (pl.dev_matrix, pl.tensor_map) for name, pl in io.read_strategy(p).layouts.items()}
+    {'weight': ([4], [-1, 0]), 'bias': ([2, 2], [-1])}
     """
     from .. import context
     from ..communication import _backend

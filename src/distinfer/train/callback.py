@@ -27,7 +27,15 @@ __all__ = ["Callback", "RunContext", "LossMonitor", "TimeMonitor", "CheckpointCo
 
 
 class RunContext:
-    """What callbacks see: ``original_args()`` returns the ``cb_params`` namespace."""
+    """What callbacks see: ``original_args()`` returns the ``cb_params`` namespace.
+
+    >>> from types import SimpleNamespace
+    >>> run = RunContext(SimpleNamespace(cur_epoch_num=1, cur_step_num=4))
+    >>> run.original_args().cur_step_num, run.get_stop_requested()
+    (4, False)
+    >>> run.request_stop(); run.get_stop_requested()  # Model.train stops after the current step
+    True
+    """
 
     def __init__(self, cb_params: SimpleNamespace) -> None:
         self._params = cb_params
@@ -50,6 +58,13 @@ class Callback:
     ``step_begin``, ``step_end``, ``epoch_end``, ``end``), which do nothing by default; a
     callback may override either set. A callback is also a context manager that ``Model.train``
     enters for the run.
+
+    >>> from types import SimpleNamespace
+    >>> class PrintStep(Callback):
+    ...     def step_end(self, run_context):  # the older name, called by on_train_step_end
+    ...         print("step", run_context.original_args().cur_step_num)
+    >>> PrintStep().on_train_step_end(RunContext(SimpleNamespace(cur_step_num=3)))
+    step 3
     """
 
     def __enter__(self) -> "Callback":
@@ -93,7 +108,19 @@ def _loss_value(outputs: Any) -> float:
 
 
 class LossMonitor(Callback):
-    """Prints ``epoch: E step: S, loss is L`` every ``per_print_times`` steps."""
+    """Prints ``epoch: E step: S, loss is L`` every ``per_print_times`` steps.
+
+    >>> import numpy as np, distinfer as ms, distinfer.dataset as ds
+    >>> from distinfer import nn
+    >>> data = ds.NumpySlicesDataset((np.ones((4, 2), np.float32), np.zeros(4, np.int32)), ["x", "y"]).batch(2)
+    >>> net = nn.Dense(2, 2, weight_init="zeros", bias_init="zeros")
+    >>> model, monitor = ms.Model(net, nn.CrossEntropyLoss(), nn.SGD(net.trainable_params(), 0.5)), LossMonitor(2)
+    >>> model.train(2, data, callbacks=monitor)  # doctest: +ELLIPSIS
+    epoch: 1 step: 2, loss is ...
+    epoch: 2 step: 2, loss is ...
+    >>> [round(loss, 4) for loss in monitor.losses]  # every step's loss, printed or not
+    [0.6931, 0.2014, 0.1214, 0.0876]
+    """
 
     def __init__(self, per_print_times: int = 1) -> None:
         if not isinstance(per_print_times, int) or per_print_times < 0:
@@ -113,7 +140,15 @@ class LossMonitor(Callback):
 
 
 class TimeMonitor(Callback):
-    """Prints each epoch's time and the time per step."""
+    """Prints each epoch's time and the time per step.
+
+    >>> import numpy as np, distinfer as ms, distinfer.dataset as ds
+    >>> from distinfer import nn
+    >>> data = ds.NumpySlicesDataset((np.ones((4, 2), np.float32), np.zeros(4, np.int32)), ["x", "y"]).batch(2)
+    >>> net = nn.Dense(2, 2); model = ms.Model(net, nn.CrossEntropyLoss(), nn.SGD(net.trainable_params(), 0.5))
+    >>> model.train(1, data, callbacks=TimeMonitor())  # doctest: +ELLIPSIS
+    epoch time: ... ms, per step time: ... ms
+    """
 
     def __init__(self, data_size: int | None = None) -> None:
         self.data_size = data_size
@@ -130,7 +165,16 @@ class TimeMonitor(Callback):
 
 
 class CheckpointConfig:
-    """MindSpore 2.10's ``CheckpointConfig`` arguments (spec §1.9)."""
+    """MindSpore 2.10's ``CheckpointConfig`` arguments (spec §1.9).
+
+    >>> cfg = CheckpointConfig(save_checkpoint_steps=2, append_info=["epoch_num"], format="safetensors")
+    >>> cfg.save_checkpoint_steps, cfg.keep_checkpoint_max, cfg.append_info, cfg.format
+    (2, 5, ['epoch_num'], 'safetensors')
+    >>> CheckpointConfig(enc_key=b"0" * 16)
+    Traceback (most recent call last):
+    ...
+    ValueError: CheckpointConfig: checkpoint encryption (enc_key) is not supported by distinfer
+    """
 
     def __init__(self, save_checkpoint_steps: int = 1, save_checkpoint_seconds: int = 0, keep_checkpoint_max: int = 5,
                  keep_checkpoint_per_n_minutes: int = 0, integrated_save: bool = True, async_save: bool = False,
@@ -164,7 +208,18 @@ class CheckpointConfig:
 
 
 class ModelCheckpoint(Callback):
-    """``ModelCheckpoint(prefix='CKP', directory=None, config=None)``: saves during training."""
+    """``ModelCheckpoint(prefix='CKP', directory=None, config=None)``: saves during training.
+
+    >>> import os, tempfile, numpy as np, distinfer as ms, distinfer.dataset as ds
+    >>> from distinfer import nn
+    >>> data = ds.NumpySlicesDataset((np.ones((4, 2), np.float32), np.zeros(4, np.int32)), ["x", "y"]).batch(2)
+    >>> net = nn.Dense(2, 2); model = ms.Model(net, nn.CrossEntropyLoss(), nn.SGD(net.trainable_params(), 0.5))
+    >>> d, cfg = tempfile.mkdtemp(), CheckpointConfig(save_checkpoint_steps=2)
+    >>> model.train(2, data, callbacks=ModelCheckpoint("net", d, cfg))  # 2 steps an epoch: one file each
+    >>> model.train(1, data, callbacks=ModelCheckpoint("net", d, cfg))  # "net" files exist: prefix net_1
+    >>> sorted(os.listdir(d))
+    ['net-1_2.ckpt', 'net-2_2.ckpt', 'net_1-1_2.ckpt']
+    """
 
     def __init__(self, prefix: str = "CKP", directory: str | None = None, config: CheckpointConfig | None = None,
                  **kwargs: Any) -> None:

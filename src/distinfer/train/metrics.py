@@ -30,7 +30,17 @@ def _whole(t):
 
 
 def evaluate(model, dataset) -> dict:
-    """``{metric: value}`` over ``dataset`` with the model's metrics; equal on every rank."""
+    """``{metric: value}`` over ``dataset`` with the model's metrics; equal on every rank.
+
+    >>> import numpy as np, distinfer as ms, distinfer.dataset as ds
+    >>> from distinfer import nn
+    >>> x, y = np.array([[1, 0], [0, 1], [2, 0]], np.float32), np.array([0, 1, 1], np.int32)
+    >>> data = ds.NumpySlicesDataset((x, y), column_names=["x", "y"], shuffle=False).batch(3)
+    >>> net = nn.Dense(2, 2, weight_init=ms.Tensor(np.eye(2, dtype=np.float32)), bias_init="zeros")  # logits = x
+    >>> result = evaluate(ms.Model(net, nn.CrossEntropyLoss(), metrics=["accuracy", "loss"]), data)  # 2 of 3 right
+    >>> round(result["accuracy"], 4), round(result["loss"], 4)
+    (0.6667, 0.9178)
+    """
     names = _names(model._metrics)
     if "loss" in names.values() and model._loss_fn is None:
         raise ValueError("Model.eval: the 'loss' metric needs a loss function: Model(network, loss_fn, ...)")

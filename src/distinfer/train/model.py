@@ -31,7 +31,15 @@ _SCALARS = (int, float, bool, str, type(None))
 
 
 def layout_dict_entry(layout: Layout) -> list:
-    """MindSpore's ``parameter_layout_dict`` value for a parameter laid out as ``layout`` (spec §4.7)."""
+    """MindSpore's ``parameter_layout_dict`` value for a parameter laid out as ``layout`` (spec §4.7).
+
+    >>> from distinfer.layout import Layout
+    >>> entry = layout_dict_entry(Layout((2, 2), (1, -1), (4, 6)))  # rows split over device axis 1 (size 2)
+    >>> entry[:3], entry[6]  # dev_matrix, tensor_map, slice shape; full shape
+    ([[2, 2], [1, -1], [2, 6]], [4, 6])
+    >>> layout_dict_entry(Layout((4,), (-1, -1), (8, 8), opt_shard_size=-1))[5]  # optimizer-sharded on 4 devices
+    '4-opt-shard-group'
+    """
     norm = layout.normalized()
     opt_group = ""
     if layout.opt_group_size > 1:
@@ -235,7 +243,18 @@ def _epochs(start: int, stop: int):
 
 
 class Model(_TrainMixin):
-    """``Model(network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, ...)``."""
+    """``Model(network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, ...)``.
+
+    >>> import numpy as np, distinfer as ms, distinfer.dataset as ds
+    >>> from distinfer import nn
+    >>> x, y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], np.float32), np.array([1, 0, 1, 0], np.int32)
+    >>> data = ds.NumpySlicesDataset((x, y), column_names=["x", "y"], shuffle=False).batch(2)
+    >>> net = nn.Dense(2, 2, weight_init="zeros", bias_init="zeros")
+    >>> model = ms.Model(net, nn.CrossEntropyLoss(), nn.SGD(net.trainable_params(), 0.5), metrics={"accuracy"})
+    >>> model.train(2, data)
+    >>> model.eval(data), model.predict(ms.Tensor(x)).shape
+    ({'accuracy': 1.0}, (4, 2))
+    """
 
     def __init__(self, network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, eval_indexes=None,
                  amp_level: str = "O0", boost_level: str = "O0", **kwargs: Any) -> None:

@@ -17,7 +17,12 @@ __all__ = ["TypeCast", "Compose", "OneHot", "to_numpy_dtype"]
 
 
 def to_numpy_dtype(data_type: Any) -> np.dtype:
-    """A numpy dtype from a distinfer/MindSpore dtype (anything with ``.np``) or a numpy dtype."""
+    """A numpy dtype from a distinfer/MindSpore dtype (anything with ``.np``) or a numpy dtype.
+
+    >>> import numpy as np, distinfer as ms
+    >>> to_numpy_dtype(ms.int32), to_numpy_dtype(np.float16), to_numpy_dtype("uint8")
+    (dtype('int32'), dtype('float16'), dtype('uint8'))
+    """
     np_dtype = getattr(data_type, "np", None)
     if np_dtype is not None:
         return np.dtype(np_dtype)

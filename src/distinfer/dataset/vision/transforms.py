@@ -19,7 +19,16 @@ __all__ = ["Inter", "Rescale", "Normalize", "HWC2CHW", "Resize", "ToTensor"]
 
 
 class Inter(Enum):
-    """Interpolation modes (only NEAREST and LINEAR/BILINEAR are implemented)."""
+    """Interpolation modes (only NEAREST and LINEAR/BILINEAR are implemented).
+
+    >>> import numpy as np
+    >>> from distinfer.dataset.vision import Inter, Resize
+    >>> Inter.BILINEAR is Inter.LINEAR
+    True
+    >>> row = np.array([[10, 20, 30, 40]], np.uint8)
+    >>> Resize((1, 2), Inter.NEAREST)(row).tolist(), Resize((1, 2), Inter.LINEAR)(row).tolist()
+    ([[10, 30]], [[15, 35]])
+    """
 
     NEAREST = 0
     LINEAR = 1
