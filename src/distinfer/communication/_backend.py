@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Environment variables that mpirun/mpiexec launchers set for every process.
 _SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE")
 _RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+# Reduced in float32 and rounded back: MPI has no bfloat16, and float16 partial sums added in
+# float16 would round twice (the local matmul already accumulated in float32).
+_WIDEN = ("bfloat16", "float16")
 
 
 def launched_size() -> int:
@@ -140,7 +143,7 @@ class MPIBackend(Backend):
         out = np.empty_like(src)
         mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
         comm = self.group_comm(partition)
-        if src.dtype.kind == "V" or src.dtype.name == "bfloat16":  # MPI has no bf16: reduce in f32
+        if src.dtype.kind == "V" or src.dtype.name in _WIDEN:
             wide = src.astype(np.float32)
             res = np.empty_like(wide)
             comm.Allreduce(wide, res, op=mpi_op)
@@ -154,7 +157,7 @@ class MPIBackend(Backend):
         size = comm.Get_size()
         # Put the scattered axis first so each member's piece is one contiguous run.
         moved = np.moveaxis(arr, axis, 0)
-        wide = moved.dtype.name == "bfloat16"
+        wide = moved.dtype.name in _WIDEN
         send = np.ascontiguousarray(moved, dtype=np.float32 if wide else moved.dtype)
         self.stats.allreduce_bytes += send.nbytes
         recv = np.empty((send.shape[0] // size,) + send.shape[1:], dtype=send.dtype)

@@ -17,6 +17,8 @@ stored as ``self.layer1`` owns ``layer1.weight`` and ``layer1.bias`` (MindSpore'
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -47,6 +49,7 @@ class Cell:
         object.__setattr__(self, "training", False)
         object.__setattr__(self, "_auto_prefix", auto_prefix)
         object.__setattr__(self, "_pipeline_stage", None)
+        object.__setattr__(self, "_mixed_precision", None)
         object.__setattr__(self, "_parameter_layout_dict", {})
         object.__setattr__(self, "requires_grad", False)
 
@@ -155,11 +158,16 @@ class Cell:
         object.__setattr__(self, "_pipeline_stage", value)
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
-        if self._pipeline_stage is None:
+        if self._pipeline_stage is None and self._mixed_precision is None:
             return self.construct(*inputs, **kwargs)
-        from ..parallel._executor import stage_scope
+        from ..parallel import _executor as ex
 
-        with stage_scope(self._pipeline_stage):
+        with contextlib.ExitStack() as scopes:
+            if self._pipeline_stage is not None:
+                scopes.enter_context(ex.stage_scope(self._pipeline_stage))
+            if self._mixed_precision is not None:
+                scopes.enter_context(ex.mixed_precision_scope(self._mixed_precision))
+                inputs = ex.cast_float_inputs(inputs, self._mixed_precision)
             return self.construct(*inputs, **kwargs)
 
     def set_train(self, mode: bool = True) -> "Cell":
@@ -172,13 +180,31 @@ class Cell:
         return self
 
     def to_float(self, dst_type) -> "Cell":
-        """Mixed precision: only float32 (the identity) is supported; other dtypes raise rather than being
-        silently ignored. Cast inputs and parameters explicitly for lower-precision runs."""
+        """Run this cell and its sub-cells in ``dst_type`` (``float16`` or ``float32``).
+
+        Inside, every op casts its floating inputs, parameters included, to ``dst_type`` (by the
+        ``Cast`` primitive, so gradients flow back to the float32 parameters in float32); so are the
+        cell's own inputs. A sub-cell's later ``to_float`` overrides it for that sub-cell (e.g. a
+        norm layer kept in float32). Reductions across ranks of float16 partial sums add in float32.
+
+        >>> import numpy as np, distinfer as ms
+        >>> from distinfer import nn
+        >>> net = nn.SequentialCell([nn.Dense(3, 4), nn.ReLU(), nn.Dense(4, 2)]).to_float(ms.float16)
+        >>> _ = net[2].to_float(ms.float32)
+        >>> net(ms.Tensor(np.ones((1, 3), np.float32))).dtype, net[0](ms.Tensor(np.ones((1, 3)))).dtype
+        (Float32, Float16)
+        """
         from .. import dtype as mstype
 
-        if mstype.get_dtype(dst_type) != mstype.float32:
-            raise ValueError(f"{type(self).__name__}.to_float({dst_type}): mixed precision is not supported by "
-                             "distinfer; cast inputs and parameters explicitly (ops.Cast, Parameter.set_dtype)")
+        dt = mstype.get_dtype(dst_type)
+        if dt not in (mstype.float16, mstype.float32, mstype.bfloat16):
+            raise ValueError(f"For '{type(self).__name__}.to_float', the 'dst_type' should be float32, float16 or "
+                             f"bfloat16, but got {dst_type}")
+        if dt is mstype.bfloat16:
+            raise NotImplementedError(f"{type(self).__name__}.to_float(bfloat16): distinfer runs float16 and "
+                                      f"float32 cells; numpy has no bfloat16 matmul")
+        for _, cell in self.cells_and_names():
+            object.__setattr__(cell, "_mixed_precision", dt)
         return self
 
     def set_inputs(self, *inputs: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .. import context
+from .. import dtype as mstype
 from ..communication import _backend
 from ..errors import CommError
 from ..layout import Layout, replicated
@@ -43,6 +44,7 @@ class _State:
     # export tracers): objects with ``op(...)`` and ``comm(kind, **info)`` methods.
     observers: list = []
     stage_stack: list = []  # pipeline stages of the Cells being called (innermost last)
+    mixed_precision: list = []  # ``Cell.to_float`` dtypes of the Cells being called (innermost last)
 
 
 @dataclass
@@ -98,6 +100,21 @@ def _strategy_for(prim, tensors, shapes, n, consts):
 def stage_scope(stage: int):
     """Ops called inside run on pipeline stage ``stage`` (a Cell with ``pipeline_stage`` set)."""
     return _override("stage_stack", _State.stage_stack + [int(stage)])
+
+
+def mixed_precision_scope(dtype):
+    """Ops called inside cast their floating inputs to ``dtype`` (a Cell after ``to_float(dtype)``)."""
+    return _override("mixed_precision", _State.mixed_precision + [dtype])
+
+
+def cast_float_inputs(args, dtype) -> list:
+    """``args`` with every floating Tensor (Parameters included) not already ``dtype`` cast to it by
+    the ``Cast`` primitive: the casts are ops like any other, so layouts, gradients (back to the
+    parameter's own dtype) and exports see them."""
+    from ..ops import Cast
+
+    return [Cast()(a, dtype) if isinstance(a, Tensor) and mstype.is_float(a.dtype) and a.dtype != dtype else a
+            for a in args]
 
 
 def is_abstract() -> bool:
@@ -180,6 +197,8 @@ def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
 # ---------------------------------------------------------------------------- executor
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
+    if _State.mixed_precision and prim.name != "Cast":
+        args = cast_float_inputs(args, _State.mixed_precision[-1])
     tensors, consts = _split_args(prim, args)
     shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
     dtypes = [t.dtype for t in tensors]

@@ -258,6 +258,13 @@ class Model(_TrainMixin):
 
     def __init__(self, network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, eval_indexes=None,
                  amp_level: str = "O0", boost_level: str = "O0", **kwargs: Any) -> None:
+        if amp_level not in ("O0", "O1", "O2", "O3", "auto"):
+            raise ValueError(f"For 'Model', 'amp_level' must be one of 'O0', 'O1', 'O2', 'O3', 'auto', but got "
+                             f"{amp_level!r}")
+        if amp_level != "O0":
+            # Automatic mixed precision (op lists, loss scaling) is not built: say so rather than pretend.
+            log.warning("Model(amp_level=%r): automatic mixed precision is not applied, the network runs in its "
+                        "own dtypes; call network.to_float(ms.float16) to run it in float16", amp_level)
         self._network = network
         self._loss_fn = loss_fn
         self._optimizer = optimizer

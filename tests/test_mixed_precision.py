@@ -1,0 +1,105 @@
+"""``Cell.to_float``: float16 cells against a numpy float16 reference, float32 sub-cells, gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import distinfer as ms
+from distinfer import context, nn, ops
+
+from seed_net import Network  # noqa: E402  (examples/ is on sys.path, see conftest)
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    context.reset_auto_parallel_context()
+    yield
+    context.reset_auto_parallel_context()
+
+
+def _seed_net():
+    ms.set_seed(11)
+    return Network()
+
+
+def _x(batch=4):
+    return np.random.default_rng(2).standard_normal((batch, 1, 28, 28)).astype(np.float32)
+
+
+def _numpy_float16(net, x):
+    """The seed network with every op input rounded to float16, as ``to_float(float16)`` does."""
+    p = {k: v.asnumpy().astype(np.float16) for k, v in net.parameters_and_names()}
+    h = x.reshape(len(x), -1).astype(np.float16)
+    for i, name in enumerate(("layer1", "layer2", "layer3")):
+        h = np.matmul(h, p[f"{name}.weight"]) + p[f"{name}.bias"]
+        h = np.maximum(h, np.float16(0)) if i < 2 else h
+    return h
+
+
+def test_float16_network_matches_numpy_float16():
+    net, x = _seed_net(), _x()
+    want32 = ms.Model(net).predict(ms.Tensor(x)).asnumpy()
+    got = ms.Model(net.to_float(ms.float16)).predict(ms.Tensor(x)).asnumpy()
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), _numpy_float16(net, x).astype(np.float32), rtol=2e-3, atol=2e-3)
+    # float16 is float16: close to the float32 network, not equal to it
+    assert 0 < np.abs(got - want32).max() <= 1e-2 * np.abs(want32).max()
+    assert all(p.dtype == ms.float32 for p in net.get_parameters())  # parameters are cast per use, not stored
+
+
+def test_sub_cell_back_to_float32():
+    """Layers 1-2 in float16, layer 3 (set back to float32) in float32 on their float16 output."""
+    net, x = _seed_net(), _x()
+    net.to_float(ms.float16)
+    net.layer3.to_float(ms.float32)
+    got = net(ms.Tensor(x))
+    assert got.dtype == ms.float32
+    p = {k: v.asnumpy() for k, v in net.parameters_and_names()}
+    h = x.reshape(len(x), -1).astype(np.float16)
+    for name in ("layer1", "layer2"):
+        h = np.maximum(np.matmul(h, p[f"{name}.weight"].astype(np.float16)) + p[f"{name}.bias"].astype(np.float16), 0)
+    want = h.astype(np.float32) @ p["layer3.weight"] + p["layer3.bias"]
+    np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-3, atol=1e-4)
+
+
+def test_float16_gradients_reach_float32_parameters():
+    net, x = _seed_net(), _x(8)
+    y = ms.Tensor(np.random.default_rng(3).standard_normal((8, 10)).astype(np.float32))
+    params = net.trainable_params()
+    loss32, g32 = ms.value_and_grad(nn.WithLossCell(net, nn.MSELoss()), None, params)(ms.Tensor(x), y)
+    net.to_float(ms.float16)
+    loss16, g16 = ms.value_and_grad(nn.WithLossCell(net, nn.MSELoss()), None, params)(ms.Tensor(x), y)
+    assert abs(float(loss16.asnumpy()) - float(loss32.asnumpy())) <= 1e-2 * abs(float(loss32.asnumpy()))
+    for p, a, b in zip(params, g32, g16):
+        assert b.dtype == ms.float32, p.name
+        # float16 rounding (and ReLUs flipping at ~0) perturb single elements; the whole stays close
+        err = np.linalg.norm(b.asnumpy() - a.asnumpy()) / np.linalg.norm(a.asnumpy())
+        assert err <= 2e-2, (p.name, err)
+
+
+def test_float16_network_exports_and_reloads(tmp_path):
+    net, x = _seed_net(), ms.Tensor(_x(2))
+    net.to_float(ms.float16)
+    want = ms.Model(net).predict(x).asnumpy()
+    path = ms.export(net, x, file_name=str(tmp_path / "fp16"))
+    np.testing.assert_array_equal(nn.GraphCell(ms.load(path))(x).asnumpy(), want)
+
+
+def test_to_float_refuses_other_types():
+    with pytest.raises(ValueError, match="float32, float16 or bfloat16"):
+        nn.Dense(2, 2).to_float(ms.int32)
+    with pytest.raises(NotImplementedError, match="bfloat16"):
+        nn.Dense(2, 2).to_float(ms.bfloat16)
+    cell = nn.Dense(2, 2)
+    assert cell.to_float(ms.float32) is cell
+    out = cell(ms.Tensor(np.ones((1, 2), np.float16)))  # a float32 cell casts float16 inputs up
+    assert out.dtype == ms.float32
+    assert ops.Cast()(out, ms.float16).dtype == ms.float16
+
+
+def test_model_amp_level_is_checked_and_not_pretended(caplog):
+    with pytest.raises(ValueError, match="amp_level"):
+        ms.Model(nn.Dense(2, 2), amp_level="O5")
+    with caplog.at_level("WARNING"):
+        ms.Model(nn.Dense(2, 2), amp_level="O2")
+    assert "not applied" in caplog.text and "to_float" in caplog.text
