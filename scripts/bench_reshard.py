@@ -18,6 +18,8 @@ replicated), then measures in the same run:
   into freshly allocated memory, which is what a load fills;
 * ``load limit``: the bytes the load needs read from the page cache into a fresh buffer of its
   output size by as many threads as the load uses, one contiguous read per file.
+* ``cpu``: the process CPU time (all threads) of the load and of its limit; with C cores a wall
+  time below cpu / C is impossible.
 
 Each operation runs in a fresh spawned process so its peak RSS is its own (reported above the
 process's baseline after imports), ``--repeat`` times (default 3; the best time is reported,
