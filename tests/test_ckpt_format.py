@@ -112,7 +112,10 @@ def test_python_scalars_and_strings(tmp_path):
     write_ckpt(p, [("i", 3), ("f", 0.5), ("b", True), ("s", "hello, 世界 ✓"), ("z", np.float64(2.0))])
     with CkptFile(p) as f:
         assert [f.entry(n).dtype.name for n in f.names()] == ["Int64", "Float32", "Bool", "str", "Float64"]
-        assert f.read("i").shape == () and f.read("i") == 3 and f.read("b")
+        assert f.read("i").shape == () and f.read("i") == 3 and f.read("i").dtype == np.int64
+        assert f.read("f") == 0.5 and f.read("f").dtype == np.float32
+        assert f.read("b").dtype == np.bool_ and f.read("b") == True  # noqa: E712 - a numpy bool, compared by value
+        assert f.read("z") == 2.0 and f.read("z").dtype == np.float64
         assert f.read("s") == "hello, 世界 ✓"
 
 
@@ -199,15 +202,15 @@ def test_hostile_corpus(ms_fixtures, tmp_path):
     crc_data = (ms_fixtures / "ckpt" / "dtypes_crc.ckpt").read_bytes()
     cases = {}
     cases["empty.ckpt"] = (b"", "empty")
-    cases["varint.ckpt"] = (data[:1] + bytes([data[1] ^ 0x40]) + data[2:], "byte")
-    cases["varint_cont.ckpt"] = (data[:1] + bytes([data[1] | 0x80]) + data[2:], "")
+    cases["varint.ckpt"] = (data[:1] + bytes([data[1] ^ 0x40]) + data[2:], "record #0")
+    cases["varint_cont.ckpt"] = (data[:1] + bytes([data[1] | 0x80]) + data[2:], "claims 1316 bytes")
     cases["type.ckpt"] = (data.replace(b"Float32", b"Float33", 1), "tensor_type")
     # 'w_f16' dims [2,3] -> [2,4]: content no longer matches.
     i = data.index(b"\x08\x02\x08\x03")
     cases["dims.ckpt"] = (data[:i] + b"\x08\x02\x08\x04" + data[i + 4:], "need")
     j = crc_data.index(b"Float64") + 12
     cases["crc.ckpt"] = (crc_data[:j] + bytes([crc_data[j] ^ 1]) + crc_data[j + 1:], "CRC")
-    cases["garbage.ckpt"] = (b"\x00\x01\x02 not a checkpoint", "")
+    cases["garbage.ckpt"] = (b"\x00\x01\x02 not a checkpoint", "unexpected field 0")
     for name, (content, needle) in cases.items():
         p = tmp_path / name
         p.write_bytes(content)
@@ -217,8 +220,8 @@ def test_hostile_corpus(ms_fixtures, tmp_path):
     with CkptFile(tmp_path / "crc.ckpt") as f:
         assert "w_f64" in f
     _expect_error(tmp_path / "dims.ckpt")
-    _expect_error(tmp_path)  # a directory
-    _expect_error(tmp_path / "missing.ckpt")
+    assert "is a directory" in str(_expect_error(tmp_path))
+    assert "no such checkpoint file" in str(_expect_error(tmp_path / "missing.ckpt"))
     p = tmp_path / "plain.ckpt"
     p.write_bytes(data)
     assert "no CRC trailer" in str(_expect_error(p, crc_check=True))
@@ -291,10 +294,13 @@ def test_fast_parser_takes_mindspore_records(ms_fixtures):
     """MindSpore's own files never need the strict walker (it is the fallback for oddities)."""
     def refuse(*a):
         raise AssertionError("strict walker used")
+    files = [p for p in sorted((ms_fixtures / "ckpt").glob("*.ckpt")) + sorted((ms_fixtures / "distributed").rglob("*.ckpt"))
+             if "strategy" not in p.name]
+    assert len(files) >= 7 + 8 + 8, files  # ckpt/, seed_8dev and pipeline_2x4 rank files at least
     with mock.patch.object(ckpt_mod, "_parse_record", refuse):
-        for p in sorted((ms_fixtures / "ckpt").glob("*.ckpt")) + sorted((ms_fixtures / "distributed").rglob("*.ckpt")):
-            if "strategy" not in p.name:
-                CkptFile(p).close()
+        for p in files:
+            with CkptFile(p) as f:
+                assert f.names(), p
 
 
 _CACHE: dict = {}
@@ -352,10 +358,10 @@ def test_writer_error_cleans_temp(tmp_path):
     def items():
         yield "a", np.zeros(3, np.float32)
         raise RuntimeError("boom")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^boom$"):  # the producer's own error, re-raised unchanged
         write_ckpt(tmp_path / "x.ckpt", items())
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="'c': numpy dtype complex64 has no MindSpore equivalent"):
         write_ckpt(tmp_path / "y.ckpt", [("c", np.zeros(2, np.complex64))])
     assert list(tmp_path.iterdir()) == []
 

@@ -76,8 +76,11 @@ def test_unify(ms_fixtures, tmp_path, capsys):
     for name, part in weight_map.items():
         with SafetensorsFile(tmp_path / "u" / part) as f:
             np.testing.assert_array_equal(f.read(name), full[name])
-    with SafetensorsFile(tmp_path / "u" / "hyper_param.safetensors") as f:
-        assert "global_step" in f
+    with SafetensorsFile(tmp_path / "u" / "hyper_param.safetensors") as f, \
+            CkptFile(seed / "rank_0" / "checkpoint-1_1.ckpt") as ref:
+        assert sorted(f.names()) == ["global_step", "learning_rate"]
+        for n in f.names():
+            np.testing.assert_array_equal(f.read(n), ref.read(n))
     code, _, err = _run(capsys, "unify", str(tmp_path), str(tmp_path / "v"), "--src-strategy", strategy)
     assert code == 1 and "rank_0" in err and err.count("\n") == 1
 

@@ -75,3 +75,20 @@ def test_pipeline_sample_trains_and_merges(tmp_path, small_mnist):
     shapes = {k: tuple(full[k].shape) for k in ("layer1.weight", "layer2.weight", "layer3.weight", "accum.layer2.weight")}
     assert shapes == {"layer1.weight": (512, 784), "layer2.weight": (512, 512), "layer3.weight": (10, 512),
                       "accum.layer2.weight": (512, 512)}, shapes
+    # Values, not just shapes: every rank file's tensor is its block (optimizer shard included) of the
+    # merged tensor, under the merged strategy's layout for its stage (ranks 0-3 stage 0, 4-7 stage 1).
+    from distinfer.io import CkptFile
+    from distinfer.parallel.reshard import TrainStrategy
+
+    strat = TrainStrategy.from_file(tmp_path / "merged.ckpt")
+    seen = {0: set(), 1: set()}
+    for r in range(8):
+        with CkptFile(next((src / f"rank_{r}").glob("*.ckpt"))) as f:
+            for n in f.names():
+                if n in strat and n in full:
+                    whole = full[n].asnumpy()
+                    np.testing.assert_array_equal(f.read(n), strat.layout(n, whole.shape).slice(whole, r % 4),
+                                                  err_msg=f"rank {r} {n}")
+                    seen[r // 4].add(n)
+    assert {"layer1.weight", "layer1.bias"} <= seen[0], seen
+    assert {"layer2.weight", "layer3.weight", "accum.layer2.weight"} <= seen[1], seen

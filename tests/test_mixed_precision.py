@@ -41,7 +41,9 @@ def test_float16_network_matches_numpy_float16():
     want32 = ms.Model(net).predict(ms.Tensor(x)).asnumpy()
     got = ms.Model(net.to_float(ms.float16)).predict(ms.Tensor(x)).asnumpy()
     assert got.dtype == np.float16
-    np.testing.assert_allclose(got.astype(np.float32), _numpy_float16(net, x).astype(np.float32), rtol=2e-3, atol=2e-3)
+    want16 = _numpy_float16(net, x).astype(np.float32)
+    # The outputs are ~0.03 at most: an absolute 2e-3 was 6% of them. A few float16 ulps of the largest:
+    np.testing.assert_allclose(got.astype(np.float32), want16, rtol=0, atol=4e-3 * np.abs(want16).max())
     # float16 is float16: close to the float32 network, not equal to it
     assert 0 < np.abs(got - want32).max() <= 1e-2 * np.abs(want32).max()
     assert all(p.dtype == ms.float32 for p in net.get_parameters())  # parameters are cast per use, not stored
@@ -59,7 +61,7 @@ def test_sub_cell_back_to_float32():
     for name in ("layer1", "layer2"):
         h = np.maximum(np.matmul(h, p[f"{name}.weight"].astype(np.float16)) + p[f"{name}.bias"].astype(np.float16), 0)
     want = h.astype(np.float32) @ p["layer3.weight"] + p["layer3.bias"]
-    np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(got.asnumpy(), want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
 
 
 def test_float16_gradients_reach_float32_parameters():
@@ -69,7 +71,17 @@ def test_float16_gradients_reach_float32_parameters():
     loss32, g32 = ms.value_and_grad(nn.WithLossCell(net, nn.MSELoss()), None, params)(ms.Tensor(x), y)
     net.to_float(ms.float16)
     loss16, g16 = ms.value_and_grad(nn.WithLossCell(net, nn.MSELoss()), None, params)(ms.Tensor(x), y)
-    assert abs(float(loss16.asnumpy()) - float(loss32.asnumpy())) <= 1e-2 * abs(float(loss32.asnumpy()))
+    # The outputs (~0.03) barely move an MSE against N(0, 1) targets -- all-zero outputs give a loss
+    # within 2e-3 of the right one -- so the loss is checked tightly against numpy's float16 forward.
+    want16 = np.mean((_numpy_float16(net, x).astype(np.float64) - y.asnumpy()) ** 2)
+    assert float(loss16.asnumpy()) == pytest.approx(want16, rel=1e-6, abs=0)
+    assert float(loss16.asnumpy()) != pytest.approx(np.mean(y.asnumpy().astype(np.float64) ** 2), rel=1e-4)
+    w = {k: v.asnumpy().astype(np.float64) for k, v in net.parameters_and_names()}
+    h = x.reshape(len(x), -1).astype(np.float64)
+    for i in (1, 2, 3):
+        h = h @ w[f"layer{i}.weight"] + w[f"layer{i}.bias"]
+        h = np.maximum(h, 0) if i < 3 else h
+    assert float(loss32.asnumpy()) == pytest.approx(np.mean((h - y.asnumpy()) ** 2), rel=1e-6, abs=0)
     for p, a, b in zip(params, g32, g16):
         assert b.dtype == ms.float32, p.name
         # float16 rounding (and ReLUs flipping at ~0) perturb single elements; the whole stays close

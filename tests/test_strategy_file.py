@@ -91,7 +91,7 @@ def test_merge_pipeline(ms_fixtures, tmp_path):
     merge_pipeline_strategys(stages, tmp_path / "m2.ckpt")
     assert (tmp_path / "m2.ckpt").read_bytes() == dst.read_bytes()
     (stages / "x.json").write_text("{}")
-    with pytest.raises(FormatError):
+    with pytest.raises(FormatError, match=r"stages: holds both .ckpt and .json strategy files"):
         merge_pipeline_strategys(stages, tmp_path / "m3.ckpt")
 
 
@@ -101,9 +101,9 @@ def test_to_layout_opt_shard(ms_fixtures):
     assert [l2.box(r)[0] for r in range(4)] == [(0, 128), (128, 256), (256, 384), (384, 512)]
     l3 = sf.layouts["layer3.weight"].to_layout((512, 10))
     assert [l3.box(r)[0] for r in range(4)] == [(0, 128), (256, 384), (128, 256), (384, 512)]
-    with pytest.raises(LayoutError):
+    with pytest.raises(LayoutError, match="records no tensor shape; pass shape="):
         ParamLayout([4], [-1]).to_layout()
-    with pytest.raises(LayoutError):
+    with pytest.raises(LayoutError, match=r"manual split param_split_shape=\[3, 5\] is not supported"):
         ParamLayout([2], [0], param_split_shape=[3, 5], indices_offset=[0, 3]).to_layout((8,))
 
 
@@ -127,19 +127,42 @@ def test_errors(ms_fixtures, tmp_path):
     with pytest.raises(TypeError, match="json or protobuf"):
         build_searched_strategy(tmp_path / "bad.ckpt")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(StrategyTypeError):
+    with pytest.raises(StrategyTypeError, match=r"bad.json: the strategy file type should be one of json or protobuf"):
         read_strategy(tmp_path / "bad.json")
     (tmp_path / "shape.json").write_text('{"parallel_layout_item": {"w": {"dev_matrix": "x"}}}')
     with pytest.raises(FormatError, match="shape.json"):
         read_strategy(tmp_path / "shape.json")
     assert build_searched_strategy(_write(tmp_path / "none.ckpt", StrategyFile())) == {}
     data = (ms_fixtures / "strategy" / "seed_8dev.ckpt").read_bytes()
+    parsed = []
     for cut in range(1, len(data)):
         (tmp_path / "cut.ckpt").write_bytes(data[:cut])
         try:
             read_strategy(tmp_path / "cut.ckpt")
+            parsed.append(cut)
         except FormatError as exc:
             assert "cut.ckpt" in str(exc)
+    # Protobuf has no record count: only a cut between top-level fields is a valid (shorter) file.
+    assert parsed == _field_ends(data)[:-1]
+
+
+def _field_ends(data: bytes) -> list[int]:
+    """Byte offsets where the top-level protobuf fields of ``data`` end (varint and length-delimited)."""
+    def varint(pos):
+        out = shift = 0
+        while True:
+            b = data[pos]
+            out, shift, pos = out | (b & 0x7F) << shift, shift + 7, pos + 1
+            if b < 0x80:
+                return out, pos
+    ends, pos = [], 0
+    while pos < len(data):
+        key, pos = varint(pos)
+        assert key & 7 in (0, 2), key
+        value, pos = varint(pos)
+        pos += value if key & 7 == 2 else 0
+        ends.append(pos)
+    return ends
 
 
 def _write(path, sf):

@@ -146,6 +146,84 @@ def test_training_checkpoint_matches_mindspore(kind, ms_fixtures, tmp_path):
             np.testing.assert_array_equal(got[f"stat.layer3.{w}"].asnumpy(), want[f"stat.layer3.{w}"].asnumpy())
 
 
+# The update rules as MindSpore documents them, in float64 numpy: (make optimizer, numpy step).
+# Each numpy step takes (weight, grad, state dict, step number t from 1) and returns the new weight.
+def _np_sgd(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, lr=0.1):
+    def step(w, g, st, t):
+        g = g + weight_decay * w
+        if momentum > 0:
+            st["accum"] = g if t == 1 else momentum * st["accum"] + (1 - dampening) * g
+            g = g + momentum * st["accum"] if nesterov else st["accum"]
+        return w - lr * g
+    return step
+
+
+def _np_momentum(momentum, use_nesterov=False, weight_decay=0.0, lr=0.1):
+    def step(w, g, st, t):
+        g = g + weight_decay * w
+        st["m"] = momentum * st.get("m", 0.0) + g
+        return w - lr * (g + momentum * st["m"] if use_nesterov else st["m"])
+    return step
+
+
+def _np_adam(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, lr=0.1):
+    def step(w, g, st, t):
+        g = g + weight_decay * w
+        st["m"] = beta1 * st.get("m", 0.0) + (1 - beta1) * g
+        st["v"] = beta2 * st.get("v", 0.0) + (1 - beta2) * g * g
+        # beta1_power / beta2_power are Float32 parameters in MindSpore: beta ** t rounded to float32
+        # (1 - 0.999 in float32 is 1.3e-5 off, which moves every first step by ~6e-6 relative).
+        b1p, b2p = float(np.float32(beta1) ** t), float(np.float32(beta2) ** t)
+        return w - lr * np.sqrt(1 - b2p) / (1 - b1p) * st["m"] / (np.sqrt(st["v"]) + eps)
+    return step
+
+
+def _np_adam_weight_decay(beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0, lr=0.1):
+    def step(w, g, st, t):  # decoupled decay, no bias correction
+        st["m"] = beta1 * st.get("m", 0.0) + (1 - beta1) * g
+        st["v"] = beta2 * st.get("v", 0.0) + (1 - beta2) * g * g
+        return w - lr * (st["m"] / (np.sqrt(st["v"]) + eps) + weight_decay * w)
+    return step
+
+
+OPTIMIZER_RULES = {
+    "sgd": (lambda p: nn.SGD(p, 0.1), _np_sgd()),
+    "sgd_momentum_dampening_decay": (lambda p: nn.SGD(p, 0.1, momentum=0.9, dampening=0.3, weight_decay=0.01),
+                                     _np_sgd(0.9, 0.3, 0.01)),
+    "sgd_nesterov": (lambda p: nn.SGD(p, 0.1, momentum=0.8, nesterov=True), _np_sgd(0.8, nesterov=True)),
+    "momentum": (lambda p: nn.Momentum(p, 0.1, 0.9), _np_momentum(0.9)),
+    "momentum_nesterov_decay": (lambda p: nn.Momentum(p, 0.1, 0.9, weight_decay=0.01, use_nesterov=True),
+                                _np_momentum(0.9, True, 0.01)),
+    "adam": (lambda p: nn.Adam(p, 0.1), _np_adam()),
+    "adam_decay": (lambda p: nn.Adam(p, 0.05, beta1=0.8, beta2=0.99, weight_decay=0.01),
+                   _np_adam(0.8, 0.99, weight_decay=0.01, lr=0.05)),
+    "adam_weight_decay": (lambda p: nn.AdamWeightDecay(p, 0.1, weight_decay=0.01), _np_adam_weight_decay(weight_decay=0.01)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(OPTIMIZER_RULES))
+def test_optimizer_steps_match_numpy(kind):
+    """Three training steps of Dense + CrossEntropyLoss against numpy's gradient and MindSpore's
+    documented update rule: the weights the optimizers produce, not just their state names."""
+    make, np_step = OPTIMIZER_RULES[kind]
+    ms.set_seed(3)
+    net = nn.Dense(4, 3)
+    params = {"weight": net.weight.asnumpy().astype(np.float64), "bias": net.bias.asnumpy().astype(np.float64)}
+    data = _data(24, 8, seed=4)
+    ms.Model(net, nn.CrossEntropyLoss(), make(net.trainable_params())).train(1, data)
+    state = {k: {} for k in params}
+    for t, (x, y) in enumerate(data.create_tuple_iterator(output_numpy=True), start=1):
+        z = x.astype(np.float64) @ params["weight"].T + params["bias"]
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        dz = (p - np.eye(3)[y]) / len(y)  # d(mean cross entropy)/d(logits)
+        grads = {"weight": dz.T @ x, "bias": dz.sum(0)}
+        params = {k: np_step(params[k], grads[k], state[k], t) for k in params}
+    assert t == 3
+    np.testing.assert_allclose(net.weight.asnumpy(), params["weight"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.bias.asnumpy(), params["bias"], rtol=1e-5, atol=1e-6)
+
+
 def test_sharded_training_checkpoints_on_8_ranks(ms_fixtures, tmp_path):
     """Per-rank files (integrated_save=False) hold each rank's slices and optimizer state."""
     script = ROOT / "tests" / "mpi" / "train_ckpt.py"
@@ -385,3 +463,21 @@ def test_checkpoint_config_rejects_bad_values():
         train.CheckpointConfig(save_checkpoint_steps=0)
     with pytest.raises(ValueError, match="append_info"):
         train.CheckpointConfig(append_info=["lr"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: nn.Momentum(ps, learning_rate=0.1, momentum=0.0, weight_decay=0.5),
+    lambda ps: nn.SGD(ps, learning_rate=0.1, weight_decay=0.5),
+    lambda ps: nn.AdamWeightDecay(ps, learning_rate=0.1, weight_decay=0.5),
+])
+def test_weight_decay_skips_gamma_and_beta(make):
+    """MindSpore's default decay filter: parameters named *gamma*/*beta* (norm layers) are not decayed."""
+    ln, dense = nn.LayerNorm((3,)), nn.Dense(3, 3, weight_init="ones", bias_init="zeros")
+    ln.beta.set_data(ms.Tensor(np.full(3, 2.0, np.float32)))
+    params = ln.trainable_params() + dense.trainable_params()
+    opt = make(params)
+    assert opt.decay_flags == (False, False, True, True)
+    opt(tuple(ms.Tensor(np.zeros(p.shape, np.float32)) for p in params))  # zero gradients: decay alone moves
+    np.testing.assert_array_equal(ln.gamma.asnumpy(), np.ones(3, np.float32))
+    np.testing.assert_array_equal(ln.beta.asnumpy(), np.full(3, 2.0, np.float32))
+    assert (dense.weight.asnumpy() < 1).all()

@@ -487,9 +487,13 @@ def test_mpi_unified_load_4_ranks(unified, seed, full, tmp_path):
     out = tmp_path / "out"
     res = launch.run(4, [str(script), str(unified), str(out), str(ROOT / "examples"), str(seed / "full.npz")],
                      capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "PASS" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.returncode == 0 and res.stdout.splitlines() == ["PASS"], res.stdout[-2000:] + res.stderr[-2000:]
     assert _files(out) == [f"rank_{r}/net.safetensors" for r in range(4)]
+    lay3 = Layout((2, 2), (0, -1), (512, 10))  # layer3 ((2, 2), (2, 1)) on 4 devices: rows split 2 ways
     for r in range(4):
         got = _read(out / f"rank_{r}" / "net.safetensors")
         np.testing.assert_array_equal(got["layer1.weight"], full["layer1.weight"][196 * r:196 * (r + 1)])
         np.testing.assert_array_equal(got["layer2.weight"], full["layer2.weight"])
+        np.testing.assert_array_equal(got["layer3.weight"], lay3.slice(full["layer3.weight"], r))
+        for n in ("layer1.bias", "layer2.bias", "layer3.bias"):
+            np.testing.assert_array_equal(got[n], full[n])

@@ -18,6 +18,12 @@ GRAPH_MODE = 0
 PYNATIVE_MODE = 1
 
 
+def _type_error(func: str, key: str, value: Any, expected: str) -> TypeError:
+    """MindSpore's error for an argument of the wrong type (checked before its value)."""
+    return TypeError(f"For '{func}', the argument '{key}' must be {expected}, but got "
+                             f"{type(value).__name__} ({value!r:.80}).")
+
+
 class ParallelMode:
     """Parallel modes; the constants are the strings MindSpore uses.
 
@@ -35,8 +41,9 @@ class ParallelMode:
 
 
 # ------------------------------------------------------------------------------ set_context
+# MindSpore 2.x starts in PYNATIVE_MODE (2.0 changed the default from GRAPH_MODE).
 _CONTEXT_DEFAULTS: dict[str, Any] = {
-    "mode": GRAPH_MODE, "device_target": "CPU", "device_id": 0, "save_graphs": False,
+    "mode": PYNATIVE_MODE, "device_target": "CPU", "device_id": 0, "save_graphs": False,
     "save_graphs_path": ".", "max_call_depth": 1000, "jit_config": {}, "max_device_memory": "1024GB",
     "deterministic": "OFF", "pynative_synchronize": False, "runtime_num_threads": 30,
     "memory_optimize_level": "O0", "enable_graph_kernel": False, "precompile_only": False,
@@ -47,6 +54,17 @@ _CONTEXT_DEFAULTS: dict[str, Any] = {
     "enable_dump": False, "save_dump_path": ".", "variable_memory_max_size": "30GB", "gpu_config": {},
 }
 _context: dict[str, Any] = dict(_CONTEXT_DEFAULTS)
+# The types MindSpore's set_context checks (a wrong type is a TypeError); bool passes for int, as there.
+_CONTEXT_TYPES: dict[str, tuple] = {
+    "mode": (int,), "device_target": (str,), "device_id": (int,), "save_graphs": (bool, int),
+    "save_graphs_path": (str,), "max_call_depth": (int,), "jit_config": (dict,), "max_device_memory": (str,),
+    "deterministic": (str,), "pynative_synchronize": (bool,), "runtime_num_threads": (int,),
+    "enable_graph_kernel": (bool,), "precompile_only": (bool,), "jit_syntax_level": (int,),
+    "ascend_config": (dict,), "print_file_path": (str,), "env_config_path": (str,), "debug_level": (int,),
+    "reserve_class_name_in_scope": (bool,), "check_bprop": (bool,), "enable_compile_cache": (bool,),
+    "inter_op_parallel_num": (int,), "aoe_tune_mode": (str,), "op_timeout": (int,), "mempool_block_size": (str,),
+    "enable_reduce_precision": (bool,), "variable_memory_max_size": (str,), "gpu_config": (dict,),
+}
 
 
 def _reject(func: str, key: str, value: Any, allowed: Any) -> None:
@@ -56,10 +74,13 @@ def _reject(func: str, key: str, value: Any, allowed: Any) -> None:
 def set_context(**kwargs: Any) -> None:
     """Set global context keys (``mode``, ``device_target``...). CPU is the only device.
 
+    As in MindSpore 2.x the default ``mode`` is ``PYNATIVE_MODE``; a value of the wrong type is
+    a TypeError, an unknown key or value a ValueError.
+
     >>> import distinfer as ms
     >>> old = ms.get_context("mode")
-    >>> ms.set_context(mode=ms.PYNATIVE_MODE)
-    >>> ms.get_context("mode") == ms.PYNATIVE_MODE
+    >>> ms.set_context(mode=ms.GRAPH_MODE)
+    >>> ms.get_context("mode") == ms.GRAPH_MODE
     True
     >>> ms.set_context(mode=old)
     """
@@ -67,6 +88,9 @@ def set_context(**kwargs: Any) -> None:
         if key not in _CONTEXT_DEFAULTS:
             raise ValueError(f"For 'set_context', the keyword argument {key!r} is not recognized; "
                              f"valid keys: {sorted(_CONTEXT_DEFAULTS)}")
+        types = _CONTEXT_TYPES.get(key)
+        if types is not None and value is not None and not isinstance(value, types):
+            raise _type_error("set_context", key, value, " or ".join(t.__name__ for t in types))
         if key == "mode" and value not in (GRAPH_MODE, PYNATIVE_MODE):
             _reject("set_context", key, value, "GRAPH_MODE (0) or PYNATIVE_MODE (1)")
         if key == "device_target" and value not in ("CPU", "GPU", "Ascend"):
@@ -132,51 +156,95 @@ _ap: dict[str, Any] = copy.deepcopy(_AP_DEFAULTS)
 _explicit: set[str] = set()  # keys the user set (device_num/global_rank otherwise follow init())
 
 
+_AP = "set_auto_parallel_context"
+# MindSpore's type checks on set_auto_parallel_context (a wrong type is a TypeError, before any value check).
+_AP_TYPES: dict[str, tuple] = {
+    "parallel_mode": (str,), "search_mode": (str,), "group_ckpt_save_file": (str,), "dump_local_norm_path": (str,),
+    "pipeline_config": (dict,), "parallel_optimizer_config": (dict,), "comm_fusion": (dict,),
+    "strategy_ckpt_config": (dict,), "all_reduce_fusion_config": (list,),
+}
+_PARALLEL_OPTIMIZER_KEYS = ("gradient_accumulation_shard", "parallel_optimizer_threshold",
+                            "optimizer_weight_shard_size", "optimizer_level")
+_OPTIMIZER_LEVELS = ("level1", "level2", "level3")
+
+
 def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        _reject("set_auto_parallel_context", key, value, f"an int in [{lo}, {hi}]")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(_AP, key, value, "an int")
+    if not lo <= value <= hi:
+        _reject(_AP, key, value, f"an int in [{lo}, {hi}]")
     return value
 
 
 def _check_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        _reject("set_auto_parallel_context", key, value, "a bool")
+        raise _type_error(_AP, key, value, "a bool")
     return value
 
 
 def _check_dataset_strategy(value: Any) -> Any:
-    if value in ("data_parallel", "full_batch"):
+    """A str must be one of the two modes (ValueError); otherwise a tuple of per-input tuples of
+    ints, or of Layouts (anything else is a TypeError, as in MindSpore; lists are accepted too)."""
+    expected = ("'data_parallel', 'full_batch', a tuple of per-input split tuples such as ((1, 8), (1, 8)), "
+                "or a tuple of Layouts")
+    if isinstance(value, str):
+        if value not in ("data_parallel", "full_batch"):
+            _reject(_AP, "dataset_strategy", value, expected)
         return value
-    if isinstance(value, (tuple, list)) and value and all(
-            isinstance(s, (tuple, list)) and all(isinstance(d, int) and d >= 1 for d in s) for s in value):
-        return tuple(tuple(s) for s in value)
-    if isinstance(value, (tuple, list)) and value and all(hasattr(s, "to_dict") for s in value):
+    if not isinstance(value, (tuple, list)):
+        raise _type_error(_AP, "dataset_strategy", value, expected)
+    if value and all(hasattr(s, "to_dict") for s in value):
         return tuple(value)
-    _reject("set_auto_parallel_context", "dataset_strategy", value,
-            "'data_parallel', 'full_batch', a tuple of per-input split tuples such as ((1, 8), (1, 8)), "
-            "or a tuple of Layouts")
+    for s in value:
+        if not isinstance(s, (tuple, list)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in s):
+            raise _type_error(_AP, "dataset_strategy", value, expected)
+    if not value or not all(d >= 1 for s in value for d in s):
+        _reject(_AP, "dataset_strategy", value, expected)
+    return tuple(tuple(s) for s in value)
 
 
 def _check_strategy_ckpt_config(value: Any) -> dict:
-    if not isinstance(value, dict):
-        _reject("set_auto_parallel_context", "strategy_ckpt_config", value, "a dict")
     unknown = set(value) - set(_STRATEGY_CKPT_KEYS)
     if unknown:
-        raise ValueError(f"For 'set_auto_parallel_context', 'strategy_ckpt_config' got unknown keys "
+        raise ValueError(f"For '{_AP}', 'strategy_ckpt_config' got unknown keys "
                          f"{sorted(unknown)}; valid keys: {sorted(_STRATEGY_CKPT_KEYS)}")
     merged = dict(_ap["strategy_ckpt_config"])
     for k, v in value.items():
         if k == "only_trainable_params":
             _check_bool("strategy_ckpt_config.only_trainable_params", v)
         elif not isinstance(v, str):
-            _reject("set_auto_parallel_context", f"strategy_ckpt_config.{k}", v, "a str path")
+            raise _type_error(_AP, f"strategy_ckpt_config.{k}", v, "a str path")
         merged[k] = v
     return merged
 
 
+def _check_parallel_optimizer_config(value: dict) -> dict:
+    unknown = set(value) - set(_PARALLEL_OPTIMIZER_KEYS)
+    if unknown:
+        raise ValueError(f"For '{_AP}', 'parallel_optimizer_config' got unknown keys {sorted(unknown)}; "
+                         f"valid keys: {list(_PARALLEL_OPTIMIZER_KEYS)}")
+    for k, v in value.items():
+        name = f"parallel_optimizer_config.{k}"
+        if k == "gradient_accumulation_shard":
+            _check_bool(name, v)
+        elif k == "optimizer_level":
+            if not isinstance(v, str):
+                raise _type_error(_AP, name, v, "a str")
+            if v not in _OPTIMIZER_LEVELS:
+                _reject(_AP, name, v, f"one of {list(_OPTIMIZER_LEVELS)}")
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise _type_error(_AP, name, v, "an int")
+            if k == "parallel_optimizer_threshold" and v < 0:
+                _reject(_AP, name, v, "a non-negative int (KB)")
+    return dict(value)
+
+
 def set_auto_parallel_context(**kwargs: Any) -> None:
     """Set auto-parallel keys (``parallel_mode``, ``device_num``, ``full_batch``,
-    ``dataset_strategy``, ``pipeline_stages``, ``strategy_ckpt_config``...), checked as MindSpore does.
+    ``dataset_strategy``, ``pipeline_stages``, ``strategy_ckpt_config``...), checked as MindSpore does:
+    a value of the wrong type is a TypeError, an unknown key or a
+    value out of range a ValueError.
 
     >>> import distinfer as ms
     >>> ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=8, dataset_strategy=((2, 1),))
@@ -192,24 +260,30 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
         key = _ALIASES.get(key, key)
         if key in _LEGACY_CKPT:
             if not isinstance(value, str):
-                _reject("set_auto_parallel_context", key, value, "a str path")
+                raise _type_error(_AP, key, value, "a str path")
             _ap["strategy_ckpt_config"] = {**_ap["strategy_ckpt_config"], _LEGACY_CKPT[key]: value}
             continue
         if key not in _AP_DEFAULTS:
-            raise ValueError(f"For 'set_auto_parallel_context', the keyword argument {key!r} is not "
+            raise ValueError(f"For '{_AP}', the keyword argument {key!r} is not "
                              f"recognized; valid keys: {sorted(list(_AP_DEFAULTS) + list(_LEGACY_CKPT))}")
+        types = _AP_TYPES.get(key)
+        if types is not None and not isinstance(value, types):
+            raise _type_error(_AP, key, value, "a " + " or ".join(t.__name__ for t in types))
         if key == "parallel_mode":
             if value not in ParallelMode.MODE_LIST:
-                _reject("set_auto_parallel_context", key, value, f"one of {ParallelMode.MODE_LIST}")
+                _reject(_AP, key, value, f"one of {ParallelMode.MODE_LIST}")
         elif key == "device_num":
             value = _check_int(key, value, 1, 4096)
         elif key == "global_rank":
             value = _check_int(key, value, 0, 4095)
         elif key == "pipeline_stages":
             value = _check_int(key, value, 1, 4096)
+        elif key == "optimizer_weight_shard_size":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _type_error(_AP, key, value, "an int")
         elif key == "search_mode":
             if value not in _SEARCH_MODES:
-                _reject("set_auto_parallel_context", key, value, f"one of {list(_SEARCH_MODES)}")
+                _reject(_AP, key, value, f"one of {list(_SEARCH_MODES)}")
         elif key == "dataset_strategy":
             value = _check_dataset_strategy(value)
             _ap["full_batch"] = value == "full_batch"
@@ -218,10 +292,11 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
             _ap["dataset_strategy"] = "full_batch" if value else "data_parallel"
         elif key == "strategy_ckpt_config":
             value = _check_strategy_ckpt_config(value)
+        elif key == "parallel_optimizer_config":
+            value = _check_parallel_optimizer_config(value)
         elif key == "pipeline_config":
-            if not isinstance(value, dict) or value.get("pipeline_scheduler", "1f1b") not in _PIPELINE_SCHEDULERS:
-                _reject("set_auto_parallel_context", key, value,
-                        f"a dict with pipeline_scheduler in {list(_PIPELINE_SCHEDULERS)}")
+            if value.get("pipeline_scheduler", "1f1b") not in _PIPELINE_SCHEDULERS:
+                _reject(_AP, key, value, f"a dict with pipeline_scheduler in {list(_PIPELINE_SCHEDULERS)}")
         elif isinstance(_AP_DEFAULTS[key], bool):
             _check_bool(key, value)
         _ap[key] = value

@@ -134,6 +134,8 @@ def _named_objects(save_obj: Any, choice_func: Optional[Callable[[str], bool]]) 
                                            if not (sharded and p.has_init and p.layout is None))
     elif isinstance(save_obj, dict):
         pairs = save_obj.items()
+    elif save_obj and not isinstance(save_obj[0], dict):
+        pairs = (_list_parameter(i, e) for i, e in enumerate(save_obj))  # e.g. net.trainable_params()
     else:
         pairs = (_list_entry(i, e) for i, e in enumerate(save_obj))
     out = []
@@ -144,6 +146,15 @@ def _named_objects(save_obj: Any, choice_func: Optional[Callable[[str], bool]]) 
         if choice_func is None or choice_func(name):
             out.append((name, obj))
     return out
+
+
+def _list_parameter(index: int, entry: Any) -> tuple[str, Any]:
+    """An element of a list of Parameters (MindSpore decides the list's kind by its first element)."""
+    if not isinstance(entry, Parameter):
+        raise TypeError(f"For 'save_checkpoint', a list save_obj must hold Parameters (like "
+                        f"net.trainable_params()) or dicts with keys 'name' and 'data', but element {index} is "
+                        f"{type(entry).__name__}.")
+    return entry.name, entry
 
 
 def _list_entry(index: int, entry: Any) -> tuple[str, Any]:
@@ -252,20 +263,48 @@ def _write(path: str, records: Mapping[str, Any], fmt: str, crc_check: bool,
     log.info("saved %d tensors to %s", len(records), path)
 
 
-def _check_save_options(enc_key: Any, async_save: Any, fmt: str, kwargs: dict) -> Optional[bool]:
-    """Validate the options distinfer does not implement; returns ``remove_redundancy``."""
-    if enc_key is not None:
-        raise ValueError(f"For 'save_checkpoint', {_ENCRYPTION_ERROR} (enc_key must be None).")
-    if async_save not in (False, True, "thread", "process"):
+def _check_type(api: str, name: str, value: Any, types: tuple, expected: str) -> None:
+    """MindSpore's ``Validator.check_isinstance``: a TypeError naming the argument."""
+    if not isinstance(value, types):
+        raise TypeError(f"For '{api}', the argument '{name}' must be {expected}, but got {type(value).__name__} "
+                        f"({value!r:.80}).")
+
+
+def _check_crypto(api: str, key_name: str, key: Any, mode_name: str, mode: Any, fmt: str) -> None:
+    """``enc_key``/``dec_key`` (None or bytes) and ``enc_mode``/``dec_mode`` (a str), as MindSpore
+    checks them; a key is then refused (no encryption in distinfer), and safetensors needs the defaults."""
+    _check_type(api, key_name, key, (type(None), bytes), "None or bytes")
+    _check_type(api, mode_name, mode, (str,), "a str")
+    if key is not None:
+        raise ValueError(f"For '{api}', {_ENCRYPTION_ERROR} ({key_name} must be None).")
+    if fmt == "safetensors" and mode != "AES-GCM":
+        raise ValueError(f"For '{api}', when format is 'safetensors', the parameter '{mode_name}' must be set to "
+                         f"default value 'AES-GCM', but got {mode!r}.")
+
+
+def _check_save_options(integrated_save: Any, async_save: Any, enc_key: Any, enc_mode: Any, crc_check: Any,
+                        fmt: str, kwargs: dict) -> Optional[bool]:
+    """MindSpore's argument checks, and the options distinfer does not implement; returns ``remove_redundancy``."""
+    api = "save_checkpoint"
+    _check_type(api, "integrated_save", integrated_save, (bool,), "a bool")
+    _check_type(api, "async_save", async_save, (bool, str), "a bool or str")
+    if isinstance(async_save, str) and async_save not in ("thread", "process"):
         raise ValueError(f"For 'save_checkpoint', 'async_save' must be a bool, 'thread' or 'process', "
                          f"got {async_save!r}.")
+    _check_crypto(api, "enc_key", enc_key, "enc_mode", enc_mode, fmt)
+    _check_type(api, "crc_check", crc_check, (bool,), "a bool")
     remove_redundancy = kwargs.pop("remove_redundancy", None)
+    _check_type(api, "remove_redundancy", remove_redundancy, (type(None), bool), "None or a bool")
     if remove_redundancy and context.is_sharded_mode() and _world_size() > 1:
         raise NotImplementedError("save_checkpoint(remove_redundancy=True) in a parallel run is not supported "
                                   "by distinfer; save with integrated_save=False instead.")
-    for key in ("incremental", "global_step_num"):
-        if kwargs.pop(key, None) not in (None, False):
-            raise ValueError(f"For 'save_checkpoint', '{key}' is not supported by distinfer.")
+    # ``incremental`` only concerns MapParameters (distinfer has none) and ``global_step_num`` only
+    # MindSpore's AITurbo saver: ignored for .ckpt, refused for safetensors (as in MindSpore).
+    for key, default in (("incremental", False), ("global_step_num", None)):
+        value = kwargs.pop(key, default)
+        if fmt == "safetensors" and value != default:
+            raise ValueError(f"For 'save_checkpoint', when format is 'safetensors', the parameter '{key}' must be "
+                             f"set to default value '{default}', but got '{value}'.")
     if kwargs:
         log.warning("save_checkpoint: ignoring unknown keyword arguments %s", sorted(kwargs))
     return remove_redundancy
@@ -299,8 +338,8 @@ def save_checkpoint(save_obj: Any, ckpt_file_name: str, integrated_save: bool = 
     >>> {k: v.asnumpy().tolist() for k, v in ms.load_checkpoint(p).items()}
     {'w': [1.0, 1.0], 'lr': 0.5}
     """
-    remove_redundancy = _check_save_options(enc_key, async_save, format, kwargs)
     path = _check_save_target(save_obj, ckpt_file_name, format)
+    remove_redundancy = _check_save_options(integrated_save, async_save, enc_key, enc_mode, crc_check, format, kwargs)
     _ASYNC.wait()  # a previous asynchronous save finishes first (and reports its failure)
     records = _collect(save_obj, append_dict, integrated_save, choice_func)
     if async_save:
@@ -404,9 +443,10 @@ def load_checkpoint(ckpt_file_name: Union[str, _pyio.BytesIO], net: Any = None, 
     >>> list(d), d["x.w"].dtype
     (['x.w'], Float16)
     """
-    if dec_key is not None:
-        raise ValueError(f"For 'load_checkpoint', {_ENCRYPTION_ERROR} (dec_key must be None).")
     keep = _name_filter(specify_prefix, filter_prefix, choice_func)
+    _check_crypto("load_checkpoint", "dec_key", dec_key, "dec_mode", dec_mode, format)
+    _check_type("load_checkpoint", "crc_check", crc_check, (bool,), "a bool")
+    _check_type("load_checkpoint", "remove_redundancy", remove_redundancy, (bool,), "a bool")
     _ASYNC.wait()  # a file being saved asynchronously is complete before it is read
     if isinstance(ckpt_file_name, _pyio.BytesIO):
         if format != "safetensors":
@@ -431,7 +471,8 @@ def load_segmented_checkpoints(ckpt_file_dir: str, net: Any = None, strict_load:
     """Every ``*.ckpt`` of a folder (e.g. the ``_part<k>`` files of a per-stage transform) as one dict.
 
     Files are read in name order; a name in several files takes the last one's value. With ``net``,
-    the merged values are loaded into it.
+    the merged values are loaded into it. As in MindSpore, a folder without ``.ckpt`` files gives
+    ``{}``, and ``ckpt_file_dir`` must be a str (TypeError) naming a directory (ValueError).
 
     >>> import os, tempfile, numpy as np, distinfer as ms
     >>> d = tempfile.mkdtemp()
@@ -440,16 +481,17 @@ def load_segmented_checkpoints(ckpt_file_dir: str, net: Any = None, strict_load:
     >>> sorted(ms.load_segmented_checkpoints(d))
     ['a', 'b']
     """
+    _check_type("load_segmented_checkpoints", "ckpt_file_dir", ckpt_file_dir, (str, os.PathLike), "a str")
     if not os.path.isdir(ckpt_file_dir):
         raise ValueError(f"For 'load_segmented_checkpoints', {ckpt_file_dir} is not a directory.")
     files = sorted(f for f in os.listdir(ckpt_file_dir) if f.endswith(".ckpt"))
     if not files:
-        raise ValueError(f"For 'load_segmented_checkpoints', {ckpt_file_dir} holds no .ckpt file.")
+        log.warning("load_segmented_checkpoints: %s holds no .ckpt file; nothing is loaded", ckpt_file_dir)
     merged: dict = {}
     for f in files:
         merged.update(load_checkpoint(os.path.join(ckpt_file_dir, f), None, strict_load, filter_prefix, dec_key,
                                       dec_mode, specify_prefix, choice_func))
-    if net is not None:
+    if net is not None and merged:
         load_param_into_net(net, merged, strict_load)
     return merged
 

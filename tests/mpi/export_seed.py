@@ -56,7 +56,9 @@ def main(out_dir: str, dataset: str) -> None:
     try:
         nn.GraphCell(other)
     except CommError as e:
-        assert "rank" in str(e)
+        other_rank = (rank + 1) % size
+        want = f"is rank {other_rank}'s part of a {size}-rank export, but it is being run on rank {rank}"
+        assert f"net_rank_{other_rank}.mindir" in str(e) and want in str(e), e
     else:
         raise AssertionError("loading another rank's file did not fail")
     try:

@@ -44,6 +44,21 @@ class GlobalComm:
 # User groups: name -> world ranks (ascending), plus their MPI communicators.
 _GROUPS: dict[str, tuple[int, ...]] = {}
 _GROUP_COMMS: dict[str, object] = {}
+_BACKENDS = ("hccl", "nccl", "mccl", "mpi")
+
+
+def _check_group(api: str, group: object) -> None:
+    """MindSpore's check: a group name must be a str (TypeError otherwise)."""
+    if not isinstance(group, str):
+        raise TypeError(f"For '{api}', the argument 'group' must be type of string, but got "
+                        f"{type(group).__name__} ({group!r:.80}).")
+
+
+def _check_rank_id(api: str, name: str, value: object) -> None:
+    """An int rank (numpy integers too); TypeError otherwise, as in MindSpore."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"For '{api}', the argument '{name}' must be an int, but got {type(value).__name__} "
+                        f"({value!r:.80}).")
 
 
 def init(backend_name: str | None = None) -> None:
@@ -58,8 +73,11 @@ def init(backend_name: str | None = None) -> None:
     >>> ms.get_auto_parallel_context("device_num")  # the world size; 1 without mpirun
     1
     """
-    if backend_name not in (None, "hccl", "nccl", "mccl", "mpi"):
-        raise ValueError(f"init: backend_name must be one of None, 'hccl', 'nccl', 'mccl', got {backend_name!r}")
+    if backend_name is not None and not isinstance(backend_name, str):
+        raise TypeError(f"For 'init', the argument 'backend_name' must be a string, but got "
+                                f"{type(backend_name).__name__} ({backend_name!r:.80}).")
+    if backend_name is not None and backend_name not in _BACKENDS:
+        raise RuntimeError(f"init: backend_name must be one of None, 'hccl', 'nccl', 'mccl', got {backend_name!r}")
     world = _backend.world()
     GlobalComm.INITED = True
     # MindSpore fills these from the launcher's environment (spec §10.2).
@@ -100,6 +118,7 @@ def get_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
     >>> get_rank(), get_rank("hccl_world_group")  # one rank without mpirun
     (0, 0)
     """
+    _check_group("get_rank", group)
     ranks = _group_ranks(group)
     me = _backend.world().rank
     if me not in ranks:
@@ -116,6 +135,7 @@ def get_group_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
     (1, 1)
     >>> destroy_group("solo")
     """
+    _check_group("get_group_size", group)
     return len(_group_ranks(group))
 
 
@@ -136,6 +156,7 @@ def get_local_rank(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
     >>> get_local_rank()  # no launcher: rank 0
     0
     """
+    _check_group("get_local_rank", group)
     for var in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK"):
         if os.environ.get(var):
             return int(os.environ[var])
@@ -149,6 +170,7 @@ def get_local_rank_size(group: str = GlobalComm.WORLD_COMM_GROUP) -> int:
     >>> get_local_rank_size()  # no launcher: one rank
     1
     """
+    _check_group("get_local_rank_size", group)
     return _local_size()
 
 
@@ -161,11 +183,20 @@ def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
     [0]
     >>> destroy_group("grp")
     """
+    _check_group("create_group", group)
+    if not isinstance(rank_ids, (list, tuple, range)):
+        raise TypeError(f"For 'create_group', the argument 'rank_ids' must be type of list, but got "
+                        f"{type(rank_ids).__name__} ({rank_ids!r:.80}).")
+    for r in rank_ids:
+        _check_rank_id("create_group", "rank_ids", r)
     world = _backend.world()
     ranks = tuple(sorted(int(r) for r in rank_ids))
     if group in _WORLD_NAMES or group in _GROUPS:
         raise ValueError(f"create_group: group {group!r} already exists")
-    if len(set(ranks)) != len(ranks) or not ranks or ranks[0] < 0 or ranks[-1] >= world.size:
+    if len(set(ranks)) != len(ranks) or not ranks:
+        raise ValueError(f"create_group {group!r}: rank_ids {list(rank_ids)} must be distinct ranks in "
+                            f"0..{world.size - 1}")
+    if ranks[0] < 0 or ranks[-1] >= world.size:
         raise CommError(f"create_group {group!r}: rank_ids {list(rank_ids)} must be distinct ranks in "
                         f"0..{world.size - 1}")
     if world.rank not in ranks:
@@ -188,6 +219,7 @@ def destroy_group(group: str) -> None:
     ...
     ValueError: the world group cannot be destroyed
     """
+    _check_group("destroy_group", group)
     if group in _WORLD_NAMES:
         raise ValueError("the world group cannot be destroyed")
     if group not in _GROUPS:
@@ -205,6 +237,7 @@ def get_process_group_ranks(group: str = GlobalComm.WORLD_COMM_GROUP) -> list[in
     >>> get_process_group_ranks()
     [0]
     """
+    _check_group("get_process_group_ranks", group)
     return list(_group_ranks(group))
 
 
@@ -217,6 +250,8 @@ def get_world_rank_from_group_rank(group: str, group_rank_id: int) -> int:
     0
     >>> destroy_group("grp")
     """
+    _check_group("get_world_rank_from_group_rank", group)
+    _check_rank_id("get_world_rank_from_group_rank", "group_rank_id", group_rank_id)
     ranks = _group_ranks(group)
     if not 0 <= group_rank_id < len(ranks):
         raise ValueError(f"group rank {group_rank_id} is outside group {group!r} of size {len(ranks)}")
@@ -230,6 +265,8 @@ def get_group_rank_from_world_rank(world_rank_id: int, group: str) -> int:
     >>> get_group_rank_from_world_rank(0, "hccl_world_group")
     0
     """
+    _check_group("get_group_rank_from_world_rank", group)
+    _check_rank_id("get_group_rank_from_world_rank", "world_rank_id", world_rank_id)
     ranks = _group_ranks(group)
     if world_rank_id not in ranks:
         raise ValueError(f"world rank {world_rank_id} is not in group {group!r} {list(ranks)}")

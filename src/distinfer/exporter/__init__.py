@@ -102,13 +102,21 @@ def _check_onnx_context() -> None:
 def load(file_name: str, **kwargs: Any) -> Graph:
     """Read a MindIR file (distinfer's or MindSpore's) as a :class:`Graph` for :class:`nn.GraphCell`.
 
-    ``dec_key``/``obf_func`` (encrypted or obfuscated models) are not supported.
+    As in MindSpore, ``file_name`` must be a path ending with ``.mindir`` that exists (ValueError
+    otherwise). ``dec_key``/``obf_func`` (encrypted or obfuscated models) are not supported.
 
     >>> load("/nonexistent.mindir")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    FileNotFoundError: cannot read MindIR file /nonexistent.mindir: ...
+    ValueError: For 'load', the MindIR file /nonexistent.mindir does not exist...
     """
+    if not isinstance(file_name, (str, os.PathLike)):
+        raise ValueError(f"For 'load', the argument 'file_name' must be a str, but got {type(file_name).__name__}.")
+    file_name = os.fspath(file_name)
+    if not file_name.endswith(".mindir"):
+        raise ValueError(f"For 'load', the MindIR file name must end with '.mindir', got {file_name!r}.")
+    if not os.path.exists(file_name):
+        raise ValueError(f"For 'load', the MindIR file {file_name} does not exist; check 'file_name'.")
     for key in ("dec_key", "obf_func"):
         if kwargs.get(key) is not None:
             raise NotImplementedError(f"load: {key} (encrypted/obfuscated MindIR) is not supported")

@@ -382,7 +382,8 @@ def merge_pipeline_strategys(src_strategy_dirs: PathLike, dst_strategy_file: Pat
     Reads every ``*.ckpt`` (or every ``*.json``; mixing is an error) in the directory, skips
     byte-identical files and stages already merged, prefixes each layout name with
     ``"<stage>-"`` (the stage of the file's strategy items), keeps the strategy items, and
-    writes ``current_stage = 1``.
+    writes ``current_stage = 1``. As in MindSpore, a missing directory is a ``NotADirectoryError``
+    and the destination's directory is created.
 
     >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
@@ -394,7 +395,7 @@ def merge_pipeline_strategys(src_strategy_dirs: PathLike, dst_strategy_file: Pat
     """
     src = os.fspath(src_strategy_dirs)
     if not os.path.isdir(src):
-        raise FormatError(f"{src}: the pipeline strategy directory does not exist")
+        raise NotADirectoryError(f"{src}: the pipeline strategy directory does not exist")
     ckpts = glob.glob(os.path.join(src, "*.ckpt"))
     jsons = glob.glob(os.path.join(src, "*.json"))
     if ckpts and jsons:
@@ -424,4 +425,5 @@ def merge_pipeline_strategys(src_strategy_dirs: PathLike, dst_strategy_file: Pat
         merged.items.update(sf.items)
         for name, lay in sf.layouts.items():
             merged.layouts[f"{stage}-{name}"] = lay
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(dst_strategy_file))), exist_ok=True)
     write_strategy(dst_strategy_file, merged)

@@ -75,6 +75,8 @@ class Optimizer(Cell):
         self.learning_rate = _scalar_param(lr, "learning_rate")
         self.parameters = ParameterTuple(params)
         self.weight_decay = float(weight_decay)
+        # MindSpore's default filter: norm scales and shifts (names with gamma/beta) are not decayed.
+        self.decay_flags = tuple("beta" not in p.name and "gamma" not in p.name for p in params)
         self.loss_scale = float(loss_scale)
 
     def _states(self) -> Sequence[ParameterTuple]:
@@ -107,7 +109,7 @@ class Optimizer(Cell):
             if self.loss_scale != 1.0:
                 grad = grad / self.loss_scale
             value = p.asnumpy()
-            if self.weight_decay:
+            if self.weight_decay and self.decay_flags[i]:
                 grad = grad + self.weight_decay * value
             p._set_local(self.update(i, value, grad, lr).astype(value.dtype, copy=False))
         self.global_step._set_local(self.global_step.asnumpy() + 1)
@@ -277,4 +279,5 @@ class AdamWeightDecay(Optimizer):
         v = self.beta2 * self.moments2[i].asnumpy() + (1 - self.beta2) * grad * grad
         self.moments1[i]._set_local(m.astype(np.float32))
         self.moments2[i]._set_local(v.astype(np.float32))
-        return value - lr * (m / (np.sqrt(v) + self.eps) + self.decay * value)
+        decay = self.decay * value if self.decay_flags[i] else 0.0
+        return value - lr * (m / (np.sqrt(v) + self.eps) + decay)

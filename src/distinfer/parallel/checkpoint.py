@@ -277,6 +277,9 @@ def transform_checkpoint_by_rank(rank_id: int, checkpoint_files_map: Mapping[int
     if not isinstance(checkpoint_files_map, Mapping):
         raise TypeError(f"For 'transform_checkpoint_by_rank', 'checkpoint_files_map' must be a dict, got "
                         f"{type(checkpoint_files_map).__name__}")
+    if not _is_int(rank_id):
+        raise TypeError(f"For 'transform_checkpoint_by_rank', 'rank_id' must be an int, got "
+                        f"{type(rank_id).__name__} ({rank_id!r:.80})")
     for k, v in checkpoint_files_map.items():
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ValueError(f"For 'transform_checkpoint_by_rank', the key {k!r} of 'checkpoint_files_map' must "
@@ -544,8 +547,13 @@ def merge_sliced_parameter(sliced_parameters: Sequence[Any], strategy: Optional[
     """
     from ..tensor import Parameter, Tensor
 
-    if not isinstance(sliced_parameters, (list, tuple)) or not sliced_parameters:
-        raise TypeError("For 'merge_sliced_parameter', 'sliced_parameters' must be a non-empty list of Parameter")
+    if not isinstance(sliced_parameters, (list, tuple)):
+        raise TypeError(f"For 'merge_sliced_parameter', 'sliced_parameters' must be a list of Parameter, got "
+                        f"{type(sliced_parameters).__name__}")
+    if not sliced_parameters:
+        raise ValueError("For 'merge_sliced_parameter', 'sliced_parameters' must not be empty")
+    if strategy and not isinstance(strategy, Mapping):
+        raise TypeError(f"For 'merge_sliced_parameter', 'strategy' must be a dict, got {type(strategy).__name__}")
     for p in sliced_parameters:
         if not isinstance(p, Parameter):
             raise TypeError(f"For 'merge_sliced_parameter', every element must be a Parameter, got {type(p).__name__}")
@@ -560,7 +568,7 @@ def merge_sliced_parameter(sliced_parameters: Sequence[Any], strategy: Optional[
                              f"{arrays[0].shape} and {a.shape} for {name!r}")
     dt = arrays[0].dtype
     out_dt = np.float32 if dt == mstype.bfloat16.np else dt
-    if strategy is None:
+    if not strategy:  # None or empty: concatenate on axis 0, as MindSpore does
         full = np.concatenate([a.astype(out_dt, copy=False) for a in arrays], axis=0)
         return Parameter(Tensor(full), name=name, requires_grad=sliced_parameters[0].requires_grad)
     if name not in strategy:
@@ -703,8 +711,19 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
     [[1.0], [3.0], [5.0]]
     """
     from .. import context
+    from ..nn.cell import Cell
     from ..tensor import Parameter, Tensor
 
+    if output_format not in ("ckpt", "safetensors"):
+        raise ValueError(f"For 'load_distributed_checkpoint', 'format' and 'output_format' must be 'ckpt' or "
+                         f"'safetensors', but got output_format={output_format!r}.")
+    if network is not None and not isinstance(network, Cell):
+        raise TypeError(f"For 'load_distributed_checkpoint', 'network' must be a Cell, got {type(network).__name__}")
+    if dec_key is not None and not isinstance(dec_key, bytes):
+        raise TypeError(f"For 'load_distributed_checkpoint', 'dec_key' must be None or bytes, got "
+                        f"{type(dec_key).__name__}")
+    if not isinstance(dec_mode, str):
+        raise TypeError(f"For 'load_distributed_checkpoint', 'dec_mode' must be a str, got {type(dec_mode).__name__}")
     if unified_safetensors_dir is not None or dst_safetensors_dir is not None:
         return _load_unified_mode(network, checkpoint_filenames, predict_strategy, train_strategy_filename,
                                   strict_load, dec_key, dec_mode, format, unified_safetensors_dir,
@@ -715,6 +734,9 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
                                   "supported by distinfer")
     if format not in ("ckpt", "safetensors"):
         raise ValueError(f"For 'load_distributed_checkpoint', 'format' must be 'ckpt' or 'safetensors', got {format!r}")
+    if network is None and not return_param_dict:
+        raise TypeError("For 'load_distributed_checkpoint', 'network' must be a Cell (None is only allowed with "
+                        "'unified_safetensors_dir', or with return_param_dict=True)")
     files = _check_files(checkpoint_filenames, format)
     predict = _check_predict_strategy(predict_strategy)
     if train_strategy_filename is None:

@@ -133,10 +133,12 @@ class _TrainMixin:
 
         from .callback import RunContext
 
+        _check_bool("Model.train", "dataset_sink_mode", dataset_sink_mode)
+        _check_sink_size("Model.train", sink_size)
         _check_epochs(epoch, initial_epoch)
         cbs = _callback_list(callbacks)
+        batch_num = _dataset_size(train_dataset)
         train_net = self._build_train_network()
-        batch_num = train_dataset.get_dataset_size()
         cb = SimpleNamespace(train_network=train_net, network=self._network, optimizer=self._optimizer,
                              epoch_num=epoch, batch_num=batch_num, cur_epoch_num=initial_epoch,
                              cur_step_num=initial_epoch * batch_num, net_outputs=None,
@@ -188,6 +190,12 @@ class _TrainMixin:
         """Layouts of the training network's parameters (and optimizer state) for the first batch."""
         if not context.is_sharded_mode():
             raise RuntimeError("infer_train_layout needs parallel_mode 'semi_auto_parallel' or 'auto_parallel'")
+        _check_bool("infer_train_layout", "dataset_sink_mode", dataset_sink_mode)
+        if not dataset_sink_mode:
+            raise ValueError("For 'infer_train_layout', only dataset sink mode is supported (as in MindSpore): "
+                             "'dataset_sink_mode' must be True")
+        _check_sink_size("infer_train_layout", sink_size)
+        _dataset_size(train_dataset)
         train_net = self._build_train_network()
         batch = next(iter(train_dataset.create_tuple_iterator(num_epochs=1)))
         rec = ex.Recorder(trainable_only=context.get_auto_parallel_context("strategy_ckpt_config")[
@@ -202,7 +210,32 @@ class _TrainMixin:
         """Metrics over ``valid_dataset``; supports "accuracy"/"acc" and "loss"."""
         from .metrics import evaluate
 
+        _check_bool("Model.eval", "dataset_sink_mode", dataset_sink_mode)
         return evaluate(self, valid_dataset)
+
+
+def _check_bool(api: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"For '{api}', the argument '{name}' must be a bool, but got {type(value).__name__} "
+                        f"({value!r:.80})")
+
+
+def _check_sink_size(api: str, sink_size: Any) -> None:
+    """MindSpore's rule: an int, -1 (the whole dataset) or positive."""
+    if isinstance(sink_size, bool) or not isinstance(sink_size, int):
+        raise TypeError(f"For '{api}', the argument 'sink_size' must be an int, but got "
+                        f"{type(sink_size).__name__} ({sink_size!r:.80})")
+    if sink_size < -1 or sink_size == 0:
+        raise ValueError(f"For '{api}', the argument 'sink_size' must be -1 or positive, but got {sink_size}")
+
+
+def _dataset_size(dataset: Any) -> int:
+    """The dataset's batch count; an empty dataset is a ValueError, as in MindSpore."""
+    size = dataset.get_dataset_size()
+    if size == 0:
+        raise ValueError("There is no valid data in the dataset (get_dataset_size() is 0); check the dataset "
+                         "files and batch size")
+    return size
 
 
 def _check_epochs(epoch: int, initial_epoch: int) -> None:
@@ -227,6 +260,46 @@ def _callback_list(callbacks) -> list:
             raise TypeError(f"Model.train: callbacks must be Callback objects (or a list of them), but item {i} "
                             f"is {type(c).__name__}")
     return items
+
+
+def _first_bad_leaf(value: Any) -> Any:
+    """The first leaf of nested lists, tuples and dicts that is not a Tensor or scalar (None if all are)."""
+    items = value.values() if isinstance(value, dict) else value
+    for v in items:
+        if isinstance(v, (list, tuple, dict)):
+            bad = _first_bad_leaf(v)
+            if bad is not None:
+                return bad
+        elif not isinstance(v, (Tensor,) + _SCALARS):
+            return v
+    return None
+
+
+_MODEL_KWARGS = ("loss_scale_manager", "keep_batchnorm_fp32", "boost_config_dict", "acc_level")
+
+
+def _check_model_args(network, loss_fn, optimizer, metrics, eval_network, eval_indexes, kwargs: dict) -> None:
+    """MindSpore's construction checks on ``Model``."""
+    from ..nn.cell import Cell
+
+    if not isinstance(network, Cell):
+        raise TypeError(f"For 'Model', the argument 'network' must be a Cell, but got {type(network).__name__}")
+    for key in kwargs:
+        if key not in _MODEL_KWARGS:
+            raise ValueError(f"For 'Model', the keyword argument {key!r} is not recognized; '**kwargs' may only hold "
+                             f"{list(_MODEL_KWARGS)}")
+    from ..exporter.interpreter import GraphCell
+
+    if isinstance(network, GraphCell):
+        if loss_fn is not None or optimizer is not None:
+            raise ValueError(f"For 'Model', 'loss_fn' and 'optimizer' must be None when network is a GraphCell, but "
+                             f"got loss_fn={loss_fn!r:.60}, optimizer={optimizer!r:.60}")
+        if kwargs:
+            raise ValueError(f"For 'Model', '**kwargs' must be empty when network is a GraphCell, got {sorted(kwargs)}")
+    if metrics and eval_network is not None and eval_indexes is not None and not (
+            isinstance(eval_indexes, list) and len(eval_indexes) == 3):
+        raise ValueError(f"For 'Model', 'eval_indexes' must be None or a list of three indexes (loss, predicted "
+                         f"value, label), but got {eval_indexes!r:.80}")
 
 
 def _epochs(start: int, stop: int):
@@ -258,6 +331,7 @@ class Model(_TrainMixin):
 
     def __init__(self, network, loss_fn=None, optimizer=None, metrics=None, eval_network=None, eval_indexes=None,
                  amp_level: str = "O0", boost_level: str = "O0", **kwargs: Any) -> None:
+        _check_model_args(network, loss_fn, optimizer, metrics, eval_network, eval_indexes, kwargs)
         if amp_level not in ("O0", "O1", "O2", "O3", "auto"):
             raise ValueError(f"For 'Model', 'amp_level' must be one of 'O0', 'O1', 'O2', 'O3', 'auto', but got "
                              f"{amp_level!r}")
@@ -286,12 +360,23 @@ class Model(_TrainMixin):
 
     # ------------------------------------------------------------------- prediction
     def _check_predict_data(self, predict_data) -> None:
-        if not context.is_sharded_mode():
-            return
+        """MindSpore's rule: each input is a Tensor, int, float, str or None, or a list, tuple or
+        dict of those (TypeError otherwise); in (semi-)auto parallel mode distinfer distributes only
+        top-level inputs, so containers are refused there."""
+        sharded = context.is_sharded_mode()
         for i, x in enumerate(predict_data):
-            if not isinstance(x, (Tensor,) + _SCALARS):
-                raise TypeError(f"For 'Model.predict', in semi-auto parallel mode every predict data must be a "
-                                f"Tensor (or int, float, bool, str, None), but input {i} is {type(x).__name__}")
+            if isinstance(x, (Tensor,) + _SCALARS):
+                continue
+            if not sharded and isinstance(x, (list, tuple, dict)):
+                bad = _first_bad_leaf(x)
+                if bad is None:
+                    continue
+                raise TypeError(f"For 'Model.predict', every predict data must be a Tensor, int, float, bool, str or "
+                                f"None (or a list, tuple or dict of those), but input {i} holds a "
+                                f"{type(bad).__name__}")
+            where = "in semi-auto parallel mode " if sharded else ""
+            raise TypeError(f"For 'Model.predict', {where}every predict data must be a Tensor (or int, float, "
+                            f"bool, str, None), but input {i} is {type(x).__name__}")
 
     def predict(self, *predict_data: Any, backend=None, config=None) -> Any:
         """Run the network for inference; outputs follow the dataset strategy (module doc)."""
