@@ -75,9 +75,9 @@ def init(backend_name: str | None = None) -> None:
     """
     if backend_name is not None and not isinstance(backend_name, str):
         raise TypeError(f"For 'init', the argument 'backend_name' must be a string, but got "
-                                f"{type(backend_name).__name__} ({backend_name!r:.80}).")
+                        f"{type(backend_name).__name__} ({backend_name!r:.80}).")
     if backend_name is not None and backend_name not in _BACKENDS:
-        raise RuntimeError(f"init: backend_name must be one of None, 'hccl', 'nccl', 'mccl', got {backend_name!r}")
+        raise RuntimeError(f"init: backend_name must be None or one of {_BACKENDS}, got {backend_name!r}")
     world = _backend.world()
     GlobalComm.INITED = True
     # MindSpore fills these from the launcher's environment (spec §10.2).
@@ -195,7 +195,7 @@ def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
         raise ValueError(f"create_group: group {group!r} already exists")
     if len(set(ranks)) != len(ranks) or not ranks:
         raise ValueError(f"create_group {group!r}: rank_ids {list(rank_ids)} must be distinct ranks in "
-                            f"0..{world.size - 1}")
+                         f"0..{world.size - 1}")
     if ranks[0] < 0 or ranks[-1] >= world.size:
         raise CommError(f"create_group {group!r}: rank_ids {list(rank_ids)} must be distinct ranks in "
                         f"0..{world.size - 1}")
