@@ -58,7 +58,7 @@ def op_case_names() -> list[str]:
 def check_names(n: int) -> list[str]:
     """Names of the checks this script runs on ``n`` ranks (for the pytest side)."""
     names = ["seed_layouts", "seed_predict_full_batch", "seed_predict_data_parallel", "seed_weights_are_slices",
-             "seed_predict_float16"]
+             "seed_predict_float16", "seed_predict_bfloat16"]
     names += [f"gpt_{dp}x{mp}" for dp, mp in gpt_configs(n)]
     names += ["gpt_data_parallel", "comm_col_to_row", "comm_replicated_to_split", "comm_partial_sum",
               "comm_reduce_scatter", "comm_seed_predict", "comm_gpt_allreduces"]
@@ -139,17 +139,21 @@ def _seed_data_parallel() -> None:
     assert_close(got, want[rank() * local:(rank() + 1) * local], what=f"seed predict (data_parallel, {n} ranks)")
 
 
-@CHECKS("seed_predict_float16")
-def _seed_float16() -> None:
-    """``to_float(float16)``: the sharded network predicts like one process running it in float16."""
+def _seed_low_precision(name: str, rtol: float) -> None:
+    """``to_float(name)``: the sharded network predicts like one process running it in ``name``."""
+    dtype = getattr(ms, name)
     x = seed_input(16)
     reset()
-    want = ms.Model(seed_net(False).to_float(ms.float16)).predict(ms.Tensor(x)).asnumpy()
+    want = ms.Model(seed_net(False).to_float(dtype)).predict(ms.Tensor(x)).asnumpy()
     reset(parallel_mode="semi_auto_parallel", full_batch=True)
-    got = ms.Model(seed_net(True).to_float(ms.float16)).predict(ms.Tensor(x)).asnumpy()
-    assert got.dtype == np.float16, got.dtype
-    # Partial sums meet in float32 where one process adds them in its matmul: float16 rounding apart.
-    assert_close(got, want.astype(np.float64), rtol=2e-3, what="seed predict (float16)")
+    got = ms.Model(seed_net(True).to_float(dtype)).predict(ms.Tensor(x)).asnumpy()
+    assert got.dtype == dtype.np, got.dtype
+    # Sharded, each matmul rounds its partial sums before they meet (in float32): a rounding apart.
+    assert_close(got.astype(np.float64), want.astype(np.float64), rtol=rtol, what=f"seed predict ({name})")
+
+
+CHECKS.add("seed_predict_float16", lambda: _seed_low_precision("float16", 2e-3))
+CHECKS.add("seed_predict_bfloat16", lambda: _seed_low_precision("bfloat16", 1.6e-2))
 
 
 @CHECKS("seed_weights_are_slices")

@@ -180,12 +180,12 @@ class Cell:
         return self
 
     def to_float(self, dst_type) -> "Cell":
-        """Run this cell and its sub-cells in ``dst_type`` (``float16`` or ``float32``).
+        """Run this cell and its sub-cells in ``dst_type`` (``float16``, ``bfloat16`` or ``float32``).
 
         Inside, every op casts its floating inputs, parameters included, to ``dst_type`` (by the
         ``Cast`` primitive, so gradients flow back to the float32 parameters in float32); so are the
         cell's own inputs. A sub-cell's later ``to_float`` overrides it for that sub-cell (e.g. a
-        norm layer kept in float32). Reductions across ranks of float16 partial sums add in float32.
+        norm layer kept in float32). Reductions across ranks of low-precision partial sums add in float32.
 
         >>> import numpy as np, distinfer as ms
         >>> from distinfer import nn
@@ -200,9 +200,6 @@ class Cell:
         if dt not in (mstype.float16, mstype.float32, mstype.bfloat16):
             raise ValueError(f"For '{type(self).__name__}.to_float', the 'dst_type' should be float32, float16 or "
                              f"bfloat16, but got {dst_type}")
-        if dt is mstype.bfloat16:
-            raise NotImplementedError(f"{type(self).__name__}.to_float(bfloat16): distinfer runs float16 and "
-                                      f"float32 cells; numpy has no bfloat16 matmul")
         for _, cell in self.cells_and_names():
             object.__setattr__(cell, "_mixed_precision", dt)
         return self

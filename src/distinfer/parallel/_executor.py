@@ -226,7 +226,7 @@ def execute(prim, args) -> Any:
     locals_ = [_fetch(t, L, stage) for t, L in zip(tensors, lay.inputs)]
     ctx = KernelContext(consts, [L.box(me) for L in lay.inputs], [L.box(me) for L in lay.outputs],
                         shapes, out_shapes, out_dtypes, lay)
-    outs = [None] * len(specs) if _State.abstract else _as_list(prim.kernel(ctx, *locals_))
+    outs = [None] * len(specs) if _State.abstract else _typed(prim.kernel(ctx, *locals_), out_dtypes)
     partial = lay.partial or [() for _ in outs]
     results = [Tensor._make(o, s, L, p, lay.partial_op, d)
                for o, s, L, p, d in zip(outs, out_shapes, lay.outputs, partial, out_dtypes)]
@@ -328,7 +328,7 @@ def _run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes):
     full = lambda s: tuple((0, d) for d in s)  # noqa: E731
     ctx = KernelContext(consts, [full(s) for s in shapes], [full(s) for s in out_shapes], shapes, out_shapes,
                         out_dtypes)
-    outs = [None] * len(out_shapes) if _State.abstract else _as_list(prim.kernel(ctx, *locals_))
+    outs = [None] * len(out_shapes) if _State.abstract else _typed(prim.kernel(ctx, *locals_), out_dtypes)
     results = [Tensor._make(o, s, None, dtype=d) for o, s, d in zip(outs, out_shapes, out_dtypes)]
     return results, ctx, locals_, outs, None
 
@@ -350,8 +350,13 @@ def _notify_comm(kind: str, **info: Any) -> None:
         obs.comm(kind, **info)
 
 
-def _as_list(out) -> list:
-    return list(out) if isinstance(out, tuple) else [out]
+def _typed(out, dtypes) -> list:
+    """A kernel's outputs as a list, each in the dtype its op declares: numpy promotes some
+    types (bfloat16 matmuls and scalar products come back as float32), so round them back as
+    the op's output (a no-op when the dtype already matches)."""
+    outs = list(out) if isinstance(out, tuple) else [out]
+    return [o.astype(d.np, copy=False) if isinstance(o, np.ndarray) and d is not None and o.dtype != d.np else o
+            for o, d in zip(outs, dtypes)]
 
 
 # ----------------------------------------------------------------------- redistribution
