@@ -133,6 +133,7 @@ def _op_transform(src_dir, out, src_s, dst_s):
 
 def _op_load(src_dir, out, src_s, dst_s):
     from distinfer.io import read_strategy
+    from distinfer.nn import Cell
     from distinfer.parallel import load_distributed_checkpoint
     from distinfer.parallel.reshard import TrainStrategy, open_checkpoint
 
@@ -151,8 +152,8 @@ def _op_load(src_dir, out, src_s, dst_s):
         from distinfer.parallel.reshard import infer_full_shape
         net_params.append((n, _P(infer_full_shape(pl, shapes[n]))))
 
-    class _Net:
-        def parameters_and_names(self):
+    class _Net(Cell):  # the network: only its parameters' names and full shapes matter here
+        def parameters_and_names(self, *args, **kwargs):
             return iter(net_params)
 
     layout = {n: [pl.dev_matrix, list(pl.tensor_map), [], 0, True, ""] for n, pl in read_strategy(dst_s).layouts.items()}

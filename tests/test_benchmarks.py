@@ -1,0 +1,24 @@
+"""The benchmark scripts still run end to end (tiny sizes; nothing asserts on timings)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.mark.parametrize("script,args,expect", [
+    ("bench_reshard.py", ["--sizes", "16", "--repeat", "1"], ["transform 8->4", "transform 8->1", "load (rank 0/4)",
+                                                             "  cpu", "  limit", "  memcpy"]),
+    ("bench_ckpt.py", ["--gib", "0.05"], ["column box", "peak RSS"]),
+    ("bench_predict.py", ["--ranks", "1,2", "--repeat", "1"], ["1 x 2"]),
+    ("bench_train.py", ["--ranks", "1", "--steps", "2"], ["1.00"]),
+])
+def test_benchmark_runs(script, args, expect):
+    res = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for line in expect:
+        assert line in res.stdout, f"{script}: no {line!r} in its output:\n{res.stdout[-2000:]}"
