@@ -117,9 +117,14 @@ def test_to_float_refuses_other_types():
     assert ops.Cast()(out, ms.float16).dtype == ms.float16
 
 
-def test_model_amp_level_is_checked_and_not_pretended(caplog):
+def test_model_amp_level_is_checked(caplog):
+    """Levels are MindSpore's; 'O1' (per-op float16 lists) is not built and says so (tests/test_loss_scale.py
+    covers O2 and O3)."""
     with pytest.raises(ValueError, match="amp_level"):
         ms.Model(nn.Dense(2, 2), amp_level="O5")
+    net = nn.Dense(2, 2)
+    model = ms.Model(net, nn.MSELoss(), nn.SGD(net.trainable_params(), 0.1), amp_level="O1")
     with caplog.at_level("WARNING"):
-        ms.Model(nn.Dense(2, 2), amp_level="O2")
-    assert "not applied" in caplog.text and "to_float" in caplog.text
+        model._build_train_network()
+    assert "'O1'" in caplog.text and "not applied" in caplog.text
+    assert net._mixed_precision is None

@@ -15,5 +15,5 @@ def test_training_matches_single_process(ranks):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     results = re.findall(r"^(?:PASS|FAIL) .*$", proc.stdout, flags=re.M)
-    assert len(results) == ranks * 12, out[-3000:]
+    assert len(results) == ranks * 13, out[-3000:]
     assert all(r.startswith("PASS") for r in results), "\n".join(r for r in results if r.startswith("FAIL"))

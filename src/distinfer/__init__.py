@@ -17,6 +17,8 @@ from .tensor import Parameter, ParameterTuple, Tensor
 from .common.initializer import get_seed, set_seed as _set_init_seed
 from . import ops, nn, parallel, communication, dataset, train  # noqa: E402
 from .train import Model
+from . import amp  # noqa: E402
+from .amp import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager  # noqa: E402
 from .autograd import grad, value_and_grad
 
 __version__ = "0.1.0"
@@ -36,6 +38,7 @@ __all__ = [
     "get_auto_parallel_context", "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE",
     "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
     "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
+    "amp", "LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager",
 ]
 
 from .serialization import (ckpt_to_safetensors, load_checkpoint, load_param_into_net,  # noqa: E402

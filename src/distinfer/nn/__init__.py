@@ -3,13 +3,15 @@ from .cell import Cell, CellList, SequentialCell
 from .loss import CrossEntropyLoss, L1Loss, LossBase, MSELoss, SoftmaxCrossEntropyWithLogits
 from .optim import SGD, Adam, AdamWeightDecay, Momentum, Optimizer
 from .wrap import DistributedGradReducer, PipelineCell, TrainOneStepCell, WithEvalCell, WithLossCell
+from .loss_scale import DynamicLossScaleUpdateCell, FixedLossScaleUpdateCell, TrainOneStepWithLossScaleCell
 from .layers import (GELU, Dense, Dropout, Embedding, Flatten, Identity, LayerNorm, LogSoftmax, ReLU, Sigmoid,
                      Softmax, Tanh)
 
 __all__ = ["Cell", "CellList", "SequentialCell", "Dense", "ReLU", "GELU", "Sigmoid", "Tanh", "Flatten", "Softmax",
            "LogSoftmax", "LayerNorm", "Embedding", "Dropout", "Identity", "LossBase", "SoftmaxCrossEntropyWithLogits",
            "CrossEntropyLoss", "MSELoss", "L1Loss", "Optimizer", "SGD", "Momentum", "Adam", "AdamWeightDecay",
-           "WithLossCell", "WithEvalCell", "TrainOneStepCell", "DistributedGradReducer", "PipelineCell"]
+           "WithLossCell", "WithEvalCell", "TrainOneStepCell", "DistributedGradReducer", "PipelineCell",
+           "TrainOneStepWithLossScaleCell", "DynamicLossScaleUpdateCell", "FixedLossScaleUpdateCell"]
 
 from ..exporter.interpreter import GraphCell  # noqa: E402
 

@@ -1,5 +1,7 @@
 """``mindspore.train``: Model, callbacks and checkpoint configuration."""
 from .callback import Callback, CheckpointConfig, LossMonitor, ModelCheckpoint, RunContext, TimeMonitor
 from .model import Model
+from ..amp import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager
 
-__all__ = ["Model", "Callback", "RunContext", "LossMonitor", "TimeMonitor", "CheckpointConfig", "ModelCheckpoint"]
+__all__ = ["Model", "Callback", "RunContext", "LossMonitor", "TimeMonitor", "CheckpointConfig", "ModelCheckpoint",
+           "LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager"]

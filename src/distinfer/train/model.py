@@ -111,13 +111,14 @@ class _TrainMixin:
     """Model.train / eval / infer_train_layout (kept apart from prediction for readability)."""
 
     def _build_train_network(self):
-        from ..nn.wrap import TrainOneStepCell, WithLossCell
+        from ..amp import build_train_network
 
         if self._train_network is None:
             if self._optimizer is None:
                 raise ValueError("Model.train needs an optimizer (Model(network, loss_fn, optimizer))")
-            net = WithLossCell(self._network, self._loss_fn) if self._loss_fn is not None else self._network
-            self._train_network = TrainOneStepCell(net, self._optimizer)
+            self._train_network = build_train_network(self._network, self._optimizer, self._loss_fn,
+                                                      level=self._amp_level,
+                                                      loss_scale_manager=self._loss_scale_manager)
         return self._train_network
 
     def _feed(self, batch):
@@ -335,10 +336,11 @@ class Model(_TrainMixin):
         if amp_level not in ("O0", "O1", "O2", "O3", "auto"):
             raise ValueError(f"For 'Model', 'amp_level' must be one of 'O0', 'O1', 'O2', 'O3', 'auto', but got "
                              f"{amp_level!r}")
-        if amp_level != "O0":
-            # Automatic mixed precision (op lists, loss scaling) is not built: say so rather than pretend.
-            log.warning("Model(amp_level=%r): automatic mixed precision is not applied, the network runs in its "
-                        "own dtypes; call network.to_float(ms.float16) to run it in float16", amp_level)
+        if optimizer is None and amp_level not in ("O0", "auto"):
+            raise ValueError(f"For 'Model', amp_level={amp_level!r} mixes precision for training, but 'optimizer' "
+                             f"is None; use amp_level='O0' (or network.to_float(ms.float16) for inference)")
+        self._amp_level = "O0" if amp_level == "auto" else amp_level  # "auto" on CPU: no mixed precision
+        self._loss_scale_manager = kwargs.get("loss_scale_manager")
         self._network = network
         self._loss_fn = loss_fn
         self._optimizer = optimizer
