@@ -164,3 +164,15 @@ def test_amp_needs_an_optimizer():
     with pytest.raises(ValueError, match="optimizer"):
         ms.Model(nn.Dense(2, 2), amp_level="O2")
     ms.Model(nn.Dense(2, 2), amp_level="auto")  # "auto" on CPU: no mixed precision
+
+
+@pytest.mark.parametrize("level,keep,want", [("O2", None, ms.float32), ("O3", None, ms.float16),
+                                             ("O2", False, ms.float16), ("O3", True, ms.float32)])
+def test_norm_layers_stay_float32_at_O2(level, keep, want):
+    """MindSpore's amp black list: O2 keeps LayerNorm in float32 (keep_batchnorm_fp32), O3 does not."""
+    net = nn.SequentialCell([nn.Dense(4, 4), nn.LayerNorm((4,)), nn.Dense(4, 2)])
+    ms.amp.build_train_network(net, nn.SGD(net.trainable_params(), 0.1), nn.MSELoss(), level=level,
+                               keep_batchnorm_fp32=keep)
+    assert net[0]._mixed_precision == ms.float16 and net[1]._mixed_precision == want
+    out = net[1](ms.Tensor(np.ones((1, 4), np.float16)))
+    assert out.dtype == want

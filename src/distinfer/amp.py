@@ -1,8 +1,9 @@
 """``mindspore.amp``: loss scale managers and the mixed-precision training network builder.
 
 ``Model(..., amp_level=..., loss_scale_manager=...)`` builds its training network here.
-``"O2"`` runs the network in float16 with the loss in float32 and a dynamic loss scale;
-``"O3"`` runs it in float16 without loss scaling. ``"O1"`` (per-op float16 lists) is not built:
+``"O2"`` runs the network in float16, its norm layers (``nn.LayerNorm``, MindSpore's
+black list) and the loss in float32, with a dynamic loss scale; ``"O3"`` runs it all in float16
+without loss scaling. ``"O1"`` (per-op float16 lists) is not built:
 it warns and trains in the network's own dtypes. ``"auto"`` on CPU is ``"O0"``.
 
 >>> import numpy as np, distinfer as ms
@@ -127,11 +128,13 @@ class DynamicLossScaleManager(LossScaleManager):
 
 
 def build_train_network(network, optimizer, loss_fn=None, level: str = "O0", boost_level: str = "O0",
-                        loss_scale_manager: Optional[LossScaleManager] = None, **kwargs: Any):
+                        loss_scale_manager: Optional[LossScaleManager] = None,
+                        keep_batchnorm_fp32: Optional[bool] = None, **kwargs: Any):
     """The one-step training cell of ``network`` at mixed-precision ``level`` (module doc).
 
     ``"O2"``/``"O3"`` cast ``network`` to float16 in place (``Cell.to_float``) and keep ``loss_fn``
-    in float32; ``"O2"`` uses ``DynamicLossScaleManager()`` unless ``loss_scale_manager`` is given.
+    in float32; ``"O2"`` keeps norm layers in float32 (``keep_batchnorm_fp32``, default True for
+    ``"O2"`` only) and uses ``DynamicLossScaleManager()`` unless ``loss_scale_manager`` is given.
     A manager whose update cell is None (a fixed scale without overflow checks) seeds the loss
     gradient with its scale in a plain ``TrainOneStepCell``.
     """
@@ -144,7 +147,13 @@ def build_train_network(network, optimizer, loss_fn=None, level: str = "O0", boo
         log.warning("amp level 'O1' (per-op float16 lists) is not applied: the network trains in its own dtypes; "
                     "use 'O2'/'O3' or network.to_float(ms.float16)")
     if level in ("O2", "O3"):
+        from .nn.layers import LayerNorm
+
         network.to_float(mstype.float16)
+        if keep_batchnorm_fp32 if keep_batchnorm_fp32 is not None else level == "O2":
+            for _, cell in network.cells_and_names():
+                if isinstance(cell, LayerNorm):
+                    cell.to_float(mstype.float32)
         if level == "O2" and loss_scale_manager is None:
             loss_scale_manager = DynamicLossScaleManager()
     if loss_fn is not None:

@@ -118,7 +118,8 @@ class _TrainMixin:
                 raise ValueError("Model.train needs an optimizer (Model(network, loss_fn, optimizer))")
             self._train_network = build_train_network(self._network, self._optimizer, self._loss_fn,
                                                       level=self._amp_level,
-                                                      loss_scale_manager=self._loss_scale_manager)
+                                                      loss_scale_manager=self._loss_scale_manager,
+                                                      keep_batchnorm_fp32=self._keep_batchnorm_fp32)
         return self._train_network
 
     def _feed(self, batch):
@@ -341,6 +342,7 @@ class Model(_TrainMixin):
                              f"is None; use amp_level='O0' (or network.to_float(ms.float16) for inference)")
         self._amp_level = "O0" if amp_level == "auto" else amp_level  # "auto" on CPU: no mixed precision
         self._loss_scale_manager = kwargs.get("loss_scale_manager")
+        self._keep_batchnorm_fp32 = kwargs.get("keep_batchnorm_fp32")
         self._network = network
         self._loss_fn = loss_fn
         self._optimizer = optimizer
