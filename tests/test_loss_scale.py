@@ -120,14 +120,14 @@ def _train(model, steps=16, skip=0):
     return record.flags
 
 
-@pytest.mark.parametrize("level", ["O2", "O3"])
+@pytest.mark.parametrize("level", ["O1", "O2", "O3"])
 def test_amp_level_trains_the_network_in_float16(level):
     """float16 training follows float32 training on the steps it takes. O2 starts at a loss scale of
     2**24, so its first steps overflow float16 and are skipped until the scale has fallen."""
     net, model = _model(level)
     flags = _train(model)
     step = model.train_network
-    assert net._mixed_precision == ms.float16
+    assert net._mixed_precision == ("O1" if level == "O1" else ms.float16)
     assert all(p.dtype == ms.float32 for p in net.trainable_params())
     if level == "O2":
         assert isinstance(step, nn.TrainOneStepWithLossScaleCell)
@@ -176,3 +176,39 @@ def test_norm_layers_stay_float32_at_O2(level, keep, want):
     assert net[0]._mixed_precision == ms.float16 and net[1]._mixed_precision == want
     out = net[1](ms.Tensor(np.ones((1, 4), np.float16)))
     assert out.dtype == want
+
+
+def test_O1_runs_the_white_list_in_float16():
+    """O1: MatMul and ReLU ops in float16 with float32 outputs, the rest (Add) in float32; checked
+    against numpy rounding at exactly those points."""
+    ms.set_seed(3)
+    net = Network()
+    ms.amp.build_train_network(net, nn.SGD(net.trainable_params(), 0.1), None, level="O1")
+    x = _data(4)[0]
+    got = net(ms.Tensor(x))
+    assert got.dtype == ms.float32
+    p = {k: v.asnumpy() for k, v in net.parameters_and_names()}
+    h = x.reshape(4, -1)
+    for i in (1, 2, 3):
+        h16 = h.astype(np.float16).astype(np.float32), p[f"layer{i}.weight"].astype(np.float16).astype(np.float32)
+        h = np.matmul(*h16).astype(np.float16).astype(np.float32)  # float16 operands, float32 accumulation
+        h = h + p[f"layer{i}.bias"]
+        if i < 3:
+            h = np.maximum(h.astype(np.float16), np.float16(0)).astype(np.float32)
+    np.testing.assert_allclose(got.asnumpy(), h, rtol=0, atol=1e-6 * np.abs(h).max())
+    assert 0 < np.abs(got.asnumpy() - ms.Model(_model("O0")[0]).predict(ms.Tensor(x)).asnumpy()).max()
+
+
+def test_O1_runs_dense_cells_wholly_in_float16():
+    ms.set_seed(4)
+    net = nn.SequentialCell([nn.Dense(4, 3), nn.Sigmoid()])
+    ms.amp.build_train_network(net, nn.SGD(net.trainable_params(), 0.1), nn.MSELoss(), level="O1")
+    x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+    dense = net[0](ms.Tensor(x))
+    assert dense.dtype == ms.float32  # cast back at the cell's output
+    w, b = net[0].weight.asnumpy().astype(np.float16), net[0].bias.asnumpy().astype(np.float16)
+    mm = np.matmul(x.astype(np.float16).astype(np.float32), w.T.astype(np.float32)).astype(np.float16)
+    want = (mm + b).astype(np.float32)  # MatMul (float32 accumulation) and BiasAdd in float16
+    np.testing.assert_array_equal(dense.asnumpy(), want)
+    out = net(ms.Tensor(x))  # Sigmoid is not on the list: float32
+    np.testing.assert_allclose(out.asnumpy(), 1 / (1 + np.exp(-want)), rtol=1e-6)

@@ -1,10 +1,11 @@
 """``mindspore.amp``: loss scale managers and the mixed-precision training network builder.
 
 ``Model(..., amp_level=..., loss_scale_manager=...)`` builds its training network here.
-``"O2"`` runs the network in float16, its norm layers (``nn.LayerNorm``, MindSpore's
-black list) and the loss in float32, with a dynamic loss scale; ``"O3"`` runs it all in float16
-without loss scaling. ``"O1"`` (per-op float16 lists) is not built:
-it warns and trains in the network's own dtypes. ``"auto"`` on CPU is ``"O0"``.
+``"O1"`` runs MindSpore's amp white list in float16 (``nn.Dense`` cells; ``MatMul``,
+``BatchMatMul`` and ``ReLU`` ops), their outputs cast back to float32. ``"O2"`` runs the network
+in float16, its norm layers (``nn.LayerNorm``, MindSpore's black list) and the loss in float32,
+with a dynamic loss scale; ``"O3"`` runs it all in float16 without loss scaling. ``"auto"`` on
+CPU is ``"O0"``.
 
 >>> import numpy as np, distinfer as ms
 >>> from distinfer import nn
@@ -15,12 +16,9 @@ it warns and trains in the network's own dtypes. ``"auto"`` on CPU is ``"O0"``.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 from . import dtype as mstype
-
-log = logging.getLogger(__name__)
 
 __all__ = ["LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager", "build_train_network"]
 
@@ -127,6 +125,20 @@ class DynamicLossScaleManager(LossScaleManager):
         return DynamicLossScaleUpdateCell(self.loss_scale, self.scale_factor, self.scale_window)
 
 
+def _white_list_float16(network) -> None:
+    """amp O1: white-listed ops in float16 everywhere; ``nn.Dense`` cells wholly in float16, their
+    outputs cast back to float32."""
+    from .nn.layers import Dense
+    from .parallel._executor import AMP_O1
+
+    for _, cell in network.cells_and_names():
+        object.__setattr__(cell, "_mixed_precision", AMP_O1)
+    for _, cell in network.cells_and_names():
+        if isinstance(cell, Dense):
+            cell.to_float(mstype.float16)
+            object.__setattr__(cell, "_output_dtype", mstype.float32)
+
+
 def build_train_network(network, optimizer, loss_fn=None, level: str = "O0", boost_level: str = "O0",
                         loss_scale_manager: Optional[LossScaleManager] = None,
                         keep_batchnorm_fp32: Optional[bool] = None, **kwargs: Any):
@@ -144,8 +156,7 @@ def build_train_network(network, optimizer, loss_fn=None, level: str = "O0", boo
     if level not in _LEVELS:
         raise ValueError(f"For 'build_train_network', 'level' must be one of {list(_LEVELS)}, but got {level!r}")
     if level == "O1":
-        log.warning("amp level 'O1' (per-op float16 lists) is not applied: the network trains in its own dtypes; "
-                    "use 'O2'/'O3' or network.to_float(ms.float16)")
+        _white_list_float16(network)
     if level in ("O2", "O3"):
         from .nn.layers import LayerNorm
 

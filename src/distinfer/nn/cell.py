@@ -50,6 +50,7 @@ class Cell:
         object.__setattr__(self, "_auto_prefix", auto_prefix)
         object.__setattr__(self, "_pipeline_stage", None)
         object.__setattr__(self, "_mixed_precision", None)
+        object.__setattr__(self, "_output_dtype", None)  # amp O1: a white-listed cell's outputs go back to float32
         object.__setattr__(self, "_parameter_layout_dict", {})
         object.__setattr__(self, "requires_grad", False)
 
@@ -167,8 +168,13 @@ class Cell:
                 scopes.enter_context(ex.stage_scope(self._pipeline_stage))
             if self._mixed_precision is not None:
                 scopes.enter_context(ex.mixed_precision_scope(self._mixed_precision))
-                inputs = ex.cast_float_inputs(inputs, self._mixed_precision)
-            return self.construct(*inputs, **kwargs)
+                if self._mixed_precision is not ex.AMP_O1:
+                    inputs = ex.cast_float_inputs(inputs, self._mixed_precision)
+            out = self.construct(*inputs, **kwargs)
+        if self._output_dtype is None:
+            return out
+        back = ex.cast_float_inputs(out if isinstance(out, tuple) else (out,), self._output_dtype)
+        return tuple(back) if isinstance(out, tuple) else back[0]
 
     def set_train(self, mode: bool = True) -> "Cell":
         for _, cell in self.cells_and_names():

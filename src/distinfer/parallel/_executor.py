@@ -103,8 +103,26 @@ def stage_scope(stage: int):
 
 
 def mixed_precision_scope(dtype):
-    """Ops called inside cast their floating inputs to ``dtype`` (a Cell after ``to_float(dtype)``)."""
+    """Ops called inside cast their floating inputs to ``dtype`` (a Cell after ``to_float(dtype)``);
+    with :data:`AMP_O1`, only the ops of MindSpore's amp white list run in float16."""
     return _override("mixed_precision", _State.mixed_precision + [dtype])
+
+
+#: The ``amp_level="O1"`` marker: white-listed ops run in float16, their outputs cast back to float32.
+AMP_O1 = "O1"
+# MindSpore's amp white list, as far as distinfer has these primitives (no Conv, PReLU or Ger here).
+_AMP_WHITE_OPS = frozenset({"MatMul", "BatchMatMul", "ReLU"})
+
+
+def _in_float16(prim, args):
+    """``prim`` on float16 casts of its floating inputs, its float16 outputs cast back to float32."""
+    from ..ops import Cast
+
+    with _override("mixed_precision", []):
+        out = execute(prim, cast_float_inputs(args, mstype.float16))
+        outs = [Cast()(o, mstype.float32) if isinstance(o, Tensor) and o.dtype == mstype.float16 else o
+                for o in (out if isinstance(out, tuple) else (out,))]
+    return tuple(outs) if isinstance(out, tuple) else outs[0]
 
 
 def cast_float_inputs(args, dtype) -> list:
@@ -198,7 +216,11 @@ def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
     if _State.mixed_precision and prim.name != "Cast":
-        args = cast_float_inputs(args, _State.mixed_precision[-1])
+        mode = _State.mixed_precision[-1]
+        if mode is not AMP_O1:
+            args = cast_float_inputs(args, mode)
+        elif prim.name in _AMP_WHITE_OPS:
+            return _in_float16(prim, args)
     tensors, consts = _split_args(prim, args)
     shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
     dtypes = [t.dtype for t in tensors]
