@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from distinfer.errors import LayoutError
+from distinfer.errors import LayoutError, StrategyError
 from distinfer.layout import Layout, replicated
 from distinfer.plan import assemble, extract, make_plan
 
@@ -264,3 +264,59 @@ def test_spec_opt_shard_example() -> None:
     w2 = Layout((4,), (-1, -1), (512, 512), opt_shard_size=-1)
     assert [lay_box[0] for lay_box in (w2.box(r) for r in range(4))] == [(128 * r, 128 * (r + 1)) for r in range(4)]
     assert w2.opt_shard_step() == 1
+
+
+# ------------------------------------------------------------------ ms.Layout (strategies by named axes)
+def test_user_layout_names_axes_from_the_right():
+    import distinfer as ms
+
+    layout = ms.Layout((2, 2, 4), ("dp", "sp", "mp"))
+    d = layout(("dp", "sp"), "None", "mp").to_dict()
+    assert d["tensor_map"] == ((2, 1), -1, 0) and d["device_matrix"] == (2, 2, 4) and d["rank_list"] == list(range(16))
+    assert layout(("dp", "sp"), "None", "mp").splits() == (4, 1, 4)
+    block = layout("mp", "dp").to_layout((8, 6))
+    assert block.dev_matrix == (2, 2, 4) and block.tensor_map == (0, 2) and block.local_shape == (2, 3)
+    assert ms.parallel.Layout is ms.Layout
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda L: L((2, 2), ("dp",)), TypeError, "one per device axis"),
+    (lambda L: L((2, 2), ("dp", "dp")), ValueError, "distinct"),
+    (lambda L: L((2, 2), ("dp", "mp"))("dp", "dp"), ValueError, "more than one dim"),
+    (lambda L: L((2, 2), ("dp", "mp"))("tp", "None"), ValueError, "'tp' is not one of"),
+    (lambda L: L((2, 2), ("dp", "mp")).to_dict(), ValueError, "tensor_map is not set"),
+    (lambda L: L([2, 2], ("dp", "mp")), TypeError, "device_matrix"),
+])
+def test_user_layout_errors(make, error, match):
+    import distinfer as ms
+
+    with pytest.raises(error, match=match):
+        make(ms.Layout)
+
+
+def test_shard_takes_layouts_or_tuples_not_both():
+    import distinfer as ms
+
+    layout = ms.Layout((2, 4), ("dp", "mp"))
+    mm = ms.ops.MatMul().shard((layout("dp", "mp"), layout("mp", "None")))
+    assert mm.in_strategy == ((2, 4), (4, 1)) and len(mm.in_layouts) == 2
+    with pytest.raises(StrategyError, match="mixes Layouts and split tuples"):
+        ms.ops.MatMul().shard((layout("dp", "mp"), (4, 1)))
+    assert ms.ops.MatMul().shard(((2, 1), (1, 1))).in_layouts is None
+
+
+def test_dataset_strategy_layouts_feed_inputs():
+    import numpy as np
+
+    import distinfer as ms
+    from distinfer.train.model import _distribute_inputs
+
+    ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", dataset_strategy=(ms.Layout((1,), ("dp",))("dp", "None"),))
+    try:
+        (t,) = _distribute_inputs([ms.Tensor(np.ones((4, 3), np.float32))], 1)
+        assert t.shape == (4, 3) and t.layout.dev_matrix == (1,)
+    finally:
+        ms.reset_auto_parallel_context()
+    with pytest.raises(ValueError, match="tensor_map is not set"):
+        ms.set_auto_parallel_context(dataset_strategy=(ms.Layout((1,), ("dp",)),))
+    ms.reset_auto_parallel_context()

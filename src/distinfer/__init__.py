@@ -38,7 +38,7 @@ __all__ = [
     "get_auto_parallel_context", "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE",
     "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
     "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
-    "amp", "LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager",
+    "amp", "LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager", "Layout",
 ]
 
 from .serialization import (ckpt_to_safetensors, load_checkpoint, load_param_into_net,  # noqa: E402
@@ -55,6 +55,7 @@ from .parallel.checkpoint import (build_searched_strategy, load_distributed_chec
                                   merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
                                   transform_checkpoint_by_rank, transform_checkpoints)
 from .parallel.unified import unified_safetensors  # noqa: E402
+from .parallel.shard_layout import Layout  # noqa: E402
 
 __all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
             "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",

@@ -194,6 +194,8 @@ def _check_dataset_strategy(value: Any) -> Any:
     if not isinstance(value, (tuple, list)):
         raise _type_error(_AP, "dataset_strategy", value, expected)
     if value and all(hasattr(s, "to_dict") for s in value):
+        for s in value:
+            s.to_dict()  # a Layout without its tensor map raises here
         return tuple(value)
     for s in value:
         if not isinstance(s, (tuple, list)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in s):

@@ -59,6 +59,7 @@ def check_names(n: int) -> list[str]:
     """Names of the checks this script runs on ``n`` ranks (for the pytest side)."""
     names = ["seed_layouts", "seed_predict_full_batch", "seed_predict_data_parallel", "seed_weights_are_slices",
              "seed_predict_float16", "seed_predict_bfloat16"]
+    names += ["seed_shard_with_layouts"] if n in (4, 8) else []
     names += [f"gpt_{dp}x{mp}" for dp, mp in gpt_configs(n)]
     names += ["gpt_data_parallel", "comm_col_to_row", "comm_replicated_to_split", "comm_partial_sum",
               "comm_reduce_scatter", "comm_seed_predict", "comm_gpt_allreduces"]
@@ -154,6 +155,41 @@ def _seed_low_precision(name: str, rtol: float) -> None:
 
 CHECKS.add("seed_predict_float16", lambda: _seed_low_precision("float16", 2e-3))
 CHECKS.add("seed_predict_bfloat16", lambda: _seed_low_precision("bfloat16", 1.6e-2))
+
+
+def _seed_shard_with_layouts() -> None:
+    """The tutorials' strategies written as ``ms.Layout``s give the same layouts and predictions as the
+    split tuples; a Layout placing blocks differently from the op's rule is refused, naming both."""
+    from seed_net import Network
+
+    n = size()
+    names = ("dp", "mp", "rep") if n == 8 else ("dp", "mp")  # the repeated-calculation axis is the rightmost
+    layout = ms.Layout((2,) * len(names), names)
+    x = seed_input(16)
+    reset(parallel_mode="semi_auto_parallel", full_batch=True)
+    want_model = ms.Model(seed_net(True))
+    want_layouts, want = want_model.infer_predict_layout(ms.Tensor(x)), want_model.predict(ms.Tensor(x)).asnumpy()
+    reset(parallel_mode="semi_auto_parallel", full_batch=True)
+    ms.set_seed(SEED)
+    net = Network()
+    net.layer1.matmul.shard((layout("dp", "None"), layout("None", "mp")))
+    net.layer3.matmul.shard((layout("dp", "mp"), layout("mp", "None")))
+    model = ms.Model(net)
+    assert model.infer_predict_layout(ms.Tensor(x)) == want_layouts
+    np.testing.assert_array_equal(model.predict(ms.Tensor(x)).asnumpy(), want)
+    reset(parallel_mode="semi_auto_parallel", full_batch=True)
+    net = Network()
+    net.layer1.matmul.shard((layout("mp", "None"), layout("None", "dp")))  # same splits, other axes
+    try:
+        ms.Model(net).predict(ms.Tensor(x))
+    except NotImplementedError as e:
+        assert "places the blocks" in str(e) and "MatMul" in str(e), e
+    else:
+        raise AssertionError("a Layout placing blocks unlike the MatMul rule was accepted")
+
+
+if size() in (4, 8):  # the tutorials' strategies
+    CHECKS.add("seed_shard_with_layouts", _seed_shard_with_layouts)
 
 
 @CHECKS("seed_weights_are_slices")

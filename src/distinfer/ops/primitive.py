@@ -172,6 +172,11 @@ def _is_strategy_tuple(s: Any) -> bool:
     return isinstance(s, (tuple, list)) and all(isinstance(x, (tuple, list)) for x in s)
 
 
+def _is_layout(x: Any) -> bool:
+    """A ``distinfer.Layout`` with its tensor map set (duck-typed: that class lives a floor above)."""
+    return hasattr(x, "splits") and hasattr(x, "to_layout")
+
+
 class Primitive:
     """Base of every op: ``.shard()``, attributes, and calling on Tensors.
 
@@ -194,11 +199,25 @@ class Primitive:
         self.name = name or type(self).__name__
         self.in_strategy: tuple | None = None
         self.out_strategy: tuple | None = None
+        self.in_layouts: tuple | None = None  # the Layouts in_strategy was given as, if it was
         self.attrs: dict[str, Any] = {}
         self.instance_name = ""
 
     def shard(self, in_strategy=None, out_strategy=None, **kwargs) -> "Primitive":
-        """Set the input (and optionally output) strategy; returns the primitive for chaining."""
+        """Set the input (and optionally output) strategy; returns the primitive for chaining.
+
+        ``in_strategy`` is a split tuple per input, or a :class:`distinfer.Layout` per tensor input
+        (not both): the op then takes the split counts of the Layouts, and checks when it runs that
+        they give every rank the block those split counts do.
+        """
+        self.in_layouts = None
+        if isinstance(in_strategy, (tuple, list)) and in_strategy and any(_is_layout(s) for s in in_strategy):
+            if not all(_is_layout(s) for s in in_strategy):
+                raise StrategyError(f"{self.name}.shard: in_strategy mixes Layouts and split tuples: {in_strategy!r}")
+            if out_strategy is not None:
+                raise NotImplementedError(f"{self.name}.shard: out_strategy with Layouts is not supported by distinfer")
+            self.in_layouts = tuple(in_strategy)
+            in_strategy = tuple(s.splits() for s in in_strategy)
         for label, s in (("in_strategy", in_strategy), ("out_strategy", out_strategy)):
             if s is not None and not _is_strategy_tuple(s):
                 raise StrategyError(f"{self.name}.shard: {label} must be a tuple of tuples of ints such as "

@@ -22,7 +22,7 @@ import numpy as np
 from .. import context
 from .. import dtype as mstype
 from ..communication import _backend
-from ..errors import CommError
+from ..errors import CommError, StrategyError
 from ..layout import Layout, replicated
 from ..ops import primitive as _prim
 from ..ops.primitive import KernelContext, OpLayouts, check_strategy
@@ -205,6 +205,24 @@ def _split_args(prim, args) -> tuple[list[Tensor], dict[int, Any]]:
     return tensors, consts
 
 
+def _check_layouts(prim, lay: OpLayouts, shapes, n: int) -> None:
+    """``prim`` was sharded with Layouts: each must give every rank the block the op's rule gives it
+    for the same split counts (the rule decides placement; a different placement is refused, not
+    silently replaced)."""
+    for i, (user, shape, got) in enumerate(zip(prim.in_layouts, shapes, lay.inputs)):
+        want = user.to_layout(shape)
+        if want.num_devices != n:
+            raise StrategyError(f"{prim.name}.shard: input {i}'s {user} covers {want.num_devices} devices, but the "
+                                f"stage has {n}")
+        if got is not None and not want.same_blocks(got):
+            g = got.normalized()
+            raise NotImplementedError(
+                f"{prim.name}.shard: input {i}'s {user} (device matrix {want.dev_matrix}, tensor map "
+                f"{want.tensor_map}) places the blocks of shape {tuple(shape)} differently from distinfer's "
+                f"{prim.name} rule for the same splits {user.splits()} (device matrix {g.dev_matrix}, tensor map "
+                f"{g.tensor_map}); name the device axes to match that, or shard with split tuples")
+
+
 def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
     """Accept MindSpore's ``()`` entries for scalar arguments (strategy per argument)."""
     if len(strategy) == n_args and consts:
@@ -240,6 +258,8 @@ def execute(prim, args) -> Any:
         raw = _strategy_for(prim, tensors, shapes, n, consts)
         strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
         lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
+        if prim.in_strategy is not None and prim.in_layouts is not None:
+            _check_layouts(prim, lay, shapes, n)
     stage = _op_stage(tensors) if context.get_auto_parallel_context("pipeline_stages") > 1 else None
     if _State.recorder is not None and stage in (None, my_stage()):
         _State.recorder.record(prim, strategy, tensors, stage or 0)

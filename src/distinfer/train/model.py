@@ -57,6 +57,12 @@ def _input_layout(shape: Sequence[int], index: int, n: int) -> Layout | None:
         if not shape:
             return None
         return Layout((n,), (0,) + (-1,) * (len(shape) - 1), tuple(shape))
+    if index < len(strategy) and hasattr(strategy[index], "to_layout"):  # a distinfer.Layout
+        lay = strategy[index].to_layout(shape)
+        if lay.num_devices != n:
+            raise ValueError(f"dataset_strategy: input {index}'s {strategy[index]} covers {lay.num_devices} devices, "
+                             f"but the stage has {n}")
+        return lay
     s = tuple(strategy[index]) if index < len(strategy) else (1,) * len(shape)
     if len(s) != len(shape):
         raise ValueError(f"dataset_strategy {strategy}: input {index} has shape {tuple(shape)} but its strategy {s} "
@@ -85,7 +91,8 @@ def _distribute_inputs(inputs: Sequence[Any], n: int) -> list[Any]:
         if strategy == "data_parallel":
             shape = (local.shape[0] * n,) + tuple(local.shape[1:]) if local.ndim else ()
         else:
-            s = tuple(strategy[i]) if i < len(strategy) else (1,) * local.ndim
+            s = (1,) * local.ndim if i >= len(strategy) else strategy[i].splits() if hasattr(
+                strategy[i], "splits") else tuple(strategy[i])
             shape = tuple(d * v for d, v in zip(local.shape, s))
         layout = _input_layout(shape, i, n)
         out.append(Tensor._make(local, shape, layout, dtype=x.dtype))
