@@ -147,7 +147,12 @@ def _seed_low_precision(name: str, rtol: float) -> None:
     reset()
     want = ms.Model(seed_net(False).to_float(dtype)).predict(ms.Tensor(x)).asnumpy()
     reset(parallel_mode="semi_auto_parallel", full_batch=True)
-    got = ms.Model(seed_net(True).to_float(dtype)).predict(ms.Tensor(x)).asnumpy()
+    want_layouts = ms.Model(seed_net(True)).infer_predict_layout(ms.Tensor(x))
+    reset(parallel_mode="semi_auto_parallel", full_batch=True)
+    model = ms.Model(seed_net(True).to_float(dtype))
+    # the casts run where their consumers want the parameters: the same layouts as in float32
+    assert model.infer_predict_layout(ms.Tensor(x)) == want_layouts
+    got = model.predict(ms.Tensor(x)).asnumpy()
     assert got.dtype == dtype.np, got.dtype
     # Sharded, each matmul rounds its partial sums before they meet (in float32): a rounding apart.
     assert_close(got.astype(np.float64), want.astype(np.float64), rtol=rtol, what=f"seed predict ({name})")

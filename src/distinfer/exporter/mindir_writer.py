@@ -102,7 +102,7 @@ class _Builder:
             "in_layouts": tuple(s.in_layouts), "out_layouts": tuple(s.out_layouts),
             "partial": tuple(tuple(int(a) for a in p) for p in s.partial),
         }
-        node = self._node(type(s.prim).__name__, args, [self.v(o) for o in s.outputs], _prim_attrs(s.prim, strategy),
+        node = self._node(s.prim.name, args, [self.v(o) for o in s.outputs], _prim_attrs(s.prim, strategy),
                           node_attrs, s.prim.instance_name)
         node.attribute.append(_abstract("shape", s.out_arrays))
 

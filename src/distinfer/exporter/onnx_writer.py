@@ -112,7 +112,7 @@ class _Builder:
         return model
 
     def op(self, s: OpStep) -> None:
-        kind = type(s.prim).__name__
+        kind = s.prim.name
         fn = _OPS.get(kind)
         if fn is None:
             raise OnnxExportError(f"ONNX export: op {kind} (inputs of shapes {s.in_shapes}) has no ONNX mapping")

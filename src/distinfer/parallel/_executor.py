@@ -25,6 +25,7 @@ from ..communication import _backend
 from ..errors import CommError, StrategyError
 from ..layout import Layout, replicated
 from ..ops import primitive as _prim
+from ..ops._elementwise import Cast
 from ..ops.primitive import KernelContext, OpLayouts, check_strategy
 from ..plan import Plan, assemble, extract, make_plan
 from ..tensor import Parameter, Tensor
@@ -114,25 +115,60 @@ AMP_O1 = "O1"
 _AMP_WHITE_OPS = frozenset({"MatMul", "BatchMatMul", "ReLU"})
 
 
-def _in_float16(prim, args):
-    """``prim`` on float16 casts of its floating inputs, its float16 outputs cast back to float32."""
-    from ..ops import Cast
+def _in_dtype(prim, args, dtype):
+    """``prim`` on its floating inputs cast to ``dtype``. Sharded, each cast runs in the layout the op
+    wants that input in, so a parameter is still laid out by the op that consumes it (and its
+    gradient comes back in that layout), exactly as without mixed precision."""
+    tensors, consts = _split_args(prim, args)
+    wanted = iter(())
+    if context.is_sharded_mode():  # the op's layouts for its inputs as they will be: cast
+        dtypes = [dtype if mstype.is_float(t.dtype) else t.dtype for t in tensors]
+        out_shapes = [s for s, _ in prim.infer([t._shape for t in tensors], dtypes, consts)]
+        wanted = iter(_op_layouts(prim, tensors, consts, len(args), out_shapes)[0].inputs)
+    cast = []
+    for i, a in enumerate(args):
+        if i in consts:
+            cast.append(a)
+            continue
+        t = tensors.pop(0)
+        layout = next(wanted, None)
+        cast.append(_cast(t, dtype, layout) if mstype.is_float(t.dtype) and t.dtype != dtype else t)
+    with _override("mixed_precision", []):  # the op runs on the casts as they are
+        return execute(prim, cast)
 
-    with _override("mixed_precision", []):
-        out = execute(prim, cast_float_inputs(args, mstype.float16))
-        outs = [Cast()(o, mstype.float32) if isinstance(o, Tensor) and o.dtype == mstype.float16 else o
-                for o in (out if isinstance(out, tuple) else (out,))]
+
+def _in_float16(prim, args):
+    """amp O1: ``prim`` in float16, its float16 outputs cast back to float32 where they are."""
+    out = _in_dtype(prim, args, mstype.float16)
+    outs = [_cast(o, mstype.float32) if isinstance(o, Tensor) and o.dtype == mstype.float16 else o
+            for o in (out if isinstance(out, tuple) else (out,))]
     return tuple(outs) if isinstance(out, tuple) else outs[0]
 
 
 def cast_float_inputs(args, dtype) -> list:
-    """``args`` with every floating Tensor (Parameters included) not already ``dtype`` cast to it by
-    the ``Cast`` primitive: the casts are ops like any other, so layouts, gradients (back to the
-    parameter's own dtype) and exports see them."""
-    from ..ops import Cast
-
-    return [Cast()(a, dtype) if isinstance(a, Tensor) and mstype.is_float(a.dtype) and a.dtype != dtype else a
+    """``args`` with every floating Tensor (Parameters included) not already ``dtype`` cast to it
+    where it is laid out (a Cell's inputs under ``to_float``)."""
+    return [_cast(a, dtype) if isinstance(a, Tensor) and mstype.is_float(a.dtype) and a.dtype != dtype else a
             for a in args]
+
+
+class _CastIn(Cast):
+    """``Cast`` run in a given layout, or where its input is (mixed precision's casts)."""
+
+    follows_input = True
+
+    def __init__(self, layout: Layout | None) -> None:
+        super().__init__("Cast")
+        self.layout = layout
+
+    def rule_follow(self, current, out_shape, consts):
+        return (self.layout or current), (self.layout or current)
+
+
+def _cast(t: Tensor, dtype, layout: Layout | None = None) -> Tensor:
+    """``t`` cast to ``dtype`` by a ``Cast`` op that runs in ``layout`` (default: where ``t`` is): the
+    casts are ops like any other, so gradients (back to ``t``'s dtype) and exports see them."""
+    return _CastIn(layout)(t, dtype)
 
 
 def is_abstract() -> bool:
@@ -231,13 +267,29 @@ def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
 
 
 # ---------------------------------------------------------------------------- executor
+def _op_layouts(prim, tensors, consts, n_args: int, out_shapes) -> tuple[OpLayouts, tuple | None]:
+    """The layouts ``prim`` runs in on these inputs (sharded mode), and the strategy that gave them
+    (None for ops that follow their input's layout)."""
+    n = stage_devices()
+    shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
+    if prim.follows_input and prim.in_strategy is None:
+        req, out = prim.rule_follow(_current_layout(tensors[0], n), out_shapes[0], consts)
+        return OpLayouts(req.dev_matrix, [req], [out], [()]), None
+    raw = _strategy_for(prim, tensors, shapes, n, consts)
+    strategy = check_strategy(prim.name, _drop_const_strategies(raw, n_args, consts), shapes, n)
+    lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
+    if prim.in_strategy is not None and prim.in_layouts is not None:
+        _check_layouts(prim, lay, shapes, n)
+    return lay, strategy
+
+
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
     if _State.mixed_precision and prim.name != "Cast":
         mode = _State.mixed_precision[-1]
         if mode is not AMP_O1:
-            args = cast_float_inputs(args, mode)
-        elif prim.name in _AMP_WHITE_OPS:
+            return _in_dtype(prim, args, mode)
+        if prim.name in _AMP_WHITE_OPS:
             return _in_float16(prim, args)
     tensors, consts = _split_args(prim, args)
     shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
@@ -247,19 +299,8 @@ def execute(prim, args) -> Any:
     out_dtypes = [d for _, d in specs]
     if not context.is_sharded_mode():
         return _finish(prim, tensors, *_run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes))
-    n = stage_devices()
     me = stage_rank()
-    strategy = None
-    if prim.follows_input and prim.in_strategy is None:
-        current = _current_layout(tensors[0], n)
-        req, out = prim.rule_follow(current, out_shapes[0], consts)
-        lay = OpLayouts(req.dev_matrix, [req], [out], [()])
-    else:
-        raw = _strategy_for(prim, tensors, shapes, n, consts)
-        strategy = check_strategy(prim.name, _drop_const_strategies(raw, len(args), consts), shapes, n)
-        lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
-        if prim.in_strategy is not None and prim.in_layouts is not None:
-            _check_layouts(prim, lay, shapes, n)
+    lay, strategy = _op_layouts(prim, tensors, consts, len(args), out_shapes)
     stage = _op_stage(tensors) if context.get_auto_parallel_context("pipeline_stages") > 1 else None
     if _State.recorder is not None and stage in (None, my_stage()):
         _State.recorder.record(prim, strategy, tensors, stage or 0)
