@@ -11,17 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .errors import type_error
+
 __all__ = ["set_context", "get_context", "set_auto_parallel_context", "get_auto_parallel_context",
            "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE"]
 
 GRAPH_MODE = 0
 PYNATIVE_MODE = 1
-
-
-def _type_error(func: str, key: str, value: Any, expected: str) -> TypeError:
-    """MindSpore's error for an argument of the wrong type (checked before its value)."""
-    return TypeError(f"For '{func}', the argument '{key}' must be {expected}, but got "
-                             f"{type(value).__name__} ({value!r:.80}).")
 
 
 class ParallelMode:
@@ -90,7 +86,7 @@ def set_context(**kwargs: Any) -> None:
                              f"valid keys: {sorted(_CONTEXT_DEFAULTS)}")
         types = _CONTEXT_TYPES.get(key)
         if types is not None and value is not None and not isinstance(value, types):
-            raise _type_error("set_context", key, value, " or ".join(t.__name__ for t in types))
+            raise type_error("set_context", key, value, " or ".join(t.__name__ for t in types))
         if key == "mode" and value not in (GRAPH_MODE, PYNATIVE_MODE):
             _reject("set_context", key, value, "GRAPH_MODE (0) or PYNATIVE_MODE (1)")
         if key == "device_target" and value not in ("CPU", "GPU", "Ascend"):
@@ -170,7 +166,7 @@ _OPTIMIZER_LEVELS = ("level1", "level2", "level3")
 
 def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _type_error(_AP, key, value, "an int")
+        raise type_error(_AP, key, value, "an int")
     if not lo <= value <= hi:
         _reject(_AP, key, value, f"an int in [{lo}, {hi}]")
     return value
@@ -178,7 +174,7 @@ def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
 
 def _check_bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _type_error(_AP, key, value, "a bool")
+        raise type_error(_AP, key, value, "a bool")
     return value
 
 
@@ -192,14 +188,14 @@ def _check_dataset_strategy(value: Any) -> Any:
             _reject(_AP, "dataset_strategy", value, expected)
         return value
     if not isinstance(value, (tuple, list)):
-        raise _type_error(_AP, "dataset_strategy", value, expected)
+        raise type_error(_AP, "dataset_strategy", value, expected)
     if value and all(hasattr(s, "to_dict") for s in value):
         for s in value:
             s.to_dict()  # a Layout without its tensor map raises here
         return tuple(value)
     for s in value:
         if not isinstance(s, (tuple, list)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in s):
-            raise _type_error(_AP, "dataset_strategy", value, expected)
+            raise type_error(_AP, "dataset_strategy", value, expected)
     if not value or not all(d >= 1 for s in value for d in s):
         _reject(_AP, "dataset_strategy", value, expected)
     return tuple(tuple(s) for s in value)
@@ -215,7 +211,7 @@ def _check_strategy_ckpt_config(value: Any) -> dict:
         if k == "only_trainable_params":
             _check_bool("strategy_ckpt_config.only_trainable_params", v)
         elif not isinstance(v, str):
-            raise _type_error(_AP, f"strategy_ckpt_config.{k}", v, "a str path")
+            raise type_error(_AP, f"strategy_ckpt_config.{k}", v, "a str path")
         merged[k] = v
     return merged
 
@@ -231,12 +227,12 @@ def _check_parallel_optimizer_config(value: dict) -> dict:
             _check_bool(name, v)
         elif k == "optimizer_level":
             if not isinstance(v, str):
-                raise _type_error(_AP, name, v, "a str")
+                raise type_error(_AP, name, v, "a str")
             if v not in _OPTIMIZER_LEVELS:
                 _reject(_AP, name, v, f"one of {list(_OPTIMIZER_LEVELS)}")
         else:
             if isinstance(v, bool) or not isinstance(v, int):
-                raise _type_error(_AP, name, v, "an int")
+                raise type_error(_AP, name, v, "an int")
             if k == "parallel_optimizer_threshold" and v < 0:
                 _reject(_AP, name, v, "a non-negative int (KB)")
     return dict(value)
@@ -262,7 +258,7 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
         key = _ALIASES.get(key, key)
         if key in _LEGACY_CKPT:
             if not isinstance(value, str):
-                raise _type_error(_AP, key, value, "a str path")
+                raise type_error(_AP, key, value, "a str path")
             _ap["strategy_ckpt_config"] = {**_ap["strategy_ckpt_config"], _LEGACY_CKPT[key]: value}
             continue
         if key not in _AP_DEFAULTS:
@@ -270,7 +266,7 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
                              f"recognized; valid keys: {sorted(list(_AP_DEFAULTS) + list(_LEGACY_CKPT))}")
         types = _AP_TYPES.get(key)
         if types is not None and not isinstance(value, types):
-            raise _type_error(_AP, key, value, "a " + " or ".join(t.__name__ for t in types))
+            raise type_error(_AP, key, value, "a " + " or ".join(t.__name__ for t in types))
         if key == "parallel_mode":
             if value not in ParallelMode.MODE_LIST:
                 _reject(_AP, key, value, f"one of {ParallelMode.MODE_LIST}")
@@ -282,7 +278,7 @@ def set_auto_parallel_context(**kwargs: Any) -> None:
             value = _check_int(key, value, 1, 4096)
         elif key == "optimizer_weight_shard_size":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise _type_error(_AP, key, value, "an int")
+                raise type_error(_AP, key, value, "an int")
         elif key == "search_mode":
             if value not in _SEARCH_MODES:
                 _reject(_AP, key, value, f"one of {list(_SEARCH_MODES)}")

@@ -6,7 +6,27 @@ for MindSpore that catches those keeps working.
 """
 from __future__ import annotations
 
-__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError"]
+from typing import Any
+
+__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "check_type", "type_error"]
+
+
+def type_error(api: str, name: str, value: Any, expected: str) -> TypeError:
+    """MindSpore's error for an argument of the wrong type, naming the API, the argument and what it got."""
+    return TypeError(f"For '{api}', the argument '{name}' must be {expected}, but got {type(value).__name__} "
+                     f"({value!r:.80}).")
+
+
+def check_type(api: str, name: str, value: Any, types: tuple, expected: str) -> None:
+    """MindSpore's check of an argument's type: a TypeError naming the API, the argument and what it got.
+
+    >>> check_type("Model.train", "dataset_sink_mode", 1, (bool,), "a bool")
+    Traceback (most recent call last):
+    ...
+    TypeError: For 'Model.train', the argument 'dataset_sink_mode' must be a bool, but got int (1).
+    """
+    if not isinstance(value, types):
+        raise type_error(api, name, value, expected)
 
 
 class DistinferError(Exception):

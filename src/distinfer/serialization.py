@@ -34,6 +34,7 @@ import numpy as np
 
 from . import context
 from . import dtype as mstype
+from .errors import check_type
 from .io.ckpt import CkptFile, RawValue, write_ckpt
 from .io.safetensors_io import SafetensorsFile, write_safetensors
 from .layout import replicated
@@ -263,18 +264,11 @@ def _write(path: str, records: Mapping[str, Any], fmt: str, crc_check: bool,
     log.info("saved %d tensors to %s", len(records), path)
 
 
-def _check_type(api: str, name: str, value: Any, types: tuple, expected: str) -> None:
-    """MindSpore's ``Validator.check_isinstance``: a TypeError naming the argument."""
-    if not isinstance(value, types):
-        raise TypeError(f"For '{api}', the argument '{name}' must be {expected}, but got {type(value).__name__} "
-                        f"({value!r:.80}).")
-
-
 def _check_crypto(api: str, key_name: str, key: Any, mode_name: str, mode: Any, fmt: str) -> None:
     """``enc_key``/``dec_key`` (None or bytes) and ``enc_mode``/``dec_mode`` (a str), as MindSpore
     checks them; a key is then refused (no encryption in distinfer), and safetensors needs the defaults."""
-    _check_type(api, key_name, key, (type(None), bytes), "None or bytes")
-    _check_type(api, mode_name, mode, (str,), "a str")
+    check_type(api, key_name, key, (type(None), bytes), "None or bytes")
+    check_type(api, mode_name, mode, (str,), "a str")
     if key is not None:
         raise ValueError(f"For '{api}', {_ENCRYPTION_ERROR} ({key_name} must be None).")
     if fmt == "safetensors" and mode != "AES-GCM":
@@ -286,15 +280,15 @@ def _check_save_options(integrated_save: Any, async_save: Any, enc_key: Any, enc
                         fmt: str, kwargs: dict) -> Optional[bool]:
     """MindSpore's argument checks, and the options distinfer does not implement; returns ``remove_redundancy``."""
     api = "save_checkpoint"
-    _check_type(api, "integrated_save", integrated_save, (bool,), "a bool")
-    _check_type(api, "async_save", async_save, (bool, str), "a bool or str")
+    check_type(api, "integrated_save", integrated_save, (bool,), "a bool")
+    check_type(api, "async_save", async_save, (bool, str), "a bool or str")
     if isinstance(async_save, str) and async_save not in ("thread", "process"):
         raise ValueError(f"For 'save_checkpoint', 'async_save' must be a bool, 'thread' or 'process', "
                          f"got {async_save!r}.")
     _check_crypto(api, "enc_key", enc_key, "enc_mode", enc_mode, fmt)
-    _check_type(api, "crc_check", crc_check, (bool,), "a bool")
+    check_type(api, "crc_check", crc_check, (bool,), "a bool")
     remove_redundancy = kwargs.pop("remove_redundancy", None)
-    _check_type(api, "remove_redundancy", remove_redundancy, (type(None), bool), "None or a bool")
+    check_type(api, "remove_redundancy", remove_redundancy, (type(None), bool), "None or a bool")
     if remove_redundancy and context.is_sharded_mode() and _world_size() > 1:
         raise NotImplementedError("save_checkpoint(remove_redundancy=True) in a parallel run is not supported "
                                   "by distinfer; save with integrated_save=False instead.")
@@ -445,8 +439,8 @@ def load_checkpoint(ckpt_file_name: Union[str, _pyio.BytesIO], net: Any = None, 
     """
     keep = _name_filter(specify_prefix, filter_prefix, choice_func)
     _check_crypto("load_checkpoint", "dec_key", dec_key, "dec_mode", dec_mode, format)
-    _check_type("load_checkpoint", "crc_check", crc_check, (bool,), "a bool")
-    _check_type("load_checkpoint", "remove_redundancy", remove_redundancy, (bool,), "a bool")
+    check_type("load_checkpoint", "crc_check", crc_check, (bool,), "a bool")
+    check_type("load_checkpoint", "remove_redundancy", remove_redundancy, (bool,), "a bool")
     _ASYNC.wait()  # a file being saved asynchronously is complete before it is read
     if isinstance(ckpt_file_name, _pyio.BytesIO):
         if format != "safetensors":
@@ -481,7 +475,7 @@ def load_segmented_checkpoints(ckpt_file_dir: str, net: Any = None, strict_load:
     >>> sorted(ms.load_segmented_checkpoints(d))
     ['a', 'b']
     """
-    _check_type("load_segmented_checkpoints", "ckpt_file_dir", ckpt_file_dir, (str, os.PathLike), "a str")
+    check_type("load_segmented_checkpoints", "ckpt_file_dir", ckpt_file_dir, (str, os.PathLike), "a str")
     if not os.path.isdir(ckpt_file_dir):
         raise ValueError(f"For 'load_segmented_checkpoints', {ckpt_file_dir} is not a directory.")
     files = sorted(f for f in os.listdir(ckpt_file_dir) if f.endswith(".ckpt"))

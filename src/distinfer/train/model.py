@@ -19,6 +19,7 @@ import math
 from typing import Any, Sequence
 
 from .. import context
+from ..errors import check_type
 from ..layout import Layout, replicated
 from ..parallel import _executor as ex
 from ..tensor import Tensor
@@ -142,7 +143,7 @@ class _TrainMixin:
 
         from .callback import RunContext
 
-        _check_bool("Model.train", "dataset_sink_mode", dataset_sink_mode)
+        check_type("Model.train", "dataset_sink_mode", dataset_sink_mode, (bool,), "a bool")
         _check_sink_size("Model.train", sink_size)
         _check_epochs(epoch, initial_epoch)
         cbs = _callback_list(callbacks)
@@ -199,7 +200,7 @@ class _TrainMixin:
         """Layouts of the training network's parameters (and optimizer state) for the first batch."""
         if not context.is_sharded_mode():
             raise RuntimeError("infer_train_layout needs parallel_mode 'semi_auto_parallel' or 'auto_parallel'")
-        _check_bool("infer_train_layout", "dataset_sink_mode", dataset_sink_mode)
+        check_type("infer_train_layout", "dataset_sink_mode", dataset_sink_mode, (bool,), "a bool")
         if not dataset_sink_mode:
             raise ValueError("For 'infer_train_layout', only dataset sink mode is supported (as in MindSpore): "
                              "'dataset_sink_mode' must be True")
@@ -219,14 +220,8 @@ class _TrainMixin:
         """Metrics over ``valid_dataset``; supports "accuracy"/"acc" and "loss"."""
         from .metrics import evaluate
 
-        _check_bool("Model.eval", "dataset_sink_mode", dataset_sink_mode)
+        check_type("Model.eval", "dataset_sink_mode", dataset_sink_mode, (bool,), "a bool")
         return evaluate(self, valid_dataset)
-
-
-def _check_bool(api: str, name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"For '{api}', the argument '{name}' must be a bool, but got {type(value).__name__} "
-                        f"({value!r:.80})")
 
 
 def _check_sink_size(api: str, sink_size: Any) -> None:
