@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from distinfer.errors import LayoutError, StrategyError
 from distinfer.layout import Layout, replicated
-from distinfer.plan import assemble, extract, make_plan
+from distinfer.plan import NearestCoords, PreferSelf, assemble, extract, make_plan
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -228,6 +228,85 @@ def test_plan_moves_the_minimum(pair: tuple[Layout, Layout]) -> None:
             minimum += math.prod(b - a for a, b in mine) - _overlap(mine, src.box(r))
     if same_space:
         assert plan.moved_elements() == minimum
+
+
+def _coords(rank: int, dev) -> list[int]:
+    return _coord(rank, list(dev))
+
+
+@SETTINGS
+@given(layout_pairs(), st.data())
+def test_replica_policies_pick_a_holder_by_their_rule(pair: tuple[Layout, Layout], data) -> None:
+    """Every policy's plan assembles the same blocks; each piece comes from a rank the policy allows,
+    chosen by its rule (PreferSelf: the destination itself, else ``holders[dst % len]``;
+    NearestCoords: most coordinates equal to the hint's, lowest rank on ties, among available ranks)."""
+    src, dst = pair
+    arr = _full(src.shape)
+    blocks = _blocks(src, arr)
+    available = frozenset(data.draw(st.sets(st.integers(0, src.num_devices - 1), min_size=1)))
+    hint = data.draw(st.integers(0, src.num_devices - 1))
+    for policy in (PreferSelf(), NearestCoords(), NearestCoords(hint=hint), NearestCoords(available=available)):
+        try:
+            plan = make_plan(src, dst, policy)
+        except LayoutError:  # some block has no available holder
+            assert isinstance(policy, NearestCoords) and policy.available is not None
+            continue
+        for r in range(dst.num_devices):
+            got = assemble(plan, r, lambda p: extract(blocks[p.src], src, p.src, p.box), dtype=arr.dtype)
+            assert np.array_equal(got, dst.slice(arr, r))
+            for p in plan.pieces_for(r):
+                holders = [q for q in range(src.num_devices) if _overlap(p.box, src.box(q)) == p.size
+                           and src.box(q) == src.box(p.src)]
+                if isinstance(policy, PreferSelf):
+                    want = r if r in holders else holders[r % len(holders)]
+                else:
+                    allowed = [q for q in holders if policy.available is None or q in policy.available]
+                    me = _coords(r if policy.hint is None else policy.hint, src.dev_matrix)
+                    want = max(allowed, key=lambda q: (sum(a == b for a, b in zip(_coords(q, src.dev_matrix), me)), -q))
+                assert p.src == want, (policy, r, p, holders)
+
+
+def test_a_block_no_given_rank_holds_names_its_holders() -> None:
+    src = Layout((2,), (0, -1), (4, 2))
+    with pytest.raises(LayoutError, match=r"held only by source ranks \[1\], none of which was given"):
+        make_plan(src, replicated((4, 2), 1), NearestCoords(available=frozenset({0})))
+
+
+# ------------------------------------------------------------------ other spellings of a layout
+@SETTINGS
+@given(layouts())
+def test_constructors_agree_with_the_tensor_map(lay: Layout) -> None:
+    """from_axes (positions from the left), from_local_shape (a rank's block) and map_splits all
+    describe the layout the tensor map gives."""
+    m = len(lay.dev_matrix)
+    positions = [tuple(m - 1 - v for v in e) if isinstance(e, tuple) else (-1 if e == -1 else m - 1 - e)
+                 for e in lay.tensor_map]
+    assert Layout.from_axes(lay.dev_matrix, positions, lay.shape, lay.opt_shard_size) == lay
+    assert Layout.map_splits(lay.dev_matrix, lay.tensor_map) == lay.splits
+    back = Layout.from_local_shape(lay.dev_matrix, lay.tensor_map, lay.local_shape, lay.opt_shard_size)
+    assert back.shape == lay.shape and back.same_blocks(lay)
+    for d in range(lay.ndim):
+        assert math.prod(lay.dev_matrix[k] for k in lay.dim_axes(d)) == lay.splits[d]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=1, max_size=4), st.data())
+def test_groups_partition_ranks_along_axes(dev: list[int], data) -> None:
+    axes = data.draw(st.sets(st.integers(0, len(dev) - 1)))
+    lay = Layout(tuple(dev), (), ())
+    groups = lay.groups(tuple(axes))
+    assert sorted(r for g in groups for r in g) == list(range(math.prod(dev)))
+    for g in groups:
+        assert list(g) == sorted(g) and len(g) == math.prod(dev[k] for k in axes)
+        for r in g:  # members differ only on ``axes``
+            assert all(a == b for k, (a, b) in enumerate(zip(_coords(r, dev), _coords(g[0], dev))) if k not in axes)
+
+
+def test_from_splits_is_the_dataset_strategy_rule() -> None:
+    assert Layout.from_splits((2, 1), (8, 3), 8) == Layout((2, 1, 4), (2, -1), (8, 3))
+    assert Layout.from_splits((4,), (8,), 4) == Layout((4,), (0,), (8,))
+    with pytest.raises(LayoutError, match="does not divide 8"):
+        Layout.from_splits((3, 1), (9, 3), 8)
 
 
 @pytest.mark.parametrize("bad,fragment", [

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -165,13 +165,21 @@ class Layout:
         """Row-major coordinates of ``rank`` in the device matrix (last axis fastest)."""
         return tuple(int(c) for c in np.unravel_index(rank % self.num_devices, self.dev_matrix))
 
+    @cached_property
+    def coords_table(self) -> np.ndarray:
+        """``[ranks, len(dev_matrix)]`` coordinates of every rank (read-only)."""
+        n = self.num_devices
+        out = np.stack(np.unravel_index(np.arange(n), self.dev_matrix), axis=1) if n else \
+            np.zeros((0, len(self.dev_matrix)), np.int64)
+        out.setflags(write=False)
+        return out
+
     # ---------------------------------------------------------------- the rank -> block map
     @cached_property
     def _mp_index(self) -> np.ndarray:
         """[ranks, ndim] index of each rank's model-parallel block along each dim."""
         n = self.num_devices
-        coords = np.stack(np.unravel_index(np.arange(n), self.dev_matrix), axis=1) if n else \
-            np.zeros((0, len(self.dev_matrix)), np.int64)
+        coords = self.coords_table
         idx = np.zeros((n, self.ndim), dtype=np.int64)
         for d, entry in enumerate(self.tensor_map):
             for v in _entry_axes(entry):  # first listed axis is outermost
@@ -248,6 +256,96 @@ class Layout:
         return (self.shape == other.shape and self.num_devices == other.num_devices
                 and np.array_equal(self.boxes, other.boxes))
 
+    # ------------------------------------------------------------------- other spellings
+    @classmethod
+    def from_axes(cls, dev_matrix: Sequence[int], dim_axes: Sequence, shape: Sequence[int],
+                  opt_shard_size: int = 0) -> "Layout":
+        """A layout whose dims name the device-axis *positions* (indices into ``dev_matrix``,
+        counted from the left) that split them: ``-1`` for none, a tuple for several (outermost
+        first). Op rules and ``ms.Layout`` aliases are written this way.
+
+        >>> Layout.from_axes((2, 2, 2), (-1, 1), (784, 512))   # split by the middle axis
+        Layout(dev_matrix=[2, 2, 2], tensor_map=[-1, 1], shape=[784, 512])
+        >>> Layout.from_axes((2, 4), ((0, 1), -1), (16, 3)).tensor_map
+        ((1, 0), -1)
+        """
+        m = len(dev_matrix)
+
+        def entry(p: Any) -> MapEntry:
+            if isinstance(p, (tuple, list)):
+                vals = tuple(m - 1 - int(q) for q in p if int(q) != -1)
+                return _canon_entry(vals) if vals else -1
+            return -1 if int(p) == -1 else m - 1 - int(p)
+
+        return cls(tuple(dev_matrix), tuple(entry(p) for p in dim_axes), tuple(shape), opt_shard_size)
+
+    @classmethod
+    def from_splits(cls, splits: Sequence[int], shape: Sequence[int], num_devices: int) -> "Layout":
+        """A split-count strategy for one tensor (``(2, 1, 4)``: dim 0 in 2, dim 2 in 4) over
+        ``num_devices`` ranks: one device axis per dim, in dim order, and the remaining factor as a
+        replication axis on the right (MindSpore's rule for a dataset strategy).
+
+        >>> Layout.from_splits((2, 1), (8, 3), 8)
+        Layout(dev_matrix=[2, 1, 4], tensor_map=[2, -1], shape=[8, 3])
+        """
+        splits = tuple(int(v) for v in splits)
+        used = math.prod(splits)
+        if len(splits) != len(shape):
+            raise LayoutError(f"the strategy {splits} has {len(splits)} entries but the tensor of shape "
+                              f"{tuple(shape)} has {len(shape)} dims")
+        if used < 1 or num_devices % used:
+            raise LayoutError(f"the strategy {splits} uses {used} devices, which does not divide {num_devices}")
+        dev = splits + ((num_devices // used,) if num_devices > used else ())
+        return cls.from_axes(dev or (1,), [d if v > 1 else -1 for d, v in enumerate(splits)], shape)
+
+    @classmethod
+    def from_record(cls, dev_matrix: Sequence[int], tensor_map: Sequence, shape: Sequence[int],
+                    opt_weight_shard_size: int = 0) -> "Layout":
+        """A layout as a strategy file records it, with MindSpore's optimizer-shard size ``-1``
+        ("every rank holding the block") resolved to that count.
+
+        >>> Layout.from_record([4], [-1, -1], (512, 512), -1).opt_shard_size
+        4
+        """
+        size = int(opt_weight_shard_size)
+        if size == -1:
+            size = math.prod(dev_matrix) // max(math.prod(cls.map_splits(dev_matrix, tensor_map)), 1)
+        return cls(tuple(dev_matrix), tuple(tensor_map), tuple(shape), max(size, 0))
+
+    @classmethod
+    def from_local_shape(cls, dev_matrix: Sequence[int], tensor_map: Sequence, local_shape: Sequence[int],
+                         opt_weight_shard_size: int = 0) -> "Layout":
+        """The layout whose every rank holds a block of ``local_shape`` (the full shape from a
+        slice in a rank's file), optimizer shard as :meth:`from_record`.
+
+        >>> Layout.from_local_shape([2, 2, 2], [-1, 1], (784, 256)).shape
+        (784, 512)
+        >>> Layout.from_local_shape([4], [-1, -1], (128, 512), -1).shape
+        (512, 512)
+        """
+        splits = cls.map_splits(dev_matrix, tensor_map)
+        if len(splits) != len(local_shape):
+            raise LayoutError(f"tensor_map {list(tensor_map)} has {len(splits)} entries but the block has shape "
+                              f"{tuple(local_shape)}")
+        full = [int(n) * s for n, s in zip(local_shape, splits)]
+        probe = cls.from_record(dev_matrix, tensor_map, full, 0)
+        size = int(opt_weight_shard_size)
+        group = (probe.num_devices // max(math.prod(splits), 1) if size == -1 else
+                 min(size, probe.num_devices // max(math.prod(splits), 1)) if size > 0 else 1)
+        if full and group > 1:
+            full[0] *= group
+        return cls.from_record(dev_matrix, tensor_map, full, opt_weight_shard_size)
+
+    @staticmethod
+    def map_splits(dev_matrix: Sequence[int], tensor_map: Sequence) -> tuple[int, ...]:
+        """Pieces per dim of a tensor map over a device matrix (no shape needed).
+
+        >>> Layout.map_splits((2, 4), (1, -1)), Layout.map_splits((2, 4), ((1, 0),))
+        ((2, 1), (8,))
+        """
+        m = len(dev_matrix)
+        return tuple(math.prod(int(dev_matrix[m - 1 - v]) for v in _entry_axes(_canon_entry(e))) for e in tensor_map)
+
     # ------------------------------------------------------------------------ rewriting
     def normalized(self) -> "Layout":
         """MindSpore's recorded form: size-1 device axes removed and the map renumbered."""
@@ -280,6 +378,25 @@ class Layout:
         group = np.flatnonzero(same)[: self.opt_group_size]
         return int(group[-1] - group[0]) // (len(group) - 1)
 
+    def dim_axes(self, d: int) -> tuple[int, ...]:
+        """Device-axis positions (indices into ``dev_matrix``) splitting tensor dim ``d``, outermost first.
+
+        >>> Layout((2, 4), ((1, 0), -1), (8, 3)).dim_axes(0), Layout((2, 4), (0, -1), (8, 3)).dim_axes(1)
+        ((0, 1), ())
+        """
+        return tuple(self.axis_index(v) for v in _entry_axes(self.tensor_map[d]))
+
+    def groups(self, axes: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+        """Groups of ranks that differ only in their coordinates on device-axis positions ``axes``
+        (the communication groups of a collective over those axes), each ascending.
+
+        >>> Layout((2, 2), (1, -1), (4, 6)).groups((1,))   # pairs along the last (fastest) axis
+        ((0, 1), (2, 3))
+        >>> Layout((2, 2), (1, -1), (4, 6)).groups((0,))
+        ((0, 2), (1, 3))
+        """
+        return _groups(self.dev_matrix, tuple(sorted(int(a) for a in axes)))
+
     def tensor_map_list(self) -> list:
         """The tensor map as MindSpore lists it (nested entries as lists)."""
         return self._tm_list()
@@ -287,6 +404,16 @@ class Layout:
     def __repr__(self) -> str:
         opt = f", opt_shard_size={self.opt_shard_size}" if self.opt_shard_size else ""
         return f"Layout(dev_matrix={list(self.dev_matrix)}, tensor_map={self._tm_list()}, shape={list(self.shape)}{opt})"
+
+
+def _groups(dev_matrix: tuple[int, ...], axes: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    n = math.prod(dev_matrix)
+    coords = np.stack(np.unravel_index(np.arange(n), dev_matrix), axis=1) if n else np.zeros((0, len(dev_matrix)))
+    other = [k for k in range(len(dev_matrix)) if k not in set(axes)]
+    keys = np.ravel_multi_index(coords[:, other].T, [dev_matrix[k] for k in other]) if other else np.zeros(n, np.int64)
+    order = np.lexsort((np.arange(n), keys))  # by group, ranks ascending inside each
+    size = n // max(len(np.unique(keys)), 1)
+    return tuple(tuple(int(r) for r in g) for g in order.reshape(-1, size)) if n else ()
 
 
 def replicated(shape: Sequence[int], num_devices: int) -> Layout:

@@ -3,9 +3,9 @@
 One planner serves runtime redistribution (sources are ranks, executed with MPI), checkpoint
 resharding (sources are files, executed as byte-range reads) and export. For every destination
 rank, its block is cut into the pieces where it meets the distinct source blocks; each piece
-names one source holding it. A destination that holds the piece itself is its own source
-(``prefer_self``), so a plan never moves bytes that are already in place: the bytes it moves
-are the minimum any redistribution must move.
+names one source holding it, chosen by a replica policy. At runtime a destination that holds
+the piece itself is its own source (:class:`PreferSelf`), so a plan never moves bytes that are
+already in place: the bytes it moves are the minimum any redistribution must move.
 
 >>> from distinfer.layout import Layout
 >>> src = Layout((2, 2, 2), (-1, 1), (784, 512))      # columns split by axis b
@@ -24,7 +24,7 @@ import numpy as np
 from .errors import LayoutError
 from .layout import Layout
 
-__all__ = ["Piece", "Plan", "make_plan", "local_index", "assemble"]
+__all__ = ["Piece", "Plan", "PreferSelf", "NearestCoords", "PREFER_SELF", "make_plan", "local_index", "assemble"]
 
 Box = tuple[tuple[int, int], ...]
 
@@ -110,27 +110,77 @@ def _check_compatible(src: Layout, dst: Layout) -> None:
         raise LayoutError(f"cannot plan between layouts of different shapes: source {src} and destination {dst}")
 
 
+# ------------------------------------------------------------------------ replica policies
+@dataclass(frozen=True)
+class PreferSelf:
+    """Runtime policy: a destination that holds the piece is its own source; otherwise
+    ``holders[dst % len(holders)]`` spreads the load evenly over the replicas.
+
+    >>> PreferSelf().choose(Layout((2, 2), (1, -1), (4, 6)), (2, 3), 3), PreferSelf().choose(None, (2, 3), 0)
+    (3, 2)
+    """
+
+    def choose(self, src: Layout, holders: tuple[int, ...], dst_rank: int) -> int | None:
+        return dst_rank if dst_rank in holders else holders[dst_rank % len(holders)]
+
+
+@dataclass(frozen=True)
+class NearestCoords:
+    """Checkpoint policy (MindSpore's ``TensorTransform`` choice): the holder whose device-matrix
+    coordinates agree most with ``hint``'s (the destination rank in source terms; default the
+    destination rank itself), lowest rank on ties, among ``available`` ranks (files given).
+    A piece with no available holder makes the plan fail with :class:`LayoutError`.
+
+    >>> src = Layout((2, 2, 2), (-1, 1), (784, 512))        # ranks {0,1,4,5} hold one block
+    >>> NearestCoords().choose(src, (0, 1, 4, 5), 5), NearestCoords(hint=1).choose(src, (0, 1, 4, 5), 5)
+    (5, 1)
+    >>> NearestCoords(available=frozenset({4})).choose(src, (0, 1, 4, 5), 0)
+    4
+    """
+
+    hint: int | None = None
+    available: frozenset[int] | None = None
+
+    def choose(self, src: Layout, holders: tuple[int, ...], dst_rank: int) -> int | None:
+        cand = np.asarray(holders, dtype=np.int64)
+        if self.available is not None:
+            cand = cand[np.isin(cand, np.fromiter(self.available, dtype=np.int64, count=len(self.available)))]
+            if not len(cand):
+                return None
+        coords = src.coords_table
+        hint = dst_rank if self.hint is None else self.hint
+        score = (coords[cand] == coords[hint % src.num_devices]).sum(axis=1)
+        return int(cand[int(np.argmax(score))])
+
+
+PREFER_SELF = PreferSelf()
+
+
 @lru_cache(maxsize=4096)
-def make_plan(src: Layout, dst: Layout, prefer_self: bool = True,
+def make_plan(src: Layout, dst: Layout, policy: PreferSelf | NearestCoords = PREFER_SELF,
               dst_ranks: tuple[int, ...] | None = None) -> Plan:
     """Plan ``src -> dst`` for ``dst_ranks`` (all destination ranks by default).
 
-    Each destination block is intersected with every distinct source block; of the ranks
-    holding a source block, the destination itself is chosen when it is one of them
-    (``prefer_self``), otherwise ``holders[dst % len(holders)]`` spreads the load evenly.
+    Each destination block is intersected with every distinct source block; ``policy`` picks
+    which of the ranks holding a source block supplies the piece (:class:`PreferSelf` for
+    runtime redistribution, :class:`NearestCoords` for reading checkpoint files). A piece no
+    allowed rank holds is a :class:`LayoutError` naming the block and its holders.
     """
     _check_compatible(src, dst)
     blocks, holders = src.unique_blocks
     ranks = range(dst.num_devices) if dst_ranks is None else dst_ranks
     pieces: list[Piece] = []
     for r in ranks:
-        mine = dst.boxes[r]
+        mine = dst.boxes[r % dst.num_devices]
         lo = np.maximum(blocks[:, :, 0], mine[:, 0])
         hi = np.minimum(blocks[:, :, 1], mine[:, 1])
         hit = np.flatnonzero((hi > lo).all(axis=1)) if blocks.shape[1] else np.arange(len(blocks))
         for i in hit:
-            h = holders[i]
-            src_rank = r if (prefer_self and r in h) else h[r % len(h)]
+            src_rank = policy.choose(src, holders[i], r)
+            if src_rank is None:
+                box = [[int(a), int(b)] for a, b in zip(lo[i], hi[i])]
+                raise LayoutError(f"block {box} is held only by source ranks {list(holders[i])}, none of which "
+                                  f"was given")
             pieces.append(Piece(src_rank, r, tuple((int(a), int(b)) for a, b in zip(lo[i], hi[i]))))
     return Plan(src, dst, tuple(pieces))
 

@@ -86,10 +86,7 @@ class ParamLayout:
         """Optimizer shard group size with MindSpore's ``-1`` resolved (spec §4.6); 0 if none."""
         size = self.opt_weight_shard_size
         if size == -1:
-            splits = math.prod(
-                math.prod(self.dev_matrix[len(self.dev_matrix) - 1 - v] for v in _axes(e))
-                for e in self.tensor_map)
-            return math.prod(self.dev_matrix) // splits
+            return math.prod(self.dev_matrix) // math.prod(Layout.map_splits(self.dev_matrix, self.tensor_map))
         return max(size, 0)
 
     def to_layout(self, shape: Optional[Sequence[int]] = None) -> Layout:
@@ -111,13 +108,7 @@ class ParamLayout:
                               f"supported by Layout")
         if self.field:
             raise LayoutError(f"field={self.field} slicing is not supported by Layout")
-        return Layout(tuple(self.dev_matrix), tuple(self.tensor_map), tuple(shape),
-                      self.opt_shard_size())
-
-
-def _axes(entry: MapEntry) -> tuple[int, ...]:
-    vals = entry if isinstance(entry, tuple) else (entry,)
-    return tuple(v for v in vals if v != -1)
+        return Layout.from_record(self.dev_matrix, self.tensor_map, shape, self.opt_weight_shard_size)
 
 
 @dataclass

@@ -71,28 +71,19 @@ def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_sha
         raise StrategyError(f"{op}: the strategy uses {used} devices (device matrix {list(dev_raw)}), which "
                             f"{'exceeds' if used > n else 'does not divide'} the {n} devices of the stage")
     repeat = n // used
-    dev = list(dev_raw)
-    shift = 0
-    if repeat > 1:
-        if repeat_left:
-            dev.insert(0, repeat)
-            shift = 1
-        else:
-            dev.append(repeat)
-    m = len(dev)
+    dev = tuple(dev_raw) + ((repeat,) if repeat > 1 and not repeat_left else ())
+    shift = 1 if repeat > 1 and repeat_left else 0
+    if shift:
+        dev = (repeat,) + dev
 
-    def to_map(dims: Dims) -> tuple:
-        def one(p):
-            if isinstance(p, tuple):
-                vals = tuple(m - 1 - (q + shift) for q in p if q != -1)
-                return vals if vals else -1
-            return -1 if p == -1 else m - 1 - (p + shift)
-        return tuple(one(p) for p in dims)
+    def positions(dims: Dims) -> list:
+        return [tuple(q + shift for q in p if q != -1) if isinstance(p, tuple) else (-1 if p == -1 else p + shift)
+                for p in dims]
 
-    ins = [None if d is None else Layout(tuple(dev), to_map(d), tuple(s)) for d, s in zip(in_dims, in_shapes)]
-    outs = [Layout(tuple(dev), to_map(d), tuple(s)) for d, s in zip(out_dims, out_shapes)]
+    ins = [None if d is None else Layout.from_axes(dev, positions(d), s) for d, s in zip(in_dims, in_shapes)]
+    outs = [Layout.from_axes(dev, positions(d), s) for d, s in zip(out_dims, out_shapes)]
     parts = [tuple(p + shift for p in ps) for ps in partial] or [() for _ in outs]
-    return OpLayouts(tuple(dev), ins, outs, parts, partial_op)
+    return OpLayouts(dev, ins, outs, parts, partial_op)
 
 
 def check_strategy(op: str, strategy: Any, shapes: Sequence[Sequence[int] | None], n: int) -> tuple:

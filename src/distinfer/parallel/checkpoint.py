@@ -38,9 +38,9 @@ from ..io.ckpt import RawValue, write_ckpt
 from ..io.safetensors_io import safetensors_order, write_safetensors_stream
 from ..io.strategy_file import (ParamLayout, _layout_from_pb, build_searched_strategy,
                                 merge_pipeline_strategys, read_strategy)
-from ..layout import Layout
+from ..layout import Layout, replicated
 from ..plan import assemble, make_plan
-from .reshard import (PREFETCH_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, full_layout, infer_full_shape, iter_blocks,
+from .reshard import (PREFETCH_BYTES, SourceCheckpoint, read_blocks, read_cost, TrainStrategy, infer_full_shape, iter_blocks,
                       rank_list)
 
 __all__ = ["load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -592,7 +592,7 @@ def merge_sliced_parameter(sliced_parameters: Sequence[Any], strategy: Optional[
         raise ValueError(f"For 'merge_sliced_parameter', the slices of {name!r} should be the same when slice "
                          f"manner is even, got shapes {sorted(shapes)}")
     src = pl.to_layout(infer_full_shape(pl, arrays[0].shape))
-    dst = full_layout(src.shape)
+    dst = replicated(src.shape, 1)
     full = assemble(make_plan(src, dst), 0, lambda pc: arrays[pc.src][tuple(
         slice(a - o, b - o) for (a, b), (o, _) in zip(pc.box, src.box(pc.src)))], dtype=dt)
     return Parameter(Tensor(full.astype(out_dt, copy=False)), name=name,

@@ -51,10 +51,10 @@ from ..errors import FormatError, LayoutError, StrategyError
 from ..io.ckpt import CkptFile
 from ..io.safetensors_io import SafetensorsFile
 from ..io.strategy_file import ParamLayout, read_strategy, split_stage_name
-from ..layout import Layout
-from ..plan import Piece, Plan, assemble, local_index, make_plan
+from ..layout import Layout, replicated
+from ..plan import NearestCoords, Piece, Plan, assemble, local_index, make_plan
 
-__all__ = ["PIECE_BYTES", "TrainStrategy", "SourceCheckpoint", "open_checkpoint", "full_layout",
+__all__ = ["PIECE_BYTES", "TrainStrategy", "SourceCheckpoint", "open_checkpoint",
            "source_plan", "rank_list", "ReadStats", "read_cost", "infer_full_shape"]
 
 log = logging.getLogger(__name__)
@@ -85,33 +85,6 @@ def open_checkpoint(path: PathLike) -> Reader:
     return SafetensorsFile(path) if path.endswith(".safetensors") else CkptFile(path)
 
 
-def full_layout(shape: Sequence[int]) -> Layout:
-    """The layout of a whole tensor on one device (the destination ``None``).
-
-    >>> full_layout((4, 6))
-    Layout(dev_matrix=[1], tensor_map=[-1, -1], shape=[4, 6])
-    >>> full_layout((4, 6)).local_shape
-    (4, 6)
-    """
-    return Layout((1,), (-1,) * len(shape), tuple(shape))
-
-
-# ------------------------------------------------------------------------------ strategies
-def _splits_and_group(pl: ParamLayout) -> tuple[tuple[int, ...], int]:
-    """Pieces per dim of the model-parallel split, and the optimizer shard group size."""
-    dev = pl.dev_matrix
-    splits = []
-    for entry in pl.tensor_map:
-        vals = entry if isinstance(entry, (tuple, list)) else (entry,)
-        splits.append(math.prod(dev[len(dev) - 1 - v] for v in vals if v != -1))
-    size = pl.opt_weight_shard_size
-    group = 1
-    if size:
-        replicas = math.prod(dev) // max(math.prod(splits), 1)
-        group = replicas if size == -1 else min(size, replicas)
-    return tuple(splits), max(group, 1)
-
-
 def infer_full_shape(pl: ParamLayout, local_shape: Sequence[int]) -> tuple[int, ...]:
     """Full shape of a tensor whose per-rank block is ``local_shape`` under ``pl``.
 
@@ -120,14 +93,7 @@ def infer_full_shape(pl: ParamLayout, local_shape: Sequence[int]) -> tuple[int, 
     >>> infer_full_shape(ParamLayout([4], [-1, -1], opt_weight_shard_step=1, opt_weight_shard_size=-1), (128, 512))
     (512, 512)
     """
-    splits, group = _splits_and_group(pl)
-    if len(splits) != len(local_shape):
-        raise LayoutError(f"tensor_map {pl.tensor_map} has {len(splits)} entries but the block has shape "
-                          f"{tuple(local_shape)}")
-    full = [int(n) * s for n, s in zip(local_shape, splits)]
-    if full and group > 1:
-        full[0] *= group
-    return tuple(full)
+    return Layout.from_local_shape(pl.dev_matrix, pl.tensor_map, local_shape, pl.opt_weight_shard_size).shape
 
 
 @dataclass(frozen=True)
@@ -211,24 +177,6 @@ class TrainStrategy:
 
 
 # ------------------------------------------------------------------------------ planning
-@lru_cache(maxsize=4096)
-def _holder_coords(src: Layout) -> np.ndarray:
-    return np.stack(np.unravel_index(np.arange(src.num_devices), src.dev_matrix), axis=1)
-
-
-def _choose(src: Layout, holders: Sequence[int], hint: int, available: Optional[frozenset[int]]) -> Optional[int]:
-    """The holder whose coordinates agree most with ``hint``'s (lowest rank on ties)."""
-    cand = np.asarray(holders, dtype=np.int64)
-    if available is not None:
-        cand = cand[np.isin(cand, np.fromiter(available, dtype=np.int64, count=len(available)))]
-        if not len(cand):
-            return None
-    coords = _holder_coords(src)
-    me = coords[hint % src.num_devices]
-    score = (coords[cand] == me).sum(axis=1)
-    return int(cand[int(np.argmax(score))])
-
-
 def _split_box(box: Box, itemsize: int, limit: int) -> list[Box]:
     """Cut ``box`` along its outer dims into boxes of at most ``limit`` bytes (where possible)."""
     ext = [b - a for a, b in box]
@@ -272,26 +220,16 @@ def source_plan(src: Layout, dst: Layout, dst_rank: int, hint: Optional[int] = N
     >>> sorted({x.src for x in p.pieces})
     [1, 3]
     """
-    base = make_plan(src, dst, dst_ranks=(dst_rank,))
-    hint = dst_rank if hint is None else hint
-    blocks, holders = src.unique_blocks
+    base = make_plan(src, dst, NearestCoords(hint, available), (dst_rank,))
+    if piece_bytes is None:
+        return base
     origin = dst.box(dst_rank)
     pieces: list[Piece] = []
     for p in base.pieces:
-        if p.box:
-            lo = np.array([a for a, _ in p.box])
-            hi = np.array([b for _, b in p.box])
-            idx = int(np.flatnonzero((blocks[:, :, 0] <= lo).all(axis=1) & (blocks[:, :, 1] >= hi).all(axis=1))[0])
+        if _is_contiguous_region(p.box, origin):
+            pieces.append(p)
         else:
-            idx = 0
-        chosen = _choose(src, holders[idx], hint, available)
-        if chosen is None:
-            raise LayoutError(f"block {[list(b) for b in p.box]} is held only by source ranks "
-                              f"{list(holders[idx])}, none of which was given")
-        if piece_bytes is None or _is_contiguous_region(p.box, origin):
-            pieces.append(Piece(chosen, dst_rank, p.box))
-        else:
-            pieces.extend(Piece(chosen, dst_rank, b) for b in _split_box(p.box, itemsize, piece_bytes))
+            pieces.extend(Piece(p.src, dst_rank, b) for b in _split_box(p.box, itemsize, piece_bytes))
     return Plan(src, dst, tuple(pieces))
 
 
@@ -463,7 +401,7 @@ class SourceCheckpoint:
             raise FormatError(f"parameter {name!r} in {self.files[ranks[next(iter(found))]]} is a {dt} record, "
                               f"which cannot be resharded")
         if self.strategy is None:
-            lay = full_layout(shape)
+            lay = replicated(shape, 1)
         else:
             pl = self.strategy.param_layout(name)
             example = self.files[ranks[next(iter(found))]]
@@ -494,7 +432,7 @@ class SourceCheckpoint:
         src = self.layout(name)
         if src is None:
             raise KeyError(f"parameter {name!r} is not in the checkpoint files")
-        dst = dst or full_layout(src.shape)
+        dst = dst or replicated(src.shape, 1)
         if dst.shape != src.shape:
             raise LayoutError(f"parameter {name!r}: destination layout shape {dst.shape} != source shape {src.shape}")
         hint = dst_rank if hint is None else hint
@@ -556,21 +494,21 @@ def rank_list(src: Optional[TrainStrategy], dst: Optional[TrainStrategy], rank_i
     n = src.stage_devices
     needed: set[int] = set()
     for name, p in src.params.items():
-        s_splits, s_group = _splits_and_group(p.layout)
         dl: Optional[ParamLayout] = None
         if dst is not None and name in dst:
             dl = dst.param_layout(name)
             if dst.is_pipeline and dst.stage_of(name) != rank_id // dst.stage_devices:
                 continue
-        d_splits, d_group = _splits_and_group(dl) if dl is not None else ((1,) * len(s_splits), 1)
-        if len(d_splits) != len(s_splits):
-            raise StrategyError(f"parameter {name!r} has {len(s_splits)} dims in the source strategy but "
-                                f"{len(d_splits)} in the destination strategy")
-        shape = [math.lcm(a, b) for a, b in zip(s_splits, d_splits)]
-        if shape:
-            shape[0] = math.lcm(s_splits[0] * s_group, d_splits[0] * d_group)
+        ndim = len(p.layout.tensor_map)
+        if dl is not None and len(dl.tensor_map) != ndim:
+            raise StrategyError(f"parameter {name!r} has {ndim} dims in the source strategy but "
+                                f"{len(dl.tensor_map)} in the destination strategy")
+        # The smallest shape both layouts split evenly: the needed ranks do not depend on the length.
+        s_unit = infer_full_shape(p.layout, (1,) * ndim)
+        d_unit = infer_full_shape(dl, (1,) * ndim) if dl is not None else (1,) * ndim
+        shape = tuple(math.lcm(a, b) for a, b in zip(s_unit, d_unit))
         slay = p.layout.to_layout(shape)
-        dlay = dl.to_layout(shape) if dl is not None else full_layout(shape)
+        dlay = dl.to_layout(shape) if dl is not None else replicated(shape, 1)
         plan = source_plan(slay, dlay, rank_id % dlay.num_devices, rank_id % n, piece_bytes=None)
         needed.update(pc.src for pc in plan.pieces)
     out = {loc + s * n for loc in needed for s in range(src.num_stages)}

@@ -82,9 +82,7 @@ class Layout:
 
     def splits(self) -> tuple[int, ...]:
         """How many pieces each tensor dim is cut into (the split-count strategy of this layout)."""
-        dev = self.to_dict()["device_matrix"]
-        axes = [e if isinstance(e, tuple) else (e,) for e in self._tensor_map]
-        return tuple(math.prod(dev[len(dev) - 1 - v] for v in a if v != -1) for a in axes)
+        return _BlockLayout.map_splits(self.to_dict()["device_matrix"], self._tensor_map)
 
     def to_layout(self, shape: Sequence[int]) -> _BlockLayout:
         """The block layout of a tensor of full ``shape`` (which block each rank holds)."""

@@ -19,7 +19,7 @@ import math
 from typing import Any, Sequence
 
 from .. import context
-from ..errors import check_type
+from ..errors import LayoutError, check_type
 from ..layout import Layout, replicated
 from ..parallel import _executor as ex
 from ..tensor import Tensor
@@ -65,15 +65,10 @@ def _input_layout(shape: Sequence[int], index: int, n: int) -> Layout | None:
                              f"but the stage has {n}")
         return lay
     s = tuple(strategy[index]) if index < len(strategy) else (1,) * len(shape)
-    if len(s) != len(shape):
-        raise ValueError(f"dataset_strategy {strategy}: input {index} has shape {tuple(shape)} but its strategy {s} "
-                         f"has {len(s)} entries")
-    used = math.prod(s)
-    if n % used:
-        raise ValueError(f"dataset_strategy {strategy}: input {index}'s strategy {s} does not divide {n} devices")
-    dev = tuple(s) + ((n // used,) if n > used else ())
-    m = len(dev)
-    return Layout(dev, tuple(m - 1 - d if v > 1 else -1 for d, v in enumerate(s)), tuple(shape))
+    try:
+        return Layout.from_splits(s, shape, n)
+    except LayoutError as exc:
+        raise ValueError(f"dataset_strategy {strategy}: input {index} of shape {tuple(shape)}: {exc}") from None
 
 
 def _distribute_inputs(inputs: Sequence[Any], n: int) -> list[Any]:
