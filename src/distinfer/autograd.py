@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .layout import Layout, replicated
+from .layout import DistSpec, Layout, replicated
 from .parallel import _executor as ex
 from .plan import make_plan
 from .tensor import Parameter, Tensor
@@ -48,11 +48,11 @@ class _Node:
 
 @dataclass
 class _Grad:
-    """A gradient contribution: a local block, its layout (None: whole) and pending partial axes."""
+    """A gradient contribution: a local block and how it is distributed (its layout, None for
+    whole, and the device axes over which it is still a partial sum)."""
 
     local: np.ndarray
-    layout: Layout | None
-    partial: tuple[int, ...] = ()
+    spec: DistSpec
 
 
 def _used_positions(layout: Layout | None) -> set[int]:
@@ -107,7 +107,7 @@ class Tape:
         grads = {} if grads is None else grads
         if root is not None:
             seed = np.broadcast_to(np.asarray(sens, dtype=root.dtype.np), _local_shape(root)).copy()
-            _accumulate(grads, root, _Grad(seed, root.layout))
+            _accumulate(grads, root, _Grad(seed, DistSpec(root.layout)))
         for node in reversed(self.nodes):
             douts = [self._dout(grads, r, node, j) for j, r in enumerate(node.results)]
             if all(d is None for d in douts):
@@ -119,7 +119,7 @@ class Tape:
                     continue
                 layout = node.lay.inputs[i] if node.lay is not None else None
                 partial = self._input_partial(node, i, douts)
-                _accumulate(grads, t, _Grad(np.asarray(din), layout, partial))
+                _accumulate(grads, t, _Grad(np.asarray(din), DistSpec(layout, partial)))
         return grads
 
     @staticmethod
@@ -157,8 +157,8 @@ def _pipeline_backward(tape: Tape, root: Tensor, sens) -> dict[int, _Grad]:
     for t, layout, stage in tape.sent:
         plan = make_plan(layout, t.layout)  # transpose of the forward transfer
         local = ex.receive_from_stage(plan, stage, t.dtype.np)
-        _accumulate(grads, t, _Grad(local, t.layout))
-    grads = tape.backward(root if root._stage in (None, mine) else None, sens, grads)
+        _accumulate(grads, t, _Grad(local, DistSpec(t.layout)))
+    grads = tape.backward(root if root.spec.stage in (None, mine) else None, sens, grads)
     for t, layout, stage in tape.received:
         g = grads.get(id(t))
         local = _resolve(g, t, layout) if g is not None else np.zeros(layout.local_shape, t.dtype.np)
@@ -167,18 +167,17 @@ def _pipeline_backward(tape: Tape, root: Tensor, sens) -> dict[int, _Grad]:
 
 
 def _local_shape(t: Tensor) -> tuple[int, ...]:
-    return t.layout.local_shape if t.layout is not None else t._shape
+    return t.layout.local_shape if t.layout is not None else t.global_shape
 
 
 def _resolve(g: _Grad, like: Tensor, target: Layout | None) -> np.ndarray:
     """The gradient's local block laid out as ``target`` (None: whole), partial sums reduced."""
-    if target is None and g.layout is None and not g.partial:
+    if target is None and g.spec.layout is None and not g.spec.partial:
         return g.local
-    n = target.num_devices if target is not None else g.layout.num_devices
+    n = target.num_devices if target is not None else g.spec.layout.num_devices
     if target is None:
-        target = replicated(like._shape, n)
-    tmp = Tensor._make(g.local, like._shape, g.layout, g.partial, "sum", like.dtype)
-    return ex.redistribute(tmp, target)
+        target = replicated(like.global_shape, n)
+    return ex.redistribute(Tensor._make(g.local, like.global_shape, g.spec, like.dtype), target)
 
 
 def _accumulate(grads: dict[int, _Grad], t: Tensor, new: _Grad) -> None:
@@ -186,16 +185,14 @@ def _accumulate(grads: dict[int, _Grad], t: Tensor, new: _Grad) -> None:
     if old is None:
         grads[id(t)] = new
         return
-    same = (old.partial == new.partial and
-            ((old.layout is None and new.layout is None) or
-             (old.layout is not None and new.layout is not None and old.layout.same_blocks(new.layout))))
+    a, b = old.spec.layout, new.spec.layout
+    same = old.spec.partial == new.spec.partial and (
+        (a is None and b is None) or (a is not None and b is not None and a.same_blocks(b)))
     if same:
-        grads[id(t)] = _Grad(old.local + new.local, old.layout, old.partial)
+        grads[id(t)] = _Grad(old.local + new.local, old.spec)
         return
-    target = old.layout if old.layout is not None else new.layout
-    a = _resolve(old, t, target)
-    b = _resolve(new, t, target)
-    grads[id(t)] = _Grad(a + b, target)
+    target = a if a is not None else b
+    grads[id(t)] = _Grad(_resolve(old, t, target) + _resolve(new, t, target), DistSpec(target))
 
 
 def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> list[Tensor]:
@@ -219,14 +216,14 @@ def gradients(tape: Tape, root: Tensor, targets: Sequence[Tensor], sens=1.0) -> 
     for t in targets:
         g = grads.get(id(t))
         layout = t.layout
-        if g is None and t._local is None and layout is None and t.init is not None:
-            out.append(Tensor._make(None, t._shape, None, dtype=t.dtype))  # a parameter of another stage
+        if g is None and t.local is None and layout is None and t.init is not None:
+            out.append(Tensor._make(None, t.global_shape, None, t.dtype))  # a parameter of another stage
             continue
         if g is None:
             local = np.zeros(_local_shape(t), dtype=t.dtype.np)
         else:
             local = _resolve(g, t, layout).astype(t.dtype.np, copy=False)
-        out.append(Tensor._make(local, t._shape, layout, dtype=t.dtype))
+        out.append(Tensor._make(local, t.global_shape, layout, t.dtype))
     return out
 
 
@@ -273,7 +270,7 @@ def value_and_grad(fn: Callable, grad_position=0, weights=None, has_aux: bool = 
         with ex.observing(tape):
             out = fn(*args)
         root, aux = _root(out, has_aux)
-        value = ex.to_layout(root, replicated(root._shape, root.layout.num_devices)) if root.layout is not None \
+        value = ex.to_layout(root, replicated(root.global_shape, root.layout.num_devices)) if root.layout is not None \
             else root
         targets = inputs + (weight_list or [])
         grads = gradients(tape, root, targets)

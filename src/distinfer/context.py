@@ -318,7 +318,9 @@ def get_auto_parallel_context(attr_key: str) -> Any:
     if key not in _ap:
         raise ValueError(f"For 'get_auto_parallel_context', the key {attr_key!r} is not recognized; "
                          f"valid keys: {sorted(list(_ap) + list(_LEGACY_CKPT))}")
-    return copy.deepcopy(_ap[key])
+    value = _ap[key]
+    # Immutable values need no copy (the runtime reads some of them on every op).
+    return value if isinstance(value, (int, float, str, type(None))) else copy.deepcopy(value)
 
 
 def reset_auto_parallel_context() -> None:
@@ -350,6 +352,11 @@ def _on_comm_init(rank: int, size: int) -> None:
 # -------------------------------------------------------------------- runtime helpers
 def parallel_mode() -> str:
     return _ap["parallel_mode"]
+
+
+def setting(key: str) -> Any:
+    """An auto-parallel value as stored (no copy, no alias lookup): for the runtime's hot path."""
+    return _ap[key]
 
 
 def is_sharded_mode() -> bool:

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Sequence, Union
 
 import numpy as np
 
 from .errors import LayoutError
 
-__all__ = ["Layout", "MapEntry", "replicated"]
+__all__ = ["Layout", "DistSpec", "MapEntry", "replicated"]
 
 MapEntry = Union[int, tuple[int, ...]]
 
@@ -112,7 +112,7 @@ class Layout:
         return [list(e) if isinstance(e, tuple) else e for e in self.tensor_map]
 
     # --------------------------------------------------------------------------- basics
-    @property
+    @cached_property
     def num_devices(self) -> int:
         return math.prod(self.dev_matrix)
 
@@ -218,9 +218,14 @@ class Layout:
         out.setflags(write=False)
         return out
 
+    @cached_property
+    def _box_tuples(self) -> tuple[tuple[tuple[int, int], ...], ...]:
+        return tuple(tuple((int(a), int(b)) for a, b in box) for box in self.boxes.tolist())
+
     def box(self, rank: int) -> tuple[tuple[int, int], ...]:
         """``((start, stop), ...)`` of ``rank``'s block (ranks beyond the matrix wrap, as in a stage)."""
-        return tuple((int(a), int(b)) for a, b in self.boxes[rank % self.num_devices])
+        boxes = self._box_tuples
+        return boxes[rank % len(boxes)]
 
     def block(self, rank: int) -> tuple[slice, ...]:
         """Index of ``rank``'s block in the full tensor, like ``jax`` ``devices_indices_map``."""
@@ -364,9 +369,6 @@ class Layout:
         return Layout(tuple(dev[k] for k in keep), tuple(remap(e) for e in self.tensor_map),
                       self.shape, self.opt_shard_size)
 
-    def with_shape(self, shape: Sequence[int]) -> "Layout":
-        return Layout(self.dev_matrix, self.tensor_map, tuple(shape), self.opt_shard_size)
-
     def without_opt_shard(self) -> "Layout":
         return Layout(self.dev_matrix, self.tensor_map, self.shape, 0) if self.opt_shard_size else self
 
@@ -416,6 +418,11 @@ def _groups(dev_matrix: tuple[int, ...], axes: tuple[int, ...]) -> tuple[tuple[i
     return tuple(tuple(int(r) for r in g) for g in order.reshape(-1, size)) if n else ()
 
 
+@lru_cache(maxsize=4096)
+def _replicated(shape: tuple[int, ...], num_devices: int) -> Layout:
+    return Layout((num_devices,), tuple(-1 for _ in shape), shape)
+
+
 def replicated(shape: Sequence[int], num_devices: int) -> Layout:
     """Every one of ``num_devices`` ranks holds the whole tensor.
 
@@ -424,4 +431,37 @@ def replicated(shape: Sequence[int], num_devices: int) -> Layout:
     >>> lay, lay.is_replicated, lay.box(1)
     (Layout(dev_matrix=[2], tensor_map=[-1, -1], shape=[4, 6]), True, ((0, 4), (0, 6)))
     """
-    return Layout((num_devices,), tuple(-1 for _ in shape), tuple(shape))
+    return _replicated(tuple(int(s) for s in shape), int(num_devices))
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """How one tensor is distributed: its :class:`Layout` (``None``: every rank holds all of it),
+    the device-axis positions over which its blocks are still *partial* results that must be
+    reduced with ``reduce_op`` (``"sum"``, ``"max"`` or ``"min"``) before anyone reads them, and
+    the pipeline ``stage`` holding it (``None``: every stage).
+
+    >>> spec = DistSpec(Layout((2, 2), (1, -1), (4, 6)), partial=(1,))
+    >>> spec.is_partial, spec.reduced().is_partial, spec.reduced().layout == spec.layout
+    (True, False, True)
+    """
+
+    layout: Layout | None = None
+    partial: tuple[int, ...] = ()
+    reduce_op: str = "sum"
+    stage: int | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        return bool(self.partial)
+
+    def reduced(self, layout: Layout | None = None) -> "DistSpec":
+        """The spec once the partial results are reduced (into ``layout``, if given)."""
+        return DistSpec(self.layout if layout is None else layout, (), "sum", self.stage)
+
+    def laid_out(self, layout: Layout) -> "DistSpec":
+        """The same spec with ``layout`` (e.g. a whole tensor's replicated layout made explicit)."""
+        return self if layout is self.layout else DistSpec(layout, self.partial, self.reduce_op, self.stage)
+
+    def on_stage(self, stage: int | None) -> "DistSpec":
+        return DistSpec(self.layout, self.partial, self.reduce_op, stage)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
 import numpy as np
 
 from .errors import LayoutError
-from .layout import Layout
+from .layout import DistSpec, Layout
 
-__all__ = ["Piece", "Plan", "PreferSelf", "NearestCoords", "PREFER_SELF", "make_plan", "local_index", "assemble"]
+__all__ = ["Piece", "Plan", "PreferSelf", "NearestCoords", "PREFER_SELF", "make_plan", "local_index", "assemble",
+           "Reduce", "Step", "plan_steps"]
 
 Box = tuple[tuple[int, int], ...]
 
@@ -220,3 +221,83 @@ def pieces_by_pair(pieces: Iterable[Piece]) -> dict[tuple[int, int], list[Piece]
     for p in pieces:
         out.setdefault((p.src, p.dst), []).append(p)
     return out
+
+
+# ------------------------------------------------------------------- partial sums: reduce steps
+@dataclass(frozen=True)
+class Reduce:
+    """A collective that completes pending partial results of blocks laid out as ``layout``:
+    an AllReduce with ``op`` over the ranks that differ only on device axes ``axes`` or, when
+    ``scatter_dim`` is set, a ReduceScatter that leaves tensor dim ``scatter_dim`` split over
+    those axes (``result``).
+
+    >>> step = Reduce(Layout((2, 2), (-1, 0), (4, 6)), (0,), "sum", scatter_dim=0)
+    >>> step.groups, step.result.tensor_map
+    (((0, 2), (1, 3)), (1, 0))
+    """
+
+    layout: Layout
+    axes: tuple[int, ...]
+    op: str = "sum"
+    scatter_dim: int | None = None
+
+    @property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The communication groups (stage-local ranks)."""
+        return self.layout.groups(self.axes)
+
+    @property
+    def result(self) -> Layout:
+        """The layout of the reduced blocks."""
+        if self.scatter_dim is None:
+            return self.layout
+        tm = list(self.layout.tensor_map)
+        tm[self.scatter_dim] = len(self.layout.dev_matrix) - 1 - self.axes[0]
+        return Layout(self.layout.dev_matrix, tuple(tm), self.layout.shape)
+
+
+Step = Union[Reduce, Plan]
+
+
+def _scatter_dim(src: Layout, axes: tuple[int, ...], dst: Layout) -> int | None:
+    """The tensor dim a ReduceScatter can leave split: ``dst`` (on the same device matrix) splits
+    it over exactly the one partial axis (size-1 axes aside) while ``src`` keeps it whole."""
+    if dst.dev_matrix != src.dev_matrix or len(axes) != 1:
+        return None
+    p = axes[0]
+    dev = src.dev_matrix
+
+    def real(d: int, lay: Layout) -> set[int]:
+        return {k for k in lay.dim_axes(d) if dev[k] > 1}
+
+    for d in range(src.ndim):
+        if not real(d, src) and real(d, dst) == {p} and src.shape[d] % dev[p] == 0:
+            return d
+    return None
+
+
+@lru_cache(maxsize=4096)
+def plan_steps(src: DistSpec, dst: Layout) -> tuple[Step, ...]:
+    """The steps that turn data distributed as ``src`` into blocks of ``dst``: pending partial
+    results are reduced first (straight into ``dst``'s split with one ReduceScatter when ``dst``
+    splits a dim over the single partial axis, else one AllReduce), then a :class:`Plan` moves
+    the blocks (omitted when they are already in place). ``src.layout`` must be set.
+
+    >>> from distinfer.layout import replicated
+    >>> partial = DistSpec(Layout((2, 2), (-1, -1), (4, 6)), partial=(0,))
+    >>> [type(s).__name__ for s in plan_steps(partial, Layout((2, 2), (1, -1), (4, 6)))]   # ReduceScatter
+    ['Reduce']
+    >>> [type(s).__name__ for s in plan_steps(partial, replicated((4, 6), 4))]             # AllReduce, then nothing moves
+    ['Reduce']
+    >>> [type(s).__name__ for s in plan_steps(DistSpec(Layout((4,), (0, -1), (4, 6))), replicated((4, 6), 4))]
+    ['Plan']
+    """
+    layout = src.layout
+    steps: list[Step] = []
+    if src.partial:
+        reduce = Reduce(layout, tuple(src.partial), src.reduce_op, _scatter_dim(layout, tuple(src.partial), dst))
+        steps.append(reduce)
+        layout = reduce.result
+    if not layout.same_blocks(dst):
+        steps.append(make_plan(layout, dst))
+    return tuple(steps)

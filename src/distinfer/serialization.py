@@ -166,8 +166,8 @@ def _list_entry(index: int, entry: Any) -> tuple[str, Any]:
 
 
 def _needs_gather(t: Tensor) -> bool:
-    lay = t._layout
-    return lay is not None and (bool(t._partial) or not lay.is_replicated)
+    lay = t.layout
+    return lay is not None and (t.spec.is_partial or not lay.is_replicated)
 
 
 def _tensor_value(name: str, t: Tensor, integrated_save: bool) -> Any:
@@ -182,8 +182,7 @@ def _tensor_value(name: str, t: Tensor, integrated_save: bool) -> Any:
         if context.get_auto_parallel_context("pipeline_stages") > 1:
             raise RuntimeError("Pipeline Parallel don't support Integrated save checkpoint now "
                                f"(parameter {name!r}); use integrated_save=False.")
-        full = _executor.to_layout(t, replicated(t.global_shape if isinstance(t, Parameter) else t.shape,
-                                                 t._layout.num_devices))
+        full = _executor.to_layout(t, replicated(t.global_shape, t.layout.num_devices))
         return full.asnumpy()
     return t.asnumpy()
 

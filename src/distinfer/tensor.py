@@ -1,9 +1,10 @@
 """``Tensor`` and ``Parameter``: numpy blocks that know the global tensor they belong to.
 
-A Tensor holds this rank's **local** block, the **global** shape, and the :class:`Layout` that
-says which block it is (``None``: this rank holds the whole tensor). Inside a distributed
-computation a Tensor may also carry *pending partial sums* over some device axes; the runtime
-reduces them before anyone reads the value.
+A Tensor holds this rank's **local** block, the **global** shape, and a
+:class:`~distinfer.layout.DistSpec` saying how the global tensor is distributed: the
+:class:`Layout` (which block this rank holds; ``None``: the whole tensor), any *pending partial
+results* over device axes (the runtime reduces them before anyone reads the value) and the
+pipeline stage holding it.
 
 A Parameter is a named, trainable Tensor that may be **lazy**: it keeps its initializer and
 full shape until the layout of the op consuming it is known, then materialises only its block
@@ -26,9 +27,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import dtype as mstype
-from .layout import Layout
+from .layout import DistSpec, Layout
 
 __all__ = ["Tensor", "Parameter", "ParameterTuple"]
+
+_WHOLE = DistSpec()  # every rank holds the whole tensor
 
 # Filled by distinfer.ops at import: Python operators on Tensors run as sharded primitives.
 _OPERATORS: dict[str, Callable[..., Any]] = {}
@@ -66,11 +69,7 @@ class Tensor:
 
     def __init__(self, input_data: Any = None, dtype: Any = None, shape: Any = None, init: Any = None,
                  const_arg: bool = False, **_: Any) -> None:
-        self._layout: Layout | None = None
-        self._partial: tuple[int, ...] = ()
-        self._partial_op = "sum"
-        self._reduced: np.ndarray | None = None  # the summed block, once a consumer reduced the partials
-        self._stage: int | None = None  # pipeline stage holding the data (None: every rank has it)
+        self._spec = _WHOLE
         self.init = None
         self.init_seed: int | None = None
         if isinstance(input_data, Tensor):
@@ -97,17 +96,14 @@ class Tensor:
 
     # ------------------------------------------------------------------- construction
     @classmethod
-    def _make(cls, local: np.ndarray | None, shape: Sequence[int], layout: Layout | None,
-              partial: tuple[int, ...] = (), partial_op: str = "sum", dtype: mstype.Type | None = None) -> "Tensor":
-        """A Tensor from a local block (``None`` in abstract runs), its global shape and layout."""
+    def _make(cls, local: np.ndarray | None, shape: Sequence[int], spec: DistSpec | Layout | None = None,
+              dtype: mstype.Type | None = None) -> "Tensor":
+        """A Tensor from a local block (``None`` in abstract runs), its global shape and its
+        distribution (a :class:`DistSpec`, or just a Layout)."""
         t = cls.__new__(cls)
         t._local = local
         t._shape = tuple(int(s) for s in shape)
-        t._layout = layout
-        t._partial = tuple(partial)
-        t._partial_op = partial_op
-        t._reduced = None
-        t._stage = None
+        t._spec = spec if isinstance(spec, DistSpec) else (_WHOLE if spec is None else DistSpec(spec))
         t._dtype = dtype if dtype is not None else mstype.from_numpy(local.dtype)
         t.init = None
         t.init_seed = None
@@ -146,12 +142,33 @@ class Tensor:
     @property
     def layout(self) -> Layout | None:
         """Which block of the global tensor this rank holds (``None``: all of it)."""
-        return self._layout
+        return self._spec.layout
+
+    @property
+    def spec(self) -> DistSpec:
+        """How the global tensor is distributed (layout, pending partial results, pipeline stage)."""
+        return self._spec
+
+    @property
+    def global_shape(self) -> tuple[int, ...]:
+        """The shape of the whole tensor (a sliced Parameter's ``shape`` is its local one)."""
+        return self._shape
+
+    @property
+    def local(self) -> np.ndarray | None:
+        """This rank's block as it is (``None`` before a lazy tensor is materialised or in a
+        layout-only run); unlike :meth:`asnumpy` it may hold unreduced partial results."""
+        return self._local
+
+    def _settle(self, local: np.ndarray, spec: DistSpec) -> None:
+        """Replace the block and spec by an equal value in another form (the runtime keeps a
+        reduction here so later consumers do not repeat it)."""
+        self._local, self._spec = local, spec
 
     # ----------------------------------------------------------------------------- data
     def asnumpy(self) -> np.ndarray:
         """This rank's data as numpy (the whole tensor unless it is laid out across ranks)."""
-        if self._partial:
+        if self._spec.partial:
             raise RuntimeError("this Tensor holds unreduced partial sums; use it in an op first")
         if self._local is None:
             if self.init is None:
@@ -168,7 +185,7 @@ class Tensor:
     def init_data(self, slice_index: int | None = None, shape=None, opt_shard_group=None) -> "Tensor":
         """Materialise a lazily initialised tensor (the full tensor, or this rank's block if laid out)."""
         if self._local is None and self.init is not None:
-            box = self._layout.box(_rank()) if self._layout is not None else tuple((0, s) for s in self._shape)
+            box = self.layout.box(_rank()) if self.layout is not None else tuple((0, s) for s in self._shape)
             self._local = self.init.block(self._shape, box, self.init_seed, self._dtype)
         return self
 
@@ -300,7 +317,7 @@ class Parameter(Tensor):
             src = Tensor(np.asarray(default_input))
         self.__dict__.update(src.__dict__)  # data, shape, dtype, initializer: every Tensor field
         # A parameter starts whole on this rank; its first consumer decides its layout.
-        self._layout, self._partial, self._partial_op, self._reduced, self._stage = None, (), "sum", None, None
+        self._spec = _WHOLE
         self._name = name
         self.requires_grad = requires_grad
         self.layerwise_parallel = layerwise_parallel
@@ -322,8 +339,8 @@ class Parameter(Tensor):
     @property
     def shape(self) -> tuple[int, ...]:
         """The local shape once sliced to a layout (MindSpore's behaviour), else the full shape."""
-        if self.sliced and self._layout is not None:
-            return self._layout.local_shape
+        if self.sliced and self.layout is not None:
+            return self.layout.local_shape
         return self._shape
 
     @property
@@ -336,9 +353,9 @@ class Parameter(Tensor):
             raise ValueError(f"Parameter {self.name}: layout shape {layout.shape} != parameter shape {self._shape}")
         if self._local is None:
             self._local = self.init.block(self._shape, layout.box(rank), self.init_seed, self._dtype)
-        elif self._layout is None:
+        elif self.layout is None:
             self._local = np.array(self._local[layout.block(rank)], order="C")  # keeps 0-d; frees the full
-        self._layout = layout
+        self._spec = DistSpec(layout)
         self.sliced = not layout.is_replicated or layout.num_devices > 1
         self.is_init = True
 
@@ -358,15 +375,16 @@ class Parameter(Tensor):
             self._local, self.init, self.init_seed = None, data.init, data.init_seed
             self._shape, self._dtype = data._shape, data._dtype
             return self
-        if self.sliced and self._layout is not None:
-            if tuple(arr.shape) == self._layout.local_shape:
+        layout = self.layout
+        if self.sliced and layout is not None:
+            if tuple(arr.shape) == layout.local_shape:
                 local = arr
             elif tuple(arr.shape) == self._shape:
-                local = arr[self._layout.block(_rank())]
+                local = arr[layout.block(_rank())]
             else:
                 raise RuntimeError(
                     f"Parameter {self.name}: set_data got shape {tuple(arr.shape)}, expected the local "
-                    f"shape {self._layout.local_shape} or the full shape {self._shape}")
+                    f"shape {layout.local_shape} or the full shape {self._shape}")
         else:
             if tuple(arr.shape) != self._shape and not slice_shape:
                 raise RuntimeError(f"Parameter {self.name}: set_data got shape {tuple(arr.shape)}, "
@@ -395,11 +413,11 @@ class Parameter(Tensor):
 
             new = Parameter(initializer(init, self._shape, self._dtype), name=self._name,
                             requires_grad=self.requires_grad)
-        if self._layout is not None:
+        if self.layout is not None:
             if new._local is None:
-                new._materialize(self._layout, _rank())
+                new._materialize(self.layout, _rank())
             else:
-                new._layout, new.sliced = self._layout, self.sliced
+                new._spec, new.sliced = DistSpec(self.layout), self.sliced
         new.parallel_optimizer = self.parallel_optimizer
         return new
 

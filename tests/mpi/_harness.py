@@ -38,7 +38,7 @@ def reset(**ctx) -> None:
 
 def full(t) -> np.ndarray:
     """The whole value of a (possibly laid-out, possibly partial) Tensor on every rank."""
-    if t.layout is None and not t._partial:
+    if t.layout is None and not t.spec.is_partial:
         return t.asnumpy()
     return ex.to_layout(t, replicated(t.shape, ex.stage_devices())).asnumpy()
 

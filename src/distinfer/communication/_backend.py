@@ -248,15 +248,3 @@ def _install_abort_on_error(backend: Backend) -> None:
 
     sys.excepthook = hook
     threading.excepthook = thread_hook
-
-
-def partition_along(dev_matrix: Sequence[int], axes: Sequence[int]) -> Partition:
-    """Groups of ranks that differ only in their coordinates on device-matrix ``axes``."""
-    n = int(np.prod(dev_matrix))
-    coords = np.stack(np.unravel_index(np.arange(n), tuple(dev_matrix)), axis=1)
-    other = [k for k in range(len(dev_matrix)) if k not in set(axes)]
-    keys = coords[:, other] if other else np.zeros((n, 0), np.int64)
-    groups: dict[tuple, list[int]] = {}
-    for r, key in enumerate(map(tuple, keys)):
-        groups.setdefault(key, []).append(r)
-    return tuple(tuple(g) for g in groups.values())

@@ -195,8 +195,8 @@ class _Tracer:
         name = self.value(t)
         if target is None:
             return name
-        src = t._layout if t._layout is not None else replicated(t._shape, target.num_devices)
-        return self._finalise(name, src, t._partial, target, None, what)
+        src = t.layout if t.layout is not None else replicated(t.global_shape, target.num_devices)
+        return self._finalise(name, src, t.spec.partial, target, None, what)
 
     def _finalise(self, name: str, src: Layout, partial, target: Layout, result, what: str) -> str:
         if partial and self.pending and self.pending[0][0] == "reduce_scatter":
@@ -236,8 +236,8 @@ class _Tracer:
         """Record a network output ``t`` laid out as ``target`` (``final`` is the laid-out tensor)."""
         name = self.value(t)
         if target is not None:
-            src = t._layout if t._layout is not None else replicated(t._shape, target.num_devices)
-            name = self._finalise(name, src, t._partial, target, final, "network output")
+            src = t.layout if t.layout is not None else replicated(t.global_shape, target.num_devices)
+            name = self._finalise(name, src, t.spec.partial, target, final, "network output")
         self._expect_none("at a network output")
         self.keep.append(final)
         return name

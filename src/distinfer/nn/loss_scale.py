@@ -140,7 +140,7 @@ class TrainOneStepWithLossScaleCell(TrainOneStepCell):
             if self.grad_reducer is not None:
                 grads = self.grad_reducer(grads)
             grads = [_times(g, 1.0 / scale) for g in grads]
-        overflow = _any_rank(not all(np.isfinite(g._local).all() for g in grads if g._local is not None))
+        overflow = _any_rank(not all(np.isfinite(g.local).all() for g in grads if g.local is not None))
         if self.loss_scaling_manager is not None:
             overflow = self.loss_scaling_manager(self.scale_sense, overflow)
         if not overflow:
@@ -150,10 +150,9 @@ class TrainOneStepWithLossScaleCell(TrainOneStepCell):
 
 def _times(g: Tensor, k: float) -> Tensor:
     """``g * k`` on its local block, keeping its layout (no op, so no redistribution)."""
-    if g._local is None:
+    if g.local is None:
         return g
-    return Tensor._make((g._local * k).astype(g._local.dtype, copy=False), g._shape, g._layout, g._partial,
-                        g._partial_op, g._dtype)
+    return Tensor._make((g.local * k).astype(g.local.dtype, copy=False), g.global_shape, g.spec, g.dtype)
 
 
 def _any_rank(flag: bool) -> bool:

@@ -29,7 +29,7 @@ import math
 
 from .. import context
 from .. import dtype as mstype
-from ..layout import Layout
+from ..layout import DistSpec, Layout
 from ..parallel import _executor as ex
 from ..plan import local_index
 from ..tensor import Parameter, ParameterTuple, Tensor
@@ -89,8 +89,7 @@ class Optimizer(Cell):
         for p in self.parameters:
             opt = _optimizer_shard_layout(p)
             if opt is not None:  # the piece is inside this rank's block: a local slice, no messages
-                p._set_local(np.ascontiguousarray(p._local[local_index(opt.box(rank), p.layout.box(rank))]))
-                p._layout = opt
+                p._settle(np.ascontiguousarray(p.local[local_index(opt.box(rank), p.layout.box(rank))]), DistSpec(opt))
         for states in self._states():
             for s in states:
                 src = s._clone_of
@@ -101,7 +100,7 @@ class Optimizer(Cell):
         self._adopt_layouts()
         lr = float(self.learning_rate.asnumpy())
         for i, (p, g) in enumerate(zip(self.parameters, gradients)):
-            if p.has_init and p.layout is None and g._local is None:
+            if p.has_init and p.layout is None and g.local is None:
                 continue  # a parameter of another pipeline stage: never materialised here
             if p.layout is not None and g.layout is not None and not g.layout.same_blocks(p.layout):
                 g = ex.to_layout(g, p.layout)  # the first step's gradients still have the unsharded layout

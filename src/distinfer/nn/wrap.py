@@ -147,7 +147,7 @@ def _replicated_value(t: Tensor) -> Tensor:
     (with pipeline stages, sent from the stage that computed it)."""
     if t.layout is None:
         return t
-    return Tensor(ex.output_block(t, replicated(t._shape, t.layout.num_devices), broadcast=True))
+    return Tensor(ex.output_block(t, replicated(t.global_shape, t.layout.num_devices), broadcast=True))
 
 
 class TrainOneStepCell(Cell):

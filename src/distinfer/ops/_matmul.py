@@ -11,6 +11,8 @@ ReduceScatter); the executor then reduces the partial sum straight into that lay
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .. import dtype as mstype
@@ -73,7 +75,7 @@ class MatMul(Primitive):
         out = build(n, [a, k, c], [x_dims, w_dims], shapes, [[0, 2]], out_shapes,
                     partial=[[1] if k > 1 else []], op=self.name)
         if self.out_strategy:
-            out.final = [self._out_layout(out, a, k, c, strategy, n)]
+            out = dataclasses.replace(out, final=(self._out_layout(out, a, k, c, strategy, n),))
         return out
 
     def _out_layout(self, lay, a, k, c, strategy, n):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import StrategyError
 from ..layout import Layout
-from .primitive import Primitive, build
+from .primitive import FollowsInput, Primitive, build
 
 __all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem",
            "reshape_layout", "encode_index"]
@@ -57,19 +57,15 @@ def reshape_layout(layout: Layout, dst: tuple[int, ...]) -> tuple[Layout, Layout
     return Layout(layout.dev_matrix, tm, src), Layout(layout.dev_matrix, out_tm, dst)
 
 
-class _FollowInput(Primitive):
+class _FollowInput(FollowsInput, Primitive):
     """Shape op that keeps its input's layout (no strategy)."""
 
-    follows_input = True
     tensor_args = (0,)
 
     def shard(self, in_strategy=None, out_strategy=None, **kw):
         if in_strategy is not None and type(self) is not Transpose:
             raise StrategyError(f"{self.name} takes no strategy: it keeps its input's layout")
         return super().shard(in_strategy, out_strategy)
-
-    def rule_follow(self, layout: Layout, out_shape, consts) -> tuple[Layout, Layout]:
-        raise NotImplementedError
 
 
 class Reshape(_FollowInput):
@@ -90,7 +86,7 @@ class Reshape(_FollowInput):
             raise ValueError(f"Reshape: cannot reshape {src} ({total} elements) to {tuple(shape)}")
         return [(tuple(int(s) for s in shape), dtypes[0])]
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         return reshape_layout(layout, out_shape)
 
     def kernel(self, ctx, x):
@@ -109,7 +105,7 @@ class Flatten(_FollowInput):
             raise ValueError("Flatten: input must have at least 1 dim")
         return [((s[0], math.prod(s[1:])), dtypes[0])]
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         return reshape_layout(layout, out_shape)
 
     def kernel(self, ctx, x):
@@ -122,8 +118,6 @@ class Flatten(_FollowInput):
 class Transpose(_FollowInput):
     """``Transpose()(x, perm)``; with a strategy it splits x as given, else it keeps x's layout."""
 
-    follows_input = True
-
     def infer(self, shapes, dtypes, consts):
         perm = tuple(consts[1])
         if sorted(perm) != list(range(len(shapes[0]))):
@@ -131,12 +125,14 @@ class Transpose(_FollowInput):
         return [(tuple(shapes[0][p] for p in perm), dtypes[0])]
 
     def rule(self, strategy, shapes, out_shapes, n, consts):
+        if isinstance(strategy, Layout):
+            return super().rule(strategy, shapes, out_shapes, n, consts)
         s = strategy[0]
         perm = tuple(consts[1])
         x_dims = [d if v > 1 else -1 for d, v in enumerate(s)]
         return build(n, s, [x_dims], shapes, [[x_dims[p] for p in perm]], out_shapes, op=self.name)
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         perm = tuple(consts[1])
         return layout, Layout(layout.dev_matrix, [layout.tensor_map[p] for p in perm], out_shape)
 
@@ -158,7 +154,7 @@ class ExpandDims(_FollowInput):
         s.insert(a % (len(s) + 1), 1)
         return [(tuple(s), dtypes[0])]
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         tm = list(layout.tensor_map)
         tm.insert(consts[1] % (len(tm) + 1), -1)
         return layout, Layout(layout.dev_matrix, tm, out_shape)
@@ -190,7 +186,7 @@ class Squeeze(_FollowInput):
         axes = self._axes(shapes[0])
         return [(tuple(s for d, s in enumerate(shapes[0]) if d not in axes), dtypes[0])]
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         axes = self._axes(layout.shape)
         return layout, Layout(layout.dev_matrix, [e for d, e in enumerate(layout.tensor_map) if d not in axes], out_shape)
 
@@ -336,7 +332,7 @@ class TensorGetItem(_FollowInput):
         probe = np.empty(tuple(shapes[0]), dtype=np.uint8)  # numpy does the shape arithmetic
         return [(tuple(probe[_decode_index(consts[1])].shape), dtypes[0])]
 
-    def rule_follow(self, layout, out_shape, consts):
+    def follow(self, layout, out_shape, consts):
         entries = consts[1]
         tm = list(layout.tensor_map)
         out_tm = []

@@ -13,19 +13,26 @@ Rules are written in *device-axis positions* (indices into the raw matrix), whic
 whether the repeat axis is appended on the right or the left; :func:`build` converts them to
 :class:`~distinfer.layout.Layout` objects. A split contraction dimension leaves its output as a
 partial sum over that axis, which the executor reduces before anyone reads it.
+
+One protocol: :meth:`Primitive.rule` maps a strategy to :class:`OpLayouts`. A strategy is a split
+tuple per input or, for ops that keep their input's layout (shape ops), that input's Layout.
+:func:`layouts` caches the result per (op, strategy, shapes, devices, constants): a repeated run
+pays for a rule once.
 """
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import StrategyError
-from ..layout import Layout
+from ..layout import Layout, replicated
 
-__all__ = ["Primitive", "OpLayouts", "Dims", "build", "check_strategy", "apply_rule", "batch_split"]
+__all__ = ["Primitive", "FollowsInput", "OpLayouts", "Dims", "build", "check_strategy", "apply_rule", "layouts", "batch_split",
+           "user_input_layouts"]
 
 # A rule's description of one tensor: per dim, the raw device position splitting it (-1: none,
 # a tuple: several positions, outermost first).
@@ -35,7 +42,7 @@ Dims = Sequence[Any]
 _EXECUTE: Callable[..., Any] | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class OpLayouts:
     """What a rule decided: device matrix, required input layouts, output layouts and partial axes.
 
@@ -43,15 +50,15 @@ class OpLayouts:
     >>> from distinfer.ops.primitive import apply_rule
     >>> lay = apply_rule(ops.MatMul(), ((2, 2), (2, 1)), [(4, 6), (6, 3)], [(4, 3)], 8, {})
     >>> lay.dev_matrix, lay.outputs[0].tensor_map, lay.partial  # k split: output partial over position 1
-    ((2, 2, 1, 2), (3, 1), [(1,)])
+    ((2, 2, 1, 2), (3, 1), ((1,),))
     """
 
     dev_matrix: tuple[int, ...]
-    inputs: list[Layout | None]
-    outputs: list[Layout]
-    partial: list[tuple[int, ...]] = field(default_factory=list)  # per output, dev positions
+    inputs: tuple[Layout | None, ...]
+    outputs: tuple[Layout, ...]
+    partial: tuple[tuple[int, ...], ...] = ()  # per output, dev positions
     partial_op: str = "sum"
-    final: list | None = None  # output layouts to reduce/redistribute to at once (out_strategy)
+    final: tuple[Layout, ...] | None = None  # output layouts to reduce/redistribute to at once (out_strategy)
 
 
 def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_shapes: Sequence[Sequence[int] | None],
@@ -80,9 +87,9 @@ def build(n: int, dev_raw: Sequence[int], in_dims: Sequence[Dims | None], in_sha
         return [tuple(q + shift for q in p if q != -1) if isinstance(p, tuple) else (-1 if p == -1 else p + shift)
                 for p in dims]
 
-    ins = [None if d is None else Layout.from_axes(dev, positions(d), s) for d, s in zip(in_dims, in_shapes)]
-    outs = [Layout.from_axes(dev, positions(d), s) for d, s in zip(out_dims, out_shapes)]
-    parts = [tuple(p + shift for p in ps) for ps in partial] or [() for _ in outs]
+    ins = tuple(None if d is None else Layout.from_axes(dev, positions(d), s) for d, s in zip(in_dims, in_shapes))
+    outs = tuple(Layout.from_axes(dev, positions(d), s) for d, s in zip(out_dims, out_shapes))
+    parts = tuple(tuple(p + shift for p in ps) for ps in partial) or tuple(() for _ in outs)
     return OpLayouts(dev, ins, outs, parts, partial_op)
 
 
@@ -149,6 +156,77 @@ def apply_rule(prim: "Primitive", strategy: tuple, shapes: Sequence[Sequence[int
         raise StrategyError(f"{msg} (strategy {strategy}, input shapes {shown}, {n} devices)") from None
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a rule's constant argument (``TypeError`` when there is none)."""
+    if isinstance(value, (int, float, str, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if hasattr(value, "asnumpy") or isinstance(value, np.ndarray):  # a shape or value given as a tensor
+        arr = np.asarray(value.asnumpy() if hasattr(value, "asnumpy") else value)
+        if arr.size > 64:
+            raise TypeError("large array constant")
+        return ("array", arr.dtype.str, arr.shape, arr.tobytes())
+    hash(value)
+    return value
+
+
+def layouts(prim: "Primitive", strategy: Any, shapes: Sequence[Sequence[int]], out_shapes: Sequence[Sequence[int]],
+            n: int, consts: dict) -> tuple[Any, OpLayouts]:
+    """``(strategy, layouts)`` of ``prim`` for ``strategy`` (split tuples, checked here by
+    :func:`check_strategy` and returned as tuples; or the input's Layout for an op that follows
+    it), cached on the primitive per strategy, shapes, device count and constants (the cache is
+    cleared by :meth:`Primitive.shard`).
+
+    >>> from distinfer import ops
+    >>> mm = ops.MatMul()
+    >>> s, a = layouts(mm, [[2, 1], [1, 2]], [(4, 6), (6, 4)], [(4, 4)], 4, {})
+    >>> s, a is layouts(mm, ((2, 1), (1, 2)), [(4, 6), (6, 4)], [(4, 4)], 4, {})[1], a.outputs[0].tensor_map
+    (((2, 1), (1, 2)), True, (2, 0))
+    """
+    try:
+        # Constants by value (a tensor or array constant, e.g. a shape, is frozen to its bytes).
+        key = (strategy if isinstance(strategy, (tuple, Layout)) else _frozen(strategy), tuple(map(tuple, shapes)),
+               tuple(map(tuple, out_shapes)), n, tuple((i, _frozen(v)) for i, v in consts.items()))
+        hit = prim._rules.get(key)
+    except TypeError:  # an unhashable constant: no caching for this call
+        return _checked_rule(prim, strategy, shapes, out_shapes, n, consts)
+    if hit is None:
+        hit = prim._rules[key] = _checked_rule(prim, strategy, shapes, out_shapes, n, consts)
+    return hit
+
+
+def _checked_rule(prim, strategy, shapes, out_shapes, n, consts) -> tuple[Any, OpLayouts]:
+    if not isinstance(strategy, Layout):
+        strategy = check_strategy(prim.name, strategy, shapes, n)
+    lay = apply_rule(prim, strategy, shapes, list(out_shapes), n, consts)
+    if prim.out_layouts is not None:  # the user's output Layouts: outputs are moved there at once
+        lay = dataclasses.replace(lay, final=tuple(_user_layout(prim, "output", i, u, s, n)
+                                                   for i, (u, s) in enumerate(zip(prim.out_layouts, out_shapes))))
+    return strategy, lay
+
+
+def _user_layout(prim, what: str, i: int, user: Any, shape: Sequence[int], n: int) -> Layout:
+    """The block layout a user's ``distinfer.Layout`` gives tensor ``i`` of ``shape``."""
+    lay = user.to_layout(tuple(shape))
+    if lay.num_devices != n:
+        raise StrategyError(f"{prim.name}.shard: {what} {i}'s {user} covers {lay.num_devices} devices, but the stage "
+                            f"has {n}")
+    return lay
+
+
+def user_input_layouts(prim, shapes: Sequence[Sequence[int]], n: int) -> list[Layout]:
+    """The block layouts of ``prim``'s inputs as given by ``.shard()`` with Layouts.
+
+    >>> import distinfer as ms
+    >>> lay = ms.Layout((2, 2), ("dp", "mp"))
+    >>> mm = ms.ops.MatMul().shard((lay("mp", "None"), lay("None", "dp")))
+    >>> [L.tensor_map for L in user_input_layouts(mm, [(4, 6), (6, 8)], 4)]
+    [(0, -1), (-1, 1)]
+    """
+    return [_user_layout(prim, "input", i, u, s, n) for i, (u, s) in enumerate(zip(prim.in_layouts, shapes))]
+
+
 def batch_split(dim0: int, n: int) -> int:
     """MindSpore's batch-parallel split of dim 0 by the device count: ``gcd(dim0, devices)`` when the
     device count does not divide it, as MindSpore's ``GenerateBatchStrategiesWithCheck`` does.
@@ -166,6 +244,15 @@ def _is_strategy_tuple(s: Any) -> bool:
 def _is_layout(x: Any) -> bool:
     """A ``distinfer.Layout`` with its tensor map set (duck-typed: that class lives a floor above)."""
     return hasattr(x, "splits") and hasattr(x, "to_layout")
+
+
+def _has_layouts(op: str, label: str, strategy: Any) -> bool:
+    """True when ``strategy`` is given as Layouts (all of them; a mix is an error)."""
+    if not (isinstance(strategy, (tuple, list)) and strategy and any(_is_layout(s) for s in strategy)):
+        return False
+    if not all(_is_layout(s) for s in strategy):
+        raise StrategyError(f"{op}.shard: {label} mixes Layouts and split tuples: {strategy!r}")
+    return True
 
 
 class Primitive:
@@ -191,24 +278,26 @@ class Primitive:
         self.in_strategy: tuple | None = None
         self.out_strategy: tuple | None = None
         self.in_layouts: tuple | None = None  # the Layouts in_strategy was given as, if it was
+        self.out_layouts: tuple | None = None  # the Layouts out_strategy was given as, if it was
         self.attrs: dict[str, Any] = {}
         self.instance_name = ""
+        self._rules: dict = {}  # layouts() cache: (strategy, shapes, out shapes, n, consts) -> OpLayouts
 
     def shard(self, in_strategy=None, out_strategy=None, **kwargs) -> "Primitive":
         """Set the input (and optionally output) strategy; returns the primitive for chaining.
 
         ``in_strategy`` is a split tuple per input, or a :class:`distinfer.Layout` per tensor input
-        (not both): the op then takes the split counts of the Layouts, and checks when it runs that
-        they give every rank the block those split counts do.
+        (not both): the op then takes the split counts of the Layouts, its parameters are laid out
+        as the Layouts say, and inputs whose Layout places blocks differently from the op's rule are
+        redistributed to the rule's layout before the kernel runs. ``out_strategy`` given as Layouts
+        is where the outputs go once computed.
         """
-        self.in_layouts = None
-        if isinstance(in_strategy, (tuple, list)) and in_strategy and any(_is_layout(s) for s in in_strategy):
-            if not all(_is_layout(s) for s in in_strategy):
-                raise StrategyError(f"{self.name}.shard: in_strategy mixes Layouts and split tuples: {in_strategy!r}")
-            if out_strategy is not None:
-                raise NotImplementedError(f"{self.name}.shard: out_strategy with Layouts is not supported by distinfer")
+        self.in_layouts = self.out_layouts = None
+        if _has_layouts(self.name, "in_strategy", in_strategy):
             self.in_layouts = tuple(in_strategy)
             in_strategy = tuple(s.splits() for s in in_strategy)
+        if _has_layouts(self.name, "out_strategy", out_strategy):
+            self.out_layouts, out_strategy = tuple(out_strategy), None
         for label, s in (("in_strategy", in_strategy), ("out_strategy", out_strategy)):
             if s is not None and not _is_strategy_tuple(s):
                 raise StrategyError(f"{self.name}.shard: {label} must be a tuple of tuples of ints such as "
@@ -216,14 +305,17 @@ class Primitive:
         self.in_strategy = None if in_strategy is None else tuple(tuple(x) for x in in_strategy)
         self.out_strategy = None if out_strategy is None else tuple(tuple(x) for x in out_strategy)
         self.attrs["in_strategy"] = self.in_strategy
+        self._rules = {}
         return self
 
     def add_prim_attr(self, name: str, value: Any) -> "Primitive":
         self.attrs[name] = value
+        self._rules = {}
         return self
 
     def del_prim_attr(self, name: str) -> "Primitive":
         self.attrs.pop(name, None)
+        self._rules = {}
         return self
 
     def set_prim_instance_name(self, name: str) -> "Primitive":
@@ -246,7 +338,14 @@ class Primitive:
         """MindSpore's batch-parallel strategy: dim 0 of every input split by the device count."""
         return tuple(tuple([batch_split(s[0], n)] + [1] * (len(s) - 1)) if s else () for s in shapes)
 
-    def rule(self, strategy: tuple, shapes: list, out_shapes: list, n: int, consts: dict) -> OpLayouts:
+    def strategy_for(self, shapes: list[tuple[int, ...]], n: int, consts: dict,
+                     current: Sequence[Layout | None]) -> Any:
+        """The strategy of a call without ``.shard()`` or a loaded one, given the inputs' current
+        layouts: MindSpore's default (:meth:`default_strategy`) here; ops that keep their input's
+        layout return that Layout."""
+        return self.default_strategy(shapes, n, consts)
+
+    def rule(self, strategy: Any, shapes: list, out_shapes: list, n: int, consts: dict) -> OpLayouts:
         """Layouts for ``strategy``; raises :class:`StrategyError` naming op, strategy, shapes and n."""
         raise NotImplementedError(self.name)
 
@@ -258,7 +357,28 @@ class Primitive:
         """Local vector-Jacobian product: gradients of the local input blocks (None: no gradient)."""
         raise NotImplementedError(f"{self.name} has no gradient")
 
-    follows_input = False  # shape ops keep their input's layout instead of taking a strategy
+    follows_input = False  # shape ops keep their input's layout (their strategy is that Layout)
+
+
+class FollowsInput:
+    """Mixin (listed before :class:`Primitive`) for ops that keep their input's layout: without
+    ``.shard()`` their strategy is the Layout input 0 arrives in, and :meth:`follow` says which
+    layout the input must have and which the output gets."""
+
+    follows_input = True
+
+    def strategy_for(self, shapes, n, consts, current):
+        return current[0] if current[0] is not None else replicated(tuple(shapes[0]), n)
+
+    def rule(self, strategy, shapes, out_shapes, n, consts) -> OpLayouts:
+        if not isinstance(strategy, Layout):
+            return super().rule(strategy, shapes, out_shapes, n, consts)
+        required, out = self.follow(strategy, tuple(out_shapes[0]), consts)
+        return OpLayouts(required.dev_matrix, (required,), (out,), ((),))
+
+    def follow(self, layout: Layout, out_shape: tuple[int, ...], consts: dict) -> tuple[Layout, Layout]:
+        """(layout the input must have, layout of the output) when the input arrives as ``layout``."""
+        raise NotImplementedError(type(self).__name__)
 
 
 @dataclass

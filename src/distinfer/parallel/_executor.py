@@ -1,10 +1,12 @@
 """The eager SPMD executor: every rank runs the same ops on its own blocks.
 
-A primitive call (1) resolves its strategy (``.shard()`` or the batch-parallel default) and
-the layouts its rule derives, (2) redistributes each input to the layout it needs — a
-:class:`~distinfer.plan.Plan` executed with point-to-point messages, after reducing any pending
-partial sums — (3) runs the local kernel, and (4) returns Tensors that carry their layout and,
-for a split contraction, a pending partial sum.
+A primitive call (1) resolves its strategy (``.shard()``, a loaded strategy file, or the op's
+default) and the layouts its rule derives (cached per op, strategy and shapes), (2) redistributes
+each input to the layout it needs — the planner's steps (:func:`~distinfer.plan.plan_steps`):
+reduce pending partial results, then a :class:`~distinfer.plan.Plan` executed with
+point-to-point messages — (3) runs the local kernel, and (4) returns Tensors whose
+:class:`~distinfer.layout.DistSpec` carries their layout and, for a split contraction, the
+pending partial sum.
 
 A *layout-only* run (``abstract()``) does all of that except arithmetic and messages: it is how
 ``Model.infer_predict_layout`` learns every parameter's layout. Parameters are materialised
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -23,11 +26,11 @@ from .. import context
 from .. import dtype as mstype
 from ..communication import _backend
 from ..errors import CommError, StrategyError
-from ..layout import Layout, replicated
+from ..layout import DistSpec, Layout, replicated
 from ..ops import primitive as _prim
 from ..ops._elementwise import Cast
-from ..ops.primitive import KernelContext, OpLayouts, check_strategy
-from ..plan import Plan, assemble, extract, make_plan
+from ..ops.primitive import FollowsInput, KernelContext, OpLayouts
+from ..plan import Plan, Reduce, Step, assemble, extract, make_plan, plan_steps
 from ..tensor import Parameter, Tensor
 
 log = logging.getLogger(__name__)
@@ -88,14 +91,17 @@ def loaded_strategies(items: dict):
     return _override("loaded", items)
 
 
-def _strategy_for(prim, tensors, shapes, n, consts):
-    if prim.in_strategy is not None:
-        return prim.in_strategy
-    if _State.loaded:
+def _strategy_for(prim, tensors, shapes, n: int, consts):
+    """The strategy ``prim`` runs with: its ``.shard()``, else one loaded from a strategy file,
+    else its default (for ops that keep their input's layout: that Layout)."""
+    raw = prim.in_strategy
+    if raw is None and _State.loaded:
         first = next((t for t in tensors if isinstance(t, Parameter)), None)
-        if first is not None and f"{prim.name}_{first.name}" in _State.loaded:
-            return _State.loaded[f"{prim.name}_{first.name}"]
-    return prim.default_strategy(shapes, n, consts)
+        if first is not None:
+            raw = _State.loaded.get(f"{prim.name}_{first.name}")
+    if raw is None:
+        raw = prim.strategy_for(shapes, n, consts, [t.layout for t in tensors])
+    return raw
 
 
 def stage_scope(stage: int):
@@ -123,7 +129,7 @@ def _in_dtype(prim, args, dtype):
     wanted = iter(())
     if context.is_sharded_mode():  # the op's layouts for its inputs as they will be: cast
         dtypes = [dtype if mstype.is_float(t.dtype) else t.dtype for t in tensors]
-        out_shapes = [s for s, _ in prim.infer([t._shape for t in tensors], dtypes, consts)]
+        out_shapes = [s for s, _ in prim.infer([t.global_shape for t in tensors], dtypes, consts)]
         wanted = iter(_op_layouts(prim, tensors, consts, len(args), out_shapes)[0].inputs)
     cast = []
     for i, a in enumerate(args):
@@ -152,16 +158,14 @@ def cast_float_inputs(args, dtype) -> list:
             for a in args]
 
 
-class _CastIn(Cast):
+class _CastIn(FollowsInput, Cast):
     """``Cast`` run in a given layout, or where its input is (mixed precision's casts)."""
-
-    follows_input = True
 
     def __init__(self, layout: Layout | None) -> None:
         super().__init__("Cast")
         self.layout = layout
 
-    def rule_follow(self, current, out_shape, consts):
+    def follow(self, current, out_shape, consts):
         return (self.layout or current), (self.layout or current)
 
 
@@ -183,11 +187,11 @@ def stage_devices() -> int:
         from ..communication import init
 
         init()
-    n = context.get_auto_parallel_context("device_num")
+    n = context.setting("device_num")
     if not _State.abstract and n != world.size:
         raise CommError(f"device_num is {n} but this job has {world.size} rank(s); launch with "
                         f"`mpirun -n {n}` (or set device_num to {world.size})")
-    stages = context.get_auto_parallel_context("pipeline_stages")
+    stages = context.setting("pipeline_stages")
     if n % stages:
         raise CommError(f"device_num {n} is not divisible by pipeline_stages {stages}")
     return n // stages
@@ -201,7 +205,7 @@ def _comm_inited() -> bool:
 
 def _global_rank() -> int:
     world = _backend.world()
-    return world.rank if world.size > 1 or not _State.abstract else context.get_auto_parallel_context("global_rank")
+    return world.rank if world.size > 1 or not _State.abstract else context.setting("global_rank")
 
 
 def stage_rank() -> int:
@@ -223,7 +227,7 @@ def _op_stage(tensors) -> int:
     """An op runs on its Cell's stage, or follows its inputs (the latest stage among them)."""
     if _State.stage_stack:
         return _State.stage_stack[-1]
-    stages = [t._stage for t in tensors if t._stage is not None]
+    stages = [t.spec.stage for t in tensors if t.spec.stage is not None]
     return max(stages, default=0)
 
 
@@ -241,24 +245,6 @@ def _split_args(prim, args) -> tuple[list[Tensor], dict[int, Any]]:
     return tensors, consts
 
 
-def _check_layouts(prim, lay: OpLayouts, shapes, n: int) -> None:
-    """``prim`` was sharded with Layouts: each must give every rank the block the op's rule gives it
-    for the same split counts (the rule decides placement; a different placement is refused, not
-    silently replaced)."""
-    for i, (user, shape, got) in enumerate(zip(prim.in_layouts, shapes, lay.inputs)):
-        want = user.to_layout(shape)
-        if want.num_devices != n:
-            raise StrategyError(f"{prim.name}.shard: input {i}'s {user} covers {want.num_devices} devices, but the "
-                                f"stage has {n}")
-        if got is not None and not want.same_blocks(got):
-            g = got.normalized()
-            raise NotImplementedError(
-                f"{prim.name}.shard: input {i}'s {user} (device matrix {want.dev_matrix}, tensor map "
-                f"{want.tensor_map}) places the blocks of shape {tuple(shape)} differently from distinfer's "
-                f"{prim.name} rule for the same splits {user.splits()} (device matrix {g.dev_matrix}, tensor map "
-                f"{g.tensor_map}); name the device axes to match that, or shard with split tuples")
-
-
 def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
     """Accept MindSpore's ``()`` entries for scalar arguments (strategy per argument)."""
     if len(strategy) == n_args and consts:
@@ -268,19 +254,25 @@ def _drop_const_strategies(strategy, n_args: int, consts: dict) -> tuple:
 
 # ---------------------------------------------------------------------------- executor
 def _op_layouts(prim, tensors, consts, n_args: int, out_shapes) -> tuple[OpLayouts, tuple | None]:
-    """The layouts ``prim`` runs in on these inputs (sharded mode), and the strategy that gave them
-    (None for ops that follow their input's layout)."""
+    """The layouts ``prim`` runs in on these inputs (sharded mode), and the split strategy that gave
+    them (None for an op that kept its input's layout)."""
     n = stage_devices()
-    shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
-    if prim.follows_input and prim.in_strategy is None:
-        req, out = prim.rule_follow(_current_layout(tensors[0], n), out_shapes[0], consts)
-        return OpLayouts(req.dev_matrix, [req], [out], [()]), None
+    shapes = [t.global_shape for t in tensors]
     raw = _strategy_for(prim, tensors, shapes, n, consts)
-    strategy = check_strategy(prim.name, _drop_const_strategies(raw, n_args, consts), shapes, n)
-    lay = _prim.apply_rule(prim, strategy, shapes, out_shapes, n, consts)
-    if prim.in_strategy is not None and prim.in_layouts is not None:
-        _check_layouts(prim, lay, shapes, n)
-    return lay, strategy
+    if not isinstance(raw, Layout):
+        raw = _drop_const_strategies(raw, n_args, consts)
+    strategy, lay = _prim.layouts(prim, raw, shapes, out_shapes, n, consts)
+    if prim.in_layouts is not None:
+        _adopt_user_layouts(prim, tensors, _prim.user_input_layouts(prim, shapes, n))
+    return lay, (None if isinstance(strategy, Layout) else strategy)
+
+
+def _adopt_user_layouts(prim, tensors, users: list[Layout]) -> None:
+    """``.shard()`` with Layouts: a parameter not laid out yet takes its Layout (what the strategy file
+    and checkpoints record); the op's inputs are then redistributed to the rule's layouts as usual."""
+    for t, user in zip(tensors, users):
+        if isinstance(t, Parameter) and t.layout is None and not t.sliced:
+            t._materialize(user, stage_rank())
 
 
 def execute(prim, args) -> Any:
@@ -292,7 +284,7 @@ def execute(prim, args) -> Any:
         if prim.name in _AMP_WHITE_OPS:
             return _in_float16(prim, args)
     tensors, consts = _split_args(prim, args)
-    shapes = [t._shape for t in tensors]  # global shapes (a sliced Parameter reports its local one)
+    shapes = [t.global_shape for t in tensors]
     dtypes = [t.dtype for t in tensors]
     specs = prim.infer(shapes, dtypes, consts)
     out_shapes = [s for s, _ in specs]
@@ -301,7 +293,7 @@ def execute(prim, args) -> Any:
         return _finish(prim, tensors, *_run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes))
     me = stage_rank()
     lay, strategy = _op_layouts(prim, tensors, consts, len(args), out_shapes)
-    stage = _op_stage(tensors) if context.get_auto_parallel_context("pipeline_stages") > 1 else None
+    stage = _op_stage(tensors) if context.setting("pipeline_stages") > 1 else None
     if _State.recorder is not None and stage in (None, my_stage()):
         _State.recorder.record(prim, strategy, tensors, stage or 0)
     if stage is not None and stage != my_stage():
@@ -310,28 +302,26 @@ def execute(prim, args) -> Any:
     ctx = KernelContext(consts, [L.box(me) for L in lay.inputs], [L.box(me) for L in lay.outputs],
                         shapes, out_shapes, out_dtypes, lay)
     outs = [None] * len(specs) if _State.abstract else _typed(prim.kernel(ctx, *locals_), out_dtypes)
-    partial = lay.partial or [() for _ in outs]
-    results = [Tensor._make(o, s, L, p, lay.partial_op, d)
-               for o, s, L, p, d in zip(outs, out_shapes, lay.outputs, partial, out_dtypes)]
+    results = [Tensor._make(o, s, DistSpec(L, p, lay.partial_op, stage), d)
+               for o, s, L, p, d in zip(outs, out_shapes, lay.outputs, _partials(lay), out_dtypes)]
     if lay.final:
         results = [to_layout(r, F) for r, F in zip(results, lay.final)]
-    for r in results:
-        r._stage = stage
     return _finish(prim, tensors, results, ctx, locals_, outs, lay)
+
+
+def _partials(lay: OpLayouts) -> tuple:
+    return lay.partial or tuple(() for _ in lay.outputs)
 
 
 # ---------------------------------------------------------------------- pipeline stages
 def _run_elsewhere(tensors, lay: OpLayouts, stage: int, out_shapes, out_dtypes):
     """An op of another stage: send it the inputs this stage holds; return shape-only results."""
     for t, L in zip(tensors, lay.inputs):
-        if t._stage == my_stage():
+        if t.spec.stage == my_stage():
             _send_to_stage(t, L, stage)
-    partial = lay.partial or [() for _ in out_shapes]
-    results = [Tensor._make(None, s, L, p, lay.partial_op, d)
+    partial = tuple(() for _ in out_shapes) if lay.final else _partials(lay)
+    results = [Tensor._make(None, s, DistSpec(L, p, lay.partial_op, stage), d)
                for s, L, p, d in zip(out_shapes, lay.final or lay.outputs, partial, out_dtypes)]
-    for r in results:
-        r._stage = stage
-        r._partial = () if lay.final else r._partial
     return results[0] if len(results) == 1 else tuple(results)
 
 
@@ -343,10 +333,11 @@ def output_block(t: Tensor, target: Layout, broadcast: bool | None = None) -> np
     the stage that computed it holds the result).
     """
     stages = context.get_auto_parallel_context("pipeline_stages")
-    if stages == 1 or t._stage is None:
+    held = t.spec.stage
+    if stages == 1 or held is None:
         return to_layout(t, target).asnumpy()
     n, me, mine = target.num_devices, stage_rank(), my_stage()
-    local = to_layout(t, target).asnumpy() if t._stage == mine else None
+    local = to_layout(t, target).asnumpy() if held == mine else None
     if broadcast is None:
         broadcast = context.get_auto_parallel_context("pipeline_result_broadcast")
     if not broadcast:
@@ -355,20 +346,21 @@ def output_block(t: Tensor, target: Layout, broadcast: bool | None = None) -> np
     if local is not None:
         world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {})
         return local
-    got = world.exchange({}, {t._stage * n + me: [(target.local_shape, t.dtype.np)]})
-    return got[t._stage * n + me][0]
+    got = world.exchange({}, {held * n + me: [(target.local_shape, t.dtype.np)]})
+    return got[held * n + me][0]
 
 
 def _fetch(t: Tensor, target: Layout, stage: int | None) -> np.ndarray | None:
     """``t`` laid out as ``target`` for an op on ``stage``: received from the stage holding it if needed."""
-    if stage is None or t._stage is None or t._stage == stage:
+    held = t.spec.stage
+    if stage is None or held is None or held == stage:
         return redistribute(t, target)
     if _State.abstract:
         return None
     n = target.num_devices
     plan = make_plan(_current_layout(t, n), target)
-    _notify_comm("stage_recv", tensor=t, layout=target, src_stage=t._stage)
-    return receive_from_stage(plan, t._stage, t.dtype.np)
+    _notify_comm("stage_recv", tensor=t, layout=target, src_stage=held)
+    return receive_from_stage(plan, held, t.dtype.np)
 
 
 def receive_from_stage(plan: Plan, src_stage: int, dtype) -> np.ndarray:
@@ -396,9 +388,9 @@ def send_to_stage(plan: Plan, local: np.ndarray, dst_stage: int) -> None:
 def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
     """This stage's part of moving ``t`` to the ranks of ``stage`` (laid out as ``target`` there)."""
     src = _current_layout(t, target.num_devices)
-    local = t._local
-    if t._partial:
-        local, src = _resolve_partial(t, src, src)  # reduce within this stage before it leaves
+    local = t.local
+    for step in plan_steps(t.spec.laid_out(src), src):  # reduce within this stage before it leaves
+        local = _run_step(step, local, t)
     if _State.abstract:
         return
     _notify_comm("stage_send", tensor=t, layout=target, dst_stage=stage)
@@ -412,7 +404,7 @@ def _run_local(prim, tensors, consts, shapes, out_shapes, out_dtypes):
     ctx = KernelContext(consts, [full(s) for s in shapes], [full(s) for s in out_shapes], shapes, out_shapes,
                         out_dtypes)
     outs = [None] * len(out_shapes) if _State.abstract else _typed(prim.kernel(ctx, *locals_), out_dtypes)
-    results = [Tensor._make(o, s, None, dtype=d) for o, s, d in zip(outs, out_shapes, out_dtypes)]
+    results = [Tensor._make(o, s, None, d) for o, s, d in zip(outs, out_shapes, out_dtypes)]
     return results, ctx, locals_, outs, None
 
 
@@ -444,81 +436,55 @@ def _typed(out, dtypes) -> list:
 
 # ----------------------------------------------------------------------- redistribution
 def _current_layout(t: Tensor, n: int) -> Layout:
-    return t._layout if t._layout is not None else replicated(t._shape, n)
+    return t.layout if t.layout is not None else replicated(t.global_shape, n)
 
 
 def redistribute(t: Tensor, target: Layout) -> np.ndarray | None:
-    """``t``'s data laid out as ``target`` on this rank (partial sums reduced first)."""
-    me = stage_rank()
-    if isinstance(t, Parameter) and t._layout is None and not t.sliced:
-        t._materialize(target, me)  # the first consumer decides a parameter's layout
-        return t._local
-    src = _current_layout(t, target.num_devices)
-    local = t._local
-    if t._partial:
-        local, src = _resolve_partial(t, src, target)
-    if src.same_blocks(target):
-        return local
-    if _State.abstract:
-        return None
-    plan = make_plan(src, target)
-    _notify_comm("redistribute", plan=plan)
-    return run_plan(plan, local, me)
+    """``t``'s data laid out as ``target`` on this rank (partial results reduced first)."""
+    if isinstance(t, Parameter) and t.layout is None and not t.sliced:
+        t._materialize(target, stage_rank())  # the first consumer decides a parameter's layout
+        return t.local
+    local = t.local
+    for step in plan_steps(t.spec.laid_out(_current_layout(t, target.num_devices)), target):
+        local = _run_step(step, local, t)
+    return local
 
 
 def to_layout(t: Tensor, target: Layout) -> Tensor:
-    """A new Tensor holding ``t`` laid out as ``target`` (no pending partial sums)."""
+    """A new Tensor holding ``t`` laid out as ``target`` (no pending partial results)."""
     local = redistribute(t, target)
-    return Tensor._make(local, t._shape, target, dtype=t.dtype)
+    return Tensor._make(local, t.global_shape, DistSpec(target, stage=t.spec.stage), t.dtype)
 
 
-def _scatter_axis(src: Layout, partial: tuple[int, ...], target: Layout) -> tuple[int, int] | None:
-    """``(device axis, tensor dim)`` for a ReduceScatter: ``target`` splits a dim that ``src`` keeps
-    whole over exactly one of the partial axes (ignoring size-1 axes), on the same device matrix."""
-    if target.dev_matrix != src.dev_matrix or len(partial) != 1:
-        return None
-    p = partial[0]
-    m = len(src.dev_matrix)
-
-    def axes(entry) -> set[int]:
-        values = entry if isinstance(entry, tuple) else (entry,)
-        return {m - 1 - v for v in values if v != -1 and src.dev_matrix[m - 1 - v] > 1}
-
-    for d, (s_entry, t_entry) in enumerate(zip(src.tensor_map, target.tensor_map)):
-        if not axes(s_entry) and axes(t_entry) == {p} and src.shape[d] % src.dev_matrix[p] == 0:
-            return p, d
-    return None
+# A tensor's AllReduced block, kept for its later consumers (the reduction is done once).
+_ALLREDUCED: "weakref.WeakKeyDictionary[Tensor, np.ndarray]" = weakref.WeakKeyDictionary()
 
 
-def _resolve_partial(t: Tensor, src: Layout, target: Layout):
-    """Reduce ``t``'s pending partial sums: straight into ``target``'s split with a ReduceScatter
-    when it splits a dim over the partial axis, else one AllReduce, kept on ``t`` for later uses."""
-    scatter = _scatter_axis(src, t._partial, target)
-    if scatter is not None:
-        p, d = scatter
-        tm = list(src.tensor_map)
-        tm[d] = len(src.dev_matrix) - 1 - p  # replaces at most a size-1 axis
-        scattered = Layout(src.dev_matrix, tuple(tm), src.shape)
-        if _State.abstract:
-            return None, scattered
-        partition = _world_groups(_backend.partition_along(src.dev_matrix, (p,)))
-        _notify_comm("reduce_scatter", layout=src, partition=partition, axis=d, op=t._partial_op,
-                     result_layout=scattered)
-        return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op), scattered
-    if t._reduced is None:
-        reduced = _reduce_partial(t._local, src, t._partial, t._partial_op)
-        if _State.abstract:
-            return None, src
-        t._reduced = reduced
-    return t._reduced, src
-
-
-def _reduce_partial(local, layout: Layout, axes, op: str):
+def _run_step(step: Step, local: np.ndarray | None, t: Tensor) -> np.ndarray | None:
+    """Execute one planner step on this rank's block of ``t`` (nothing in a layout-only run)."""
+    if isinstance(step, Reduce):
+        return _reduce(step, local, t)
     if _State.abstract:
         return None
-    partition = _world_groups(_backend.partition_along(layout.dev_matrix, axes))
-    _notify_comm("allreduce", layout=layout, partition=partition, op=op)
-    return _backend.world().allreduce(local, partition, op)
+    _notify_comm("redistribute", plan=step)
+    return run_plan(step, local, stage_rank())
+
+
+def _reduce(step: Reduce, local: np.ndarray | None, t: Tensor) -> np.ndarray | None:
+    """AllReduce (kept for ``t``'s later consumers) or ReduceScatter of ``t``'s partial results."""
+    if step.scatter_dim is None and t in _ALLREDUCED:
+        return _ALLREDUCED[t]
+    if _State.abstract:
+        return None
+    partition = _world_groups(step.groups)
+    world = _backend.world()
+    if step.scatter_dim is not None:
+        _notify_comm("reduce_scatter", layout=step.layout, partition=partition, axis=step.scatter_dim, op=step.op,
+                     result_layout=step.result)
+        return world.reduce_scatter(local, partition, step.scatter_dim, step.op)
+    _notify_comm("allreduce", layout=step.layout, partition=partition, op=step.op)
+    reduced = _ALLREDUCED[t] = world.allreduce(local, partition, step.op)
+    return reduced
 
 
 def _world_groups(partition):

@@ -26,7 +26,7 @@ def _names(metrics) -> dict[str, str]:
 
 
 def _whole(t):
-    return ex.to_layout(t, replicated(t._shape, t.layout.num_devices)) if t.layout is not None else t
+    return ex.to_layout(t, replicated(t.global_shape, t.layout.num_devices)) if t.layout is not None else t
 
 
 def evaluate(model, dataset) -> dict:
