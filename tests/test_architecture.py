@@ -22,7 +22,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
     "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
-    "distinfer.launch": 1,
+    "distinfer.launch": 1, "distinfer._version": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
     "distinfer.io": 2,
     "distinfer.ops": 3,
@@ -39,10 +39,6 @@ FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "
 ALLOWED: set[tuple[str, str]] = {
     ("distinfer.common.initializer", "distinfer.tensor"),
     ("distinfer.tensor", "distinfer.common.initializer"),
-    ("distinfer.exporter.interpreter", "distinfer.exporter.mindir_reader"),
-    ("distinfer.exporter.mindir_reader", "distinfer.exporter.interpreter"),
-    ("distinfer.exporter.mindir_writer", "distinfer"),
-    ("distinfer.exporter.onnx_writer", "distinfer"),
     ("distinfer.ops", "distinfer.autograd"),
     ("distinfer.parallel.checkpoint", "distinfer.parallel.unified"),
     ("distinfer.parallel.unified", "distinfer.parallel.checkpoint"),

@@ -18,18 +18,14 @@ bases, not ops.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .primitive import Primitive
-
 __all__ = ["register", "lookup", "ops", "amp_ops", "converts_to_onnx"]
 
-_OPS: dict[str, type[Primitive]] = {}  # class name -> class
-_BY_NAME: dict[str, type[Primitive]] = {}  # class names and MindSpore aliases -> class
+# Primitive subclasses (primitive.py imports this module, so it names no type from there).
+_OPS: dict[str, type] = {}  # class name -> class
+_BY_NAME: dict[str, type] = {}  # class names and MindSpore aliases -> class
 
 
-def register(cls: type[Primitive]) -> None:
+def register(cls: type) -> None:
     """Add ``cls`` under its class name and its ``ms_aliases``; a name another class holds is an error.
 
     >>> from distinfer.ops import registry
@@ -49,12 +45,12 @@ def register(cls: type[Primitive]) -> None:
     _BY_NAME.update(dict.fromkeys(names, cls))
 
 
-def lookup(name: str) -> type[Primitive] | None:
+def lookup(name: str) -> type | None:
     """The op class for ``name`` (a class name or a MindSpore alias), or None if distinfer has no such op."""
     return _BY_NAME.get(name)
 
 
-def ops() -> dict[str, type[Primitive]]:
+def ops() -> dict[str, type]:
     """Every registered op, by class name."""
     return dict(_OPS)
 
@@ -64,7 +60,7 @@ def amp_ops(kind: str) -> frozenset[str]:
     return frozenset(name for name, cls in _OPS.items() if cls.amp == kind)
 
 
-def converts_to_onnx(cls: type[Primitive]) -> bool:
+def converts_to_onnx(cls: type) -> bool:
     """Whether ``cls`` has an ONNX form: one operator (``onnx_op``) or a ``to_onnx`` method, and no refusal.
 
     >>> from distinfer.ops import registry
