@@ -22,8 +22,9 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
     "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
-    "distinfer.launch": 1, "distinfer._version": 1,
+    "distinfer.launch": 1, "distinfer._version": 1, "distinfer._random": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
+    "distinfer._initializers": 2,
     "distinfer.io": 2,
     "distinfer.ops": 3,
     "distinfer.parallel": 4, "distinfer.autograd": 4, "distinfer.nn": 4, "distinfer.amp": 4,
@@ -37,8 +38,6 @@ FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "
 # Known violations still being removed (issue 16); the test fails for any other, and for an entry
 # here that no longer occurs, so this list only shrinks.
 ALLOWED: set[tuple[str, str]] = {
-    ("distinfer.common.initializer", "distinfer.tensor"),
-    ("distinfer.tensor", "distinfer.common.initializer"),
     ("distinfer.ops", "distinfer.autograd"),
     ("distinfer.parallel.checkpoint", "distinfer.parallel.unified"),
     ("distinfer.parallel.unified", "distinfer.parallel.checkpoint"),

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import dtype as mstype
+from .._random import flat_indices, next_seed, uniform01
 from ..errors import OnnxExportError, StrategyError
 from .primitive import Primitive, batch_split, build
 
@@ -245,10 +246,8 @@ class Dropout(Primitive):
         return build(n, strategy[0] or [1], [dims], shapes, [dims, dims], out_shapes, op=self.name)
 
     def kernel(self, ctx, x):
-        from ..common.initializer import _flat_indices, _next_seed, _uniform01
-
-        key = ctx.saved.setdefault("key", _next_seed() ^ self.seed)
-        u = _uniform01(key, _flat_indices(ctx.in_shapes[0], ctx.in_boxes[0]), 0)
+        key = ctx.saved.setdefault("key", next_seed() ^ self.seed)
+        u = uniform01(key, flat_indices(ctx.in_shapes[0], ctx.in_boxes[0]), 0)
         mask = (u < self.keep_prob).astype(np.float32)
         return (x * (mask / self.keep_prob)).astype(x.dtype), mask
 
