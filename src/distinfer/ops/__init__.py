@@ -18,36 +18,15 @@ True
 """
 import importlib
 
+from . import function, operations
 from ._elementwise import SiLU
 from ._shape import TensorGetItem
-from .function import (abs, add, amax, argmax, bias_add, bmm, cast, cat, concat, div, erf, exp, expand_dims, fill,
-                       flatten, gather, gelu, log, log_softmax, matmul, maximum, mean, minimum, mul, neg, one_hot,
-                       ones, ones_like, pow, pows, reduce_max, reduce_mean, reduce_min, reduce_sum, relu, reshape,
-                       reshape_, sigmoid, softmax, split, sqrt, square, squeeze, sub, sum, tanh, tensor_add, tensor_div,
-                       tensor_exp, tensor_ge, tensor_le, tensor_mul, tensor_pow, tensor_sub, transpose, zeros,
-                       zeros_like)
-from .operations import (Abs, Add, ArgMaxWithValue, BatchMatMul, BiasAdd, Cast, Concat, Div, Dropout, Equal, Erf,
-                         Exp, ExpandDims, FastGeLU, Flatten, Gather, GeLU, Greater, GreaterEqual, Identity, LayerNorm,
-                         Less, LessEqual, Log, LogSoftmax, MatMul, Maximum, Minimum, Mul, Neg, OneHot, Pow, RealDiv,
-                         ReduceMax, ReduceMean, ReduceMin, ReduceSum, ReLU, Reshape, Rsqrt, Sigmoid, Softmax,
-                         SoftmaxCrossEntropyWithLogits, SparseSoftmaxCrossEntropyWithLogits, Split, Sqrt, Square,
-                         Squeeze, Sub, Tanh, Transpose)
+from .function import *  # noqa: F401,F403  (function.__all__)
+from .operations import *  # noqa: F401,F403  (operations.__all__)
 from .primitive import Primitive
 
-__all__ = [
-    "Primitive", "Add", "Sub", "Mul", "RealDiv", "Div", "Maximum", "Minimum", "Pow", "Less", "Greater", "LessEqual",
-    "GreaterEqual", "Equal", "ReLU", "GeLU", "FastGeLU", "Sigmoid", "SiLU", "Tanh", "Exp", "Log", "Sqrt", "Rsqrt",
-    "Neg", "Square", "Abs", "Erf", "Cast", "Softmax", "LogSoftmax", "BiasAdd", "Identity", "MatMul", "BatchMatMul",
-    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMaxWithValue", "Reshape", "Flatten", "Transpose",
-    "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem", "Gather", "OneHot", "LayerNorm", "Dropout",
-    "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits",
-    "add", "sub", "mul", "div", "matmul", "bmm", "relu", "gelu", "erf", "sigmoid", "tanh", "exp", "log", "sqrt", "neg",
-    "square", "abs", "maximum", "minimum", "pow", "softmax", "log_softmax", "reshape", "flatten", "transpose",
-    "expand_dims", "squeeze", "concat", "cat", "split", "gather", "one_hot", "cast", "sum", "mean", "reduce_sum",
-    "reduce_mean", "amax", "argmax", "bias_add", "zeros", "ones", "zeros_like", "ones_like", "fill",
-    "tensor_add", "tensor_sub", "tensor_mul", "tensor_div", "tensor_pow", "pows", "tensor_exp", "tensor_ge",
-    "tensor_le", "reshape_", "reduce_max", "reduce_min", "GradOperation", "grad", "value_and_grad",
-]
+__all__ = ["Primitive", *operations.__all__, "SiLU", "TensorGetItem", *function.__all__,
+           "GradOperation", "grad", "value_and_grad"]
 
 
 def __getattr__(name: str):

@@ -11,19 +11,8 @@ A face: it only re-exports, and each name is the very object ``distinfer.ops`` e
 (True, [2.0, 2.0])
 """
 from ..autograd import grad, value_and_grad
-from .function import (abs, add, amax, argmax, bias_add, bmm, cast, cat, concat, div, erf, exp, expand_dims, fill,
-                       flatten, gather, gelu, log, log_softmax, matmul, maximum, mean, minimum, mul, neg, one_hot,
-                       ones, ones_like, pow, pows, reduce_max, reduce_mean, reduce_min, reduce_sum, relu, reshape,
-                       reshape_, sigmoid, softmax, split, sqrt, square, squeeze, sub, sum, tanh, tensor_add, tensor_div,
-                       tensor_exp, tensor_ge, tensor_le, tensor_mul, tensor_pow, tensor_sub, transpose, zeros,
-                       zeros_like)
+from . import function
+from .function import *  # noqa: F401,F403  (the functional forms and instances, function.__all__)
 from .primitive import Primitive
 
-__all__ = [
-    "add", "sub", "mul", "div", "matmul", "bmm", "relu", "gelu", "erf", "sigmoid", "tanh", "exp", "log", "sqrt", "neg",
-    "square", "abs", "maximum", "minimum", "pow", "softmax", "log_softmax", "reshape", "flatten", "transpose",
-    "expand_dims", "squeeze", "concat", "cat", "split", "gather", "one_hot", "cast", "sum", "mean", "reduce_sum",
-    "reduce_mean", "amax", "argmax", "bias_add", "zeros", "ones", "zeros_like", "ones_like", "fill",
-    "tensor_add", "tensor_sub", "tensor_mul", "tensor_div", "tensor_pow", "pows", "tensor_exp", "tensor_ge",
-    "tensor_le", "reshape_", "reduce_max", "reduce_min", "Primitive", "grad", "value_and_grad",
-]
+__all__ = [*function.__all__, "Primitive", "grad", "value_and_grad"]
