@@ -188,3 +188,48 @@ def test_a_name_is_registered_once():
     with pytest.raises(ValueError, match="'ReLU' of user_ops.ReLU is already taken by distinfer.ops"):
         registry.register(twin)
     assert registry.lookup("ReLU") is ops.ReLU
+
+
+# ------------------------------------------------------------------- MindIR facts of the ops
+def _seed_net_with_transpose_b(mindir_fixtures, tmp_path, flag_value):
+    """MindSpore's seed_net.mindir with every MatMul's transpose_b input set to ``flag_value`` (and, for
+    True, the weights stored transposed, so the network computes the same)."""
+    from distinfer._proto import mind_ir_pb2 as pb
+    from distinfer.exporter._codec import encode_value, tensor_array
+
+    model = pb.ModelProto.FromString((mindir_fixtures / "seed_net.mindir").read_bytes())
+    flag = pb.NodeProto(name="flag", op_type="Constant", output=["flag"])
+    flag.attribute.append(encode_value("value", flag_value))
+    nodes = [flag, *model.graph.node]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    prims = {p.name: p.op_type for p in model.primitives}
+    for node in model.graph.node:
+        if node.op_type.startswith("REF::") and prims[node.op_type[5:]] == "MatMul":
+            node.input[3] = "flag"
+    if flag_value is True:
+        for t in model.graph.parameter:
+            if len(t.dims) == 2:
+                arr = np.ascontiguousarray(tensor_array(t, "weight").T)
+                t.dims[:] = arr.shape
+                t.raw_data = arr.tobytes()
+    path = tmp_path / "seed_t.mindir"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+def test_mindspore_matmul_takes_its_transpose_flags_from_node_inputs(ms_fixtures, tmp_path):
+    assert dict(ops.MatMul.mindir_inputs) == {2: "transpose_a", 3: "transpose_b"}
+    mindir = ms_fixtures / "mindir"
+    x = np.load(mindir / "input.npz")["x"]
+    y = np.load(mindir / "expected_output.npz")["y"]
+    out = nn.GraphCell(ms.load(_seed_net_with_transpose_b(mindir, tmp_path, True)))(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
+
+
+def test_mindspore_matmul_flag_that_is_not_a_scalar_is_refused(ms_fixtures, tmp_path):
+    from distinfer.errors import FormatError
+
+    path = _seed_net_with_transpose_b(ms_fixtures / "mindir", tmp_path, np.array([1, 0], np.int64))
+    with pytest.raises(FormatError, match=r"MatMul.*input 3.*'transpose_b' holds ndarray"):
+        nn.GraphCell(ms.load(path))(ms.Tensor(np.zeros((4, 1, 28, 28), np.float32)))

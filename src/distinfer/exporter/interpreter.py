@@ -4,10 +4,11 @@ Each node is prepared once: its primitive is re-created from the op name (looked
 :mod:`distinfer.ops.registry`, never from the file) plus the file's attributes (only attributes
 the op already has are set), and its kernel context (constants, block boxes, global shapes,
 dtypes) is rebuilt from the node attributes. MindSpore-made nodes carry none of that: they run on
-whole tensors, with shapes from the op's own ``infer``, and the constructor arguments MindSpore
-2.x passes as node inputs (the op's ``mindir_inputs``) set those attributes. Values are this rank's local numpy
-blocks; ``AllReduce`` and ``Redistribute`` nodes run with ``communication._backend.world()``
-and ``_executor.run_plan``, so every rank must run its own file in a job of the same size.
+whole tensors, with shapes from the op's own ``infer``; the constructor arguments MindSpore 2.x
+passes as node inputs (the op's ``mindir_inputs``) set those attributes. Values are this rank's
+local numpy blocks; ``AllReduce`` and ``Redistribute`` nodes run with
+``communication._backend.world()`` and ``_executor.run_plan``, so every rank must run its own
+file in a job of the same size.
 
 >>> import numpy as np, tempfile, os, distinfer as ms
 >>> from distinfer import nn
@@ -131,7 +132,7 @@ class _Runner:
         nattrs = node_attrs(node, self.path)
         if "const_inputs" in nattrs:
             return self._distinfer_node(cls, attrs, nattrs, where)
-        return self._mindspore_node(cls, op, attrs, where)
+        return self._mindspore_node(cls, attrs, where)
 
     def _distinfer_node(self, cls, attrs: dict, na: dict, where: str) -> Callable:
         prim = _make_prim(cls, attrs, where)
@@ -153,7 +154,7 @@ class _Runner:
             return _as_list(prim.kernel(ctx, *xs))
         return run
 
-    def _mindspore_node(self, cls, op: str, attrs: dict, where: str) -> Callable:
+    def _mindspore_node(self, cls, attrs: dict, where: str) -> Callable:
         prim = _make_prim(cls, attrs, where)
         attr_inputs = dict(cls.mindir_inputs)
 
