@@ -88,6 +88,7 @@ def flat_indices(shape: Sequence[int], box: Sequence[tuple[int, int]]) -> np.nda
 
 
 def standard_normal(seed: int, flat: np.ndarray, stream: int = 0) -> np.ndarray:
+    """N(0, 1) doubles, one per flat index (Box-Muller on streams ``2 * stream`` and ``2 * stream + 1``)."""
     u1 = uniform01(seed, flat, 2 * stream)
     u2 = uniform01(seed, flat, 2 * stream + 1)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
