@@ -21,7 +21,7 @@ from . import amp  # noqa: E402
 from .amp import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager  # noqa: E402
 from .autograd import grad, value_and_grad
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 
 def set_seed(seed: int) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "check_type", "type_error"]
+__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "OnnxExportError",
+           "check_type", "type_error"]
 
 
 def type_error(api: str, name: str, value: Any, expected: str) -> TypeError:
@@ -94,4 +95,20 @@ class CommError(DistinferError, RuntimeError):
     ... except CommError as e:
     ...     print(isinstance(e, RuntimeError), "must be distinct ranks in 0..0" in str(e))
     True True
+    """
+
+
+class OnnxExportError(DistinferError, ValueError):
+    """The network cannot be written as ONNX (distributed, or an op or a call without an ONNX form).
+
+    The example writes a trace recorded on 2 devices, as each rank of a 2-rank job records one:
+
+    >>> import os, tempfile
+    >>> from distinfer.exporter.onnx_writer import write_onnx
+    >>> from distinfer.exporter.trace import Trace
+    >>> try:
+    ...     write_onnx(os.path.join(tempfile.mkdtemp(), "net.onnx"), Trace(sharded=True, device_num=2))
+    ... except OnnxExportError as e:
+    ...     print(isinstance(e, ValueError), str(e).split(";")[0])
+    True ONNX export: the network runs on 2 devices with communication (parallel_mode semi_auto_parallel)
     """

@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import dtype as mstype
+from ._initializers import as_initializer
+from ._random import next_seed
 from .layout import DistSpec, Layout
 
 __all__ = ["Tensor", "Parameter", "ParameterTuple"]
@@ -77,10 +79,8 @@ class Tensor:
         if init is not None:
             if input_data is not None:
                 raise ValueError("Tensor: give either input_data or init, not both")
-            from .common.initializer import _as_initializer, _next_seed
-
-            self.init = _as_initializer(init)
-            self.init_seed = _next_seed()
+            self.init = as_initializer(init)
+            self.init_seed = next_seed()
             self._shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
             self._dtype = mstype.get_dtype(dtype if dtype is not None else mstype.float32)
             self._local: np.ndarray | None = None
@@ -289,6 +289,27 @@ class Tensor:
         return _OPERATORS["reduce_max"](self, axis, keepdims)
 
 
+def lazy_tensor(init: Any, shape: Any = None, dtype: Any = mstype.float32) -> Tensor:
+    """A Tensor of ``shape`` whose data an initializer produces only when needed (``init``: a name such as
+    "normal", an Initializer or a number), or ``init`` itself if it is a Tensor or an ndarray of that shape.
+    MindSpore's ``initializer`` (:mod:`distinfer.common.initializer`).
+
+    >>> lazy_tensor("ones", 3).has_init, lazy_tensor(np.ones(2, np.float32)).has_init
+    (True, False)
+    """
+    if isinstance(init, (Tensor, np.ndarray)):
+        t = init if isinstance(init, Tensor) else Tensor(init)
+        if shape is not None and tuple(t.shape) != tuple(shape):
+            raise ValueError(f"initializer: the Tensor has shape {tuple(t.shape)} but shape {tuple(shape)} was asked for")
+        return t
+    if shape is None:
+        raise ValueError("initializer: shape is required unless init is a Tensor")
+    shape = (int(shape),) if isinstance(shape, numbers.Integral) else tuple(int(s) for s in shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"initializer: shape {shape} has a negative dimension")
+    return Tensor(shape=shape, dtype=dtype, init=as_initializer(init))
+
+
 def _rank() -> int:
     from .communication import _backend
 
@@ -409,9 +430,7 @@ class Parameter(Tensor):
                             requires_grad=self.requires_grad)
             new.init, new.init_seed = self.init, self.init_seed
         else:
-            from .common.initializer import initializer
-
-            new = Parameter(initializer(init, self._shape, self._dtype), name=self._name,
+            new = Parameter(lazy_tensor(init, self._shape, self._dtype), name=self._name,
                             requires_grad=self.requires_grad)
         if self.layout is not None:
             if new._local is None:

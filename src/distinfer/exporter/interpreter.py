@@ -1,12 +1,14 @@
 """``nn.GraphCell``: run a loaded MindIR graph with distinfer's local kernels and the MPI backend.
 
-Each node is prepared once: its primitive is re-created from the op name (looked up among
-distinfer's own ops, never from the file) plus the file's attributes (only attributes the op
-already has are set), and its kernel context (constants, block boxes, global shapes, dtypes)
-is rebuilt from the node attributes. MindSpore-made nodes carry none of that: they run on
-whole tensors, with shapes from the op's own ``infer``. Values are this rank's local numpy
-blocks; ``AllReduce`` and ``Redistribute`` nodes run with ``communication._backend.world()``
-and ``_executor.run_plan``, so every rank must run its own file in a job of the same size.
+Each node is prepared once: its primitive is re-created from the op name (looked up in
+:mod:`distinfer.ops.registry`, never from the file) plus the file's attributes (only attributes
+the op already has are set), and its kernel context (constants, block boxes, global shapes,
+dtypes) is rebuilt from the node attributes. MindSpore-made nodes carry none of that: they run on
+whole tensors, with shapes from the op's own ``infer``; the constructor arguments MindSpore 2.x
+passes as node inputs (the op's ``mindir_inputs``) set those attributes. Values are this rank's
+local numpy blocks; ``AllReduce`` and ``Redistribute`` nodes run with
+``communication._backend.world()`` and ``_executor.run_plan``, so every rank must run its own
+file in a job of the same size.
 
 >>> import numpy as np, tempfile, os, distinfer as ms
 >>> from distinfer import nn
@@ -29,47 +31,16 @@ from .. import dtype as mstype
 from ..communication import _backend
 from ..errors import CommError, FormatError
 from ..nn.cell import Cell
+from ..ops import registry
 from ..ops.primitive import KernelContext, Primitive
 from ..plan import make_plan
 from ..tensor import Parameter, Tensor
 from ._codec import MONAD
-from .mindir_reader import Graph, UnsupportedOpError, constant_value, node_attrs, node_op, prim_attrs
+from .mindir_reader import STRUCTURAL, Graph, constant_value, node_attrs, node_op, prim_attrs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GraphCell", "check_supported"]
-
-_STRUCTURAL = {"Constant", "Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "Return", "AllReduce",
-               "ReduceScatter", "Redistribute"}
-_MS_ALIASES = {"Div": "RealDiv"}
-
-
-def _compute_ops() -> dict[str, type]:
-    from .. import ops
-
-    table = {}
-    for name in ops.__all__:
-        obj = getattr(ops, name)
-        if isinstance(obj, type) and issubclass(obj, Primitive) and obj is not Primitive:
-            table[obj.__name__] = obj
-    return table
-
-
-def check_supported(node, op: str, path: str) -> None:
-    """Raise :class:`UnsupportedOpError` for a node the interpreter cannot run.
-
-    >>> from distinfer._proto import mind_ir_pb2
-    >>> node = mind_ir_pb2.NodeProto(name="n1", op_type="REF::FancyOp:1")
-    >>> check_supported(node, "MatMul", "net.mindir")  # an op distinfer can run: no error
-    >>> check_supported(node, "FancyOp", "net.mindir")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    distinfer.exporter.mindir_reader.UnsupportedOpError: net.mindir: node 'n1' has operator 'FancyOp' ...
-    """
-    if op in _STRUCTURAL or _MS_ALIASES.get(op, op) in _compute_ops():
-        return
-    raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
-                             f"cannot interpret")
+__all__ = ["GraphCell"]
 
 
 # ------------------------------------------------------------------ prepared steps
@@ -85,16 +56,28 @@ class _Step:
 def _make_prim(cls: type, attrs: dict, where: str) -> Primitive:
     """``cls()`` with the file's values for attributes the op already has (nothing else is set)."""
     prim = cls()
-    state = vars(prim)
+    own = prim.op_attrs()
     for k, v in attrs.items():
-        if k in ("in_strategy", "out_strategy", "name", "attrs", "instance_name") or k.startswith("_"):
-            continue
-        if k in state and not callable(state[k]):
-            if isinstance(v, (np.ndarray, Tensor)) and not isinstance(state[k], (np.ndarray, Tensor)):
-                raise FormatError(f"{where}: attribute {k!r} holds a tensor, expected {type(state[k]).__name__}")
-            setattr(prim, k, v)
-            prim.attrs[k] = v
+        if k in own and not callable(own[k]):
+            if isinstance(v, (np.ndarray, Tensor)) and not isinstance(own[k], (np.ndarray, Tensor)):
+                raise FormatError(f"{where}: attribute {k!r} holds a tensor, expected {type(own[k]).__name__}")
+            _set(prim, k, v)
     return prim
+
+
+def _set(prim: Primitive, k: str, v: Any) -> None:
+    setattr(prim, k, v)
+    prim.attrs[k] = v
+
+
+def _set_from_input(prim: Primitive, k: str, v: Any, where: str) -> None:
+    """Attribute ``k`` from a node input (one of the op's ``mindir_inputs``): a scalar of the attribute's type."""
+    current = getattr(prim, k)
+    if isinstance(current, (bool, int, float)) and not isinstance(v, (str, tuple, list, dict)) and np.ndim(v) == 0:
+        _set(prim, k, type(current)(np.asarray(v).item()))
+    else:
+        raise FormatError(f"{where}: the input setting {k!r} holds {type(v).__name__} {v!r:.60}, expected a "
+                          f"{type(current).__name__} scalar")
 
 
 class _Runner:
@@ -103,7 +86,6 @@ class _Runner:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self.path = graph.path
-        self.ops = _compute_ops()
         self.rank = graph.rank or 0
 
     def step(self, node) -> _Step:
@@ -113,7 +95,7 @@ class _Runner:
         if op == "Constant":
             value = constant_value(node, self.path)
             fn = lambda args, v=value: v  # noqa: E731
-        elif op in _STRUCTURAL:
+        elif op in STRUCTURAL:
             fn = self._structural(op, prim_attrs(prim, self.path), where)
         else:
             fn = self._compute(node, op, prim_attrs(prim, self.path), where)
@@ -146,11 +128,11 @@ class _Runner:
         return redistribute
 
     def _compute(self, node, op: str, attrs: dict, where: str) -> Callable:
-        cls = self.ops[_MS_ALIASES.get(op, op)]
+        cls = registry.lookup(op)
         nattrs = node_attrs(node, self.path)
         if "const_inputs" in nattrs:
             return self._distinfer_node(cls, attrs, nattrs, where)
-        return self._mindspore_node(cls, op, attrs, where)
+        return self._mindspore_node(cls, attrs, where)
 
     def _distinfer_node(self, cls, attrs: dict, na: dict, where: str) -> Callable:
         prim = _make_prim(cls, attrs, where)
@@ -172,15 +154,15 @@ class _Runner:
             return _as_list(prim.kernel(ctx, *xs))
         return run
 
-    def _mindspore_node(self, cls, op: str, attrs: dict, where: str) -> Callable:
+    def _mindspore_node(self, cls, attrs: dict, where: str) -> Callable:
         prim = _make_prim(cls, attrs, where)
+        attr_inputs = dict(cls.mindir_inputs)
 
         def run(args):
-            args = list(args)
-            if op in ("MatMul", "BatchMatMul") and len(args) >= 4:  # MindSpore 2.x: transposes are inputs
-                prim.transpose_a, prim.transpose_b = bool(args[2]), bool(args[3])
-                args = args[:2]
-            args = [a for a in args if a is not MONAD]
+            for pos, k in attr_inputs.items():
+                if pos < len(args):
+                    _set_from_input(prim, k, args[pos], f"{where} input {pos}")
+            args = [a for i, a in enumerate(args) if i not in attr_inputs and a is not MONAD]
             consts = {i: a for i, a in enumerate(args) if not isinstance(a, np.ndarray)}
             xs = [a for a in args if isinstance(a, np.ndarray)]
             shapes = [tuple(x.shape) for x in xs]
@@ -252,7 +234,7 @@ class GraphCell(Cell):
 
 
 def _store(g: Graph, s: _Step, out: Any, values: dict) -> None:
-    if s.op in _STRUCTURAL:
+    if s.op in STRUCTURAL:
         values[s.outputs[0]] = out
     elif len(s.outputs) == len(out):
         values.update(zip(s.outputs, out))

@@ -3,8 +3,9 @@
 Validation turns every way a file can be wrong into a :class:`~distinfer.errors.FormatError`
 naming the file: not protobuf, not a MindIR model (no ``ir_version``/graph), truncated (a
 node input, primitive or graph output that is never defined; weight data shorter than its
-dims), external data outside the file's folder or past the end of its data file. Nodes whose op
-the interpreter cannot run raise :class:`UnsupportedOpError` naming the node and the op.
+dims), external data outside the file's folder or past the end of its data file. A node must be
+graph plumbing or communication (:data:`STRUCTURAL`) or an op of :mod:`distinfer.ops.registry`;
+any other raises :class:`UnsupportedOpError` naming the node and the op.
 """
 from __future__ import annotations
 
@@ -20,11 +21,16 @@ from google.protobuf.message import DecodeError
 from .._proto import mind_ir_pb2 as pb
 from ..errors import DistinferError, FormatError
 from ..layout import Layout
+from ..ops import registry
 from ._codec import attr_dict, decode_value, tensor_array
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Graph", "read_mindir", "UnsupportedOpError", "node_op"]
+__all__ = ["Graph", "read_mindir", "UnsupportedOpError", "node_op", "check_supported", "STRUCTURAL"]
+
+#: Nodes that are not ops: MindIR's graph plumbing, and the communication distinfer's exports record.
+STRUCTURAL = frozenset({"Constant", "Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "Return",
+                        "AllReduce", "ReduceScatter", "Redistribute"})
 
 
 class UnsupportedOpError(DistinferError, NotImplementedError):
@@ -131,6 +137,23 @@ def node_op(node: pb.NodeProto, prims: dict[str, pb.PrimitiveProto], path: str) 
     return node.op_type
 
 
+def check_supported(node: pb.NodeProto, op: str, path: str) -> None:
+    """Raise :class:`UnsupportedOpError` for a node whose operator distinfer cannot run.
+
+    >>> from distinfer._proto import mind_ir_pb2
+    >>> node = mind_ir_pb2.NodeProto(name="n1", op_type="REF::FancyOp:1")
+    >>> check_supported(node, "MatMul", "net.mindir")  # an op distinfer can run: no error
+    >>> check_supported(node, "FancyOp", "net.mindir")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distinfer.exporter.mindir_reader.UnsupportedOpError: net.mindir: node 'n1' has operator 'FancyOp' ...
+    """
+    if op in STRUCTURAL or registry.lookup(op) is not None:
+        return
+    raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
+                             f"cannot interpret")
+
+
 def _external(path: str, t: pb.TensorProto) -> bytes:
     ext = t.external_data
     loc = ext.location
@@ -221,8 +244,6 @@ def read_mindir(path: str | os.PathLike) -> Graph:
     g = Graph(path, model, graph.name, params, refs, _inputs(path, graph), outputs, list(graph.node), prims)
     _check_dataflow(path, g)
     _distinfer_info(path, model, g)
-    from .interpreter import check_supported
-
     for node in g.nodes:
         check_supported(node, node_op(node, prims, path), path)
     log.info("load: %s (%d nodes, %d weights, rank %s of %s)", path, len(g.nodes), len(params), g.rank,

@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import context
 from .._proto import mind_ir_pb2 as pb
+from .._version import __version__
 from ..io._atomic import atomic_output
 from ..layout import Layout
 from ..train.model import layout_dict_entry
@@ -50,7 +51,6 @@ __all__ = ["build_model", "write_mindir", "TOTAL_SAVE", "FORMAT_VERSION"]
 TOTAL_SAVE = 1 << 30  # bytes of weights above which they go to external data files (MindSpore's 1 GiB)
 ALIGN = 64
 FORMAT_VERSION = "1"
-_META = {"name", "in_strategy", "out_strategy", "attrs", "instance_name"}
 
 
 class _Builder:
@@ -131,10 +131,8 @@ class _Builder:
 
     # ------------------------------------------------------------------- the model
     def build(self) -> tuple[pb.ModelProto, list[tuple[pb.TensorProto, np.ndarray]]]:
-        from .. import __version__ as _version
-
         m, tr = self.model, self.tr
-        m.ir_version, m.producer_name, m.producer_version = "1.1", "distinfer", _version
+        m.ir_version, m.producer_name, m.producer_version = "1.1", "distinfer", __version__
         m.model_version, m.little_endian, m.mind_ir_version = "2.10.0", True, 3
         self.graph.name = self.g
         self.graph.attribute.append(encode_value("phase", "export"))
@@ -201,9 +199,7 @@ class _Builder:
 
 def _prim_attrs(prim, strategy) -> dict:
     out = {}
-    for k, val in vars(prim).items():
-        if k in _META or k.startswith("_"):
-            continue
+    for k, val in prim.op_attrs().items():
         try:
             encode_value(k, val)
         except TypeError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from .. import dtype as mstype
-from .. import ops
+from ..ops import function as F, operations as P
 from ..common.initializer import HeUniform, Uniform, initializer
 from ..tensor import Parameter
 from .cell import Cell
@@ -43,21 +43,21 @@ class Dense(Cell):
             if bias_init is None:
                 bias_init = Uniform(1 / math.sqrt(in_channels))
             self.bias = Parameter(initializer(bias_init, [out_channels], dtype), name="bias")
-            self.bias_add = ops.BiasAdd()
-        self.matmul = ops.MatMul(transpose_b=True)
+            self.bias_add = P.BiasAdd()
+        self.matmul = P.MatMul(transpose_b=True)
         self.activation = _activation(activation)
 
     def construct(self, x):
         lead = x.shape[:-1]
         if len(x.shape) != 2:
-            x = ops.reshape(x, (-1, x.shape[-1]))
+            x = F.reshape(x, (-1, x.shape[-1]))
         x = self.matmul(x, self.weight)
         if self.has_bias:
             x = self.bias_add(x, self.bias)
         if self.activation is not None:
             x = self.activation(x)
         if len(lead) != 1:
-            x = ops.reshape(x, tuple(lead) + (self.out_channels,))
+            x = F.reshape(x, tuple(lead) + (self.out_channels,))
         return x
 
     def extend_repr(self) -> str:
@@ -95,7 +95,7 @@ class ReLU(_Wrap):
 
     def __init__(self) -> None:
         super().__init__()
-        self.relu = ops.ReLU()
+        self.relu = P.ReLU()
 
 
 class GELU(_Wrap):
@@ -115,10 +115,10 @@ class GELU(_Wrap):
     def __init__(self, approximate: bool = True) -> None:
         super().__init__()
         self.approximate = bool(approximate)
-        self.gelu = ops.GeLU()
+        self.gelu = P.GeLU()
 
     def construct(self, x):
-        return self.gelu(x) if self.approximate else ops.gelu(x, approximate="none")
+        return self.gelu(x) if self.approximate else F.gelu(x, approximate="none")
 
 
 class Sigmoid(_Wrap):
@@ -134,7 +134,7 @@ class Sigmoid(_Wrap):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sigmoid = ops.Sigmoid()
+        self.sigmoid = P.Sigmoid()
 
 
 class Tanh(_Wrap):
@@ -150,7 +150,7 @@ class Tanh(_Wrap):
 
     def __init__(self) -> None:
         super().__init__()
-        self.tanh = ops.Tanh()
+        self.tanh = P.Tanh()
 
 
 class Identity(Cell):
@@ -184,7 +184,7 @@ class Flatten(Cell):
         shape = x.shape
         s, e = self.start_dim % len(shape), self.end_dim % len(shape)
         new = tuple(shape[:s]) + (math.prod(shape[s:e + 1]),) + tuple(shape[e + 1:])
-        return ops.reshape(x, new)
+        return F.reshape(x, new)
 
 
 class Softmax(_Wrap):
@@ -203,7 +203,7 @@ class Softmax(_Wrap):
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
-        self.softmax = ops.Softmax(axis)
+        self.softmax = P.Softmax(axis)
 
 
 class LogSoftmax(_Wrap):
@@ -220,7 +220,7 @@ class LogSoftmax(_Wrap):
 
     def __init__(self, axis: int = -1) -> None:
         super().__init__()
-        self.log_softmax = ops.LogSoftmax(axis)
+        self.log_softmax = P.LogSoftmax(axis)
 
 
 class LayerNorm(Cell):
@@ -243,7 +243,7 @@ class LayerNorm(Cell):
         self.normalized_shape = shape
         self.gamma = Parameter(initializer(gamma_init, shape, dtype), name="gamma")
         self.beta = Parameter(initializer(beta_init, shape, dtype), name="beta")
-        self.layer_norm = ops.LayerNorm(begin_norm_axis, begin_params_axis, epsilon)
+        self.layer_norm = P.LayerNorm(begin_norm_axis, begin_params_axis, epsilon)
 
     def construct(self, x):
         y, _, _ = self.layer_norm(x, self.gamma, self.beta)
@@ -270,7 +270,7 @@ class Embedding(Cell):
         self.vocab_size, self.embedding_size = vocab_size, embedding_size
         self.embedding_table = Parameter(initializer(embedding_table, [vocab_size, embedding_size], mstype.float32),
                                          name="embedding_table")
-        self.gather = ops.Gather()
+        self.gather = P.Gather()
 
     def construct(self, ids):
         return self.gather(self.embedding_table, ids, 0)
@@ -295,7 +295,7 @@ class Dropout(Cell):
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
         self.p = p
-        self.dropout = ops.Dropout(1 - p) if p > 0 else None
+        self.dropout = P.Dropout(1 - p) if p > 0 else None
 
     def construct(self, x):
         if not self.training or self.dropout is None:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .. import dtype as mstype
-from .. import ops
+from ..ops import function as F, operations as P
 from .cell import Cell
 
 __all__ = ["LossBase", "SoftmaxCrossEntropyWithLogits", "CrossEntropyLoss", "MSELoss", "L1Loss"]
@@ -36,12 +36,12 @@ class LossBase(Cell):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"{type(self).__name__}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction
-        self.reduce_mean = ops.ReduceMean()
-        self.reduce_sum = ops.ReduceSum()
+        self.reduce_mean = P.ReduceMean()
+        self.reduce_sum = P.ReduceSum()
 
     def get_loss(self, x, weights=1.0):
         if weights != 1.0:
-            x = ops.mul(x, weights)
+            x = F.mul(x, weights)
         if self.reduction == "mean":
             return self.reduce_mean(x, ())
         if self.reduction == "sum":
@@ -68,9 +68,9 @@ class SoftmaxCrossEntropyWithLogits(LossBase):
     def __init__(self, sparse: bool = False, reduction: str = "none") -> None:
         super().__init__(reduction)
         self.sparse = sparse
-        self.sparse_ce = ops.SparseSoftmaxCrossEntropyWithLogits()
-        self.ce = ops.SoftmaxCrossEntropyWithLogits()
-        self.one_hot = ops.OneHot()
+        self.sparse_ce = P.SparseSoftmaxCrossEntropyWithLogits()
+        self.ce = P.SoftmaxCrossEntropyWithLogits()
+        self.one_hot = P.OneHot()
 
     def construct(self, logits, labels):
         _check_logits(type(self).__name__, logits)
@@ -81,7 +81,7 @@ class SoftmaxCrossEntropyWithLogits(LossBase):
             if self.reduction == "mean":
                 return self.sparse_ce(logits, labels)
             labels = self.one_hot(labels, logits.shape[-1], 1.0, 0.0)
-        loss, _ = self.ce(logits, ops.cast(labels, logits.dtype))
+        loss, _ = self.ce(logits, F.cast(labels, logits.dtype))
         return self.get_loss(loss)
 
 
@@ -133,7 +133,7 @@ class MSELoss(LossBase):
     """
 
     def construct(self, logits, labels):
-        return self.get_loss(ops.square(ops.sub(logits, labels)))
+        return self.get_loss(F.square(F.sub(logits, labels)))
 
 
 class L1Loss(LossBase):
@@ -147,4 +147,4 @@ class L1Loss(LossBase):
     """
 
     def construct(self, logits, labels):
-        return self.get_loss(ops.abs(ops.sub(logits, labels)))
+        return self.get_loss(F.abs(F.sub(logits, labels)))

@@ -13,7 +13,7 @@ from ..autograd import Tape, gradients
 from ..communication import _backend
 from ..layout import replicated
 from ..parallel import _executor as ex
-from .. import ops
+from ..ops import operations as P
 from ..tensor import Tensor
 from .cell import Cell
 
@@ -69,8 +69,8 @@ class PipelineCell(Cell):
             raise ValueError(f"PipelineCell: micro_size must be an int >= 1, got {micro_size!r}")
         self.network = network
         self.micro_size = micro_size
-        self.split = ops.Split(0, micro_size)
-        self.add = ops.Add()
+        self.split = P.Split(0, micro_size)
+        self.add = P.Add()
 
     def construct(self, *inputs):
         pieces = []

@@ -4,6 +4,9 @@ Layout rule (MindSpore's ArithmeticBase): inputs are right-aligned; the device m
 per-dim strategy of the broadcast output; a dim of size 1 cannot be split; dims that exist in
 several inputs with the same size must be split the same way. The default strategy splits
 dim 0 of every input whose broadcast-expanded dim 0 is not 1.
+
+ONNX: most ops are one ONNX operator over their arguments (``onnx_op``); the others write a few
+elementary operators (``to_onnx``).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import math
 import numpy as np
 
 from .. import dtype as mstype
-from ..errors import StrategyError
+from ..errors import OnnxExportError, StrategyError
 from .primitive import Primitive, batch_split, build
 
 __all__ = ["Add", "Sub", "Mul", "RealDiv", "Div", "Maximum", "Minimum", "Pow", "Less", "Greater", "LessEqual",
@@ -98,7 +101,14 @@ def _unbroadcast(grad: np.ndarray, shape) -> np.ndarray:
     return g.sum(axis=axes, keepdims=True) if axes else g
 
 
+def _onnx_scalar(g, value: float) -> str:
+    """An ONNX initializer holding ``value`` in the op's output dtype."""
+    return g.const(np.array(value, g.out_dtypes[0].np))
+
+
 class Add(_Elementwise):
+    onnx_op = "Add"
+
     def fn(self, a, b):
         return np.add(a, b)
 
@@ -108,6 +118,8 @@ class Add(_Elementwise):
 
 
 class Sub(_Elementwise):
+    onnx_op = "Sub"
+
     def fn(self, a, b):
         return np.subtract(a, b)
 
@@ -119,6 +131,8 @@ class Sub(_Elementwise):
 
 
 class Mul(_Elementwise):
+    onnx_op = "Mul"
+
     def fn(self, a, b):
         return np.multiply(a, b)
 
@@ -131,6 +145,8 @@ class Mul(_Elementwise):
 
 
 class RealDiv(_Elementwise):
+    onnx_op = "Div"
+
     def fn(self, a, b):
         return np.divide(a, b)
 
@@ -147,16 +163,22 @@ class Div(RealDiv):
 
 
 class Maximum(_Elementwise):
+    onnx_op = "Max"
+
     def fn(self, a, b):
         return np.maximum(a, b)
 
 
 class Minimum(_Elementwise):
+    onnx_op = "Min"
+
     def fn(self, a, b):
         return np.minimum(a, b)
 
 
 class Pow(_Elementwise):
+    onnx_op = "Pow"
+
     def fn(self, a, b):
         return np.power(a, b)
 
@@ -176,26 +198,36 @@ class _Compare(_Elementwise):
 
 
 class Less(_Compare):
+    onnx_op = "Less"
+
     def fn(self, a, b):
         return np.less(a, b)
 
 
 class Greater(_Compare):
+    onnx_op = "Greater"
+
     def fn(self, a, b):
         return np.greater(a, b)
 
 
 class LessEqual(_Compare):
+    onnx_op = "LessOrEqual"
+
     def fn(self, a, b):
         return np.less_equal(a, b)
 
 
 class GreaterEqual(_Compare):
+    onnx_op = "GreaterOrEqual"
+
     def fn(self, a, b):
         return np.greater_equal(a, b)
 
 
 class Equal(_Compare):
+    onnx_op = "Equal"
+
     def fn(self, a, b):
         return np.equal(a, b)
 
@@ -212,6 +244,8 @@ class _Unary(_Elementwise):
 
 
 class Identity(_Unary):
+    onnx_op = "Identity"
+
     def fn(self, x):
         return x.copy()
 
@@ -220,6 +254,9 @@ class Identity(_Unary):
 
 
 class ReLU(_Unary):
+    amp = "white"
+    onnx_op = "Relu"
+
     def fn(self, x):
         return np.maximum(x, np.zeros((), x.dtype))
 
@@ -244,6 +281,12 @@ class GeLU(_Unary):
         d = 0.5 * (1 + t) + 0.5 * x64 * (1 - t * t) * self._C * (1 + 3 * 0.044715 * x64 ** 2)
         return (g * d).astype(x.dtype)
 
+    def to_onnx(self, g):
+        (x,), c = g.inputs, lambda v: _onnx_scalar(g, v)  # noqa: E731
+        x3 = g.one("Mul", [g.one("Mul", [x, x]), x])
+        inner = g.one("Mul", [g.one("Add", [x, g.one("Mul", [x3, c(0.044715)])]), c(self._C)])
+        g.one("Mul", [g.one("Mul", [x, c(0.5)]), g.one("Add", [g.one("Tanh", [inner]), c(1.0)])], g.outputs[0])
+
 
 # numpy has no erf; the C library's (math.erf) is exact to double precision. np.frompyfunc runs it
 # from numpy's C loop, at ~0.1 us per element: fine for activations, and no hand-written series.
@@ -258,6 +301,8 @@ class Erf(_Unary):
     [0.0, 0.5204999, 0.9953223]
     """
 
+    onnx_op = "Erf"
+
     def fn(self, x):
         return _ERF(x.astype(np.float64)).astype(x.dtype)
 
@@ -267,12 +312,23 @@ class Erf(_Unary):
 
 
 class FastGeLU(_Unary):
+    """``x / (1 + exp(-1.702 |x|)) * exp(0.851 (x - |x|))``, as MindSpore's ``ops.FastGeLU``."""
+
     def fn(self, x):
         x64 = x.astype(np.float64)
         return (x64 / (1 + np.exp(-1.702 * np.abs(x64))) * np.exp(0.851 * (x64 - np.abs(x64)))).astype(x.dtype)
 
+    def to_onnx(self, g):
+        (x,), c = g.inputs, lambda v: _onnx_scalar(g, v)  # noqa: E731
+        a = g.one("Abs", [x])
+        den = g.one("Add", [c(1.0), g.one("Exp", [g.one("Mul", [a, c(-1.702)])])])
+        num = g.one("Mul", [x, g.one("Exp", [g.one("Mul", [g.one("Sub", [x, a]), c(0.851)])])])
+        g.one("Div", [num, den], g.outputs[0])
+
 
 class Sigmoid(_Unary):
+    onnx_op = "Sigmoid"
+
     def fn(self, x):
         return (1.0 / (1.0 + np.exp(-x))).astype(x.dtype)
 
@@ -284,8 +340,13 @@ class SiLU(_Unary):
     def fn(self, x):
         return (x / (1.0 + np.exp(-x))).astype(x.dtype)
 
+    def to_onnx(self, g):
+        g.one("Mul", [g.inputs[0], g.one("Sigmoid", g.inputs)], g.outputs[0])
+
 
 class Tanh(_Unary):
+    onnx_op = "Tanh"
+
     def fn(self, x):
         return np.tanh(x)
 
@@ -294,6 +355,8 @@ class Tanh(_Unary):
 
 
 class Exp(_Unary):
+    onnx_op = "Exp"
+
     def fn(self, x):
         return np.exp(x)
 
@@ -302,6 +365,8 @@ class Exp(_Unary):
 
 
 class Log(_Unary):
+    onnx_op = "Log"
+
     def fn(self, x):
         return np.log(x)
 
@@ -310,6 +375,8 @@ class Log(_Unary):
 
 
 class Sqrt(_Unary):
+    onnx_op = "Sqrt"
+
     def fn(self, x):
         return np.sqrt(x)
 
@@ -324,8 +391,13 @@ class Rsqrt(_Unary):
     def grad(self, x, y, g):
         return g * -0.5 * y ** 3
 
+    def to_onnx(self, g):
+        g.one("Reciprocal", [g.one("Sqrt", g.inputs)], g.outputs[0])
+
 
 class Neg(_Unary):
+    onnx_op = "Neg"
+
     def fn(self, x):
         return np.negative(x)
 
@@ -340,8 +412,13 @@ class Square(_Unary):
     def grad(self, x, y, g):
         return g * 2 * x
 
+    def to_onnx(self, g):
+        g.one("Mul", g.inputs * 2, g.outputs[0])
+
 
 class Abs(_Unary):
+    onnx_op = "Abs"
+
     def fn(self, x):
         return np.abs(x)
 
@@ -360,6 +437,9 @@ class Cast(_Unary):
 
     def bprop(self, ctx, xs, out, douts):
         return [douts[0].astype(xs[0].dtype)]
+
+    def to_onnx(self, g):
+        g.one("Cast", g.inputs, g.outputs[0], to=g.onnx_dtype(g.out_dtypes[0]))
 
 
 class _AxisUnsplit(_Unary):
@@ -386,8 +466,16 @@ class _AxisUnsplit(_Unary):
             s[a] = 1
         return (tuple(s),)
 
+    def to_onnx(self, g):
+        axes = self._axes(len(g.in_shapes[0]))
+        if len(axes) != 1:
+            raise OnnxExportError(f"ONNX export: {self.name} over several axes {axes} has no ONNX form")
+        g.one(self._onnx_name, g.inputs, g.outputs[0], axis=int(axes[0]))
+
 
 class Softmax(_AxisUnsplit):
+    _onnx_name = "Softmax"
+
     def fn(self, x):
         axes = self._axes(x.ndim)
         e = np.exp(x - x.max(axis=axes, keepdims=True))
@@ -399,6 +487,8 @@ class Softmax(_AxisUnsplit):
 
 
 class LogSoftmax(_AxisUnsplit):
+    _onnx_name = "LogSoftmax"
+
     def fn(self, x):
         axes = self._axes(x.ndim)
         shifted = x - x.max(axis=axes, keepdims=True)
@@ -449,3 +539,10 @@ class BiasAdd(Primitive):
         g = douts[0]
         c = self._channel(g.ndim)
         return [g, g.sum(axis=tuple(a for a in range(g.ndim) if a != c))]
+
+    def to_onnx(self, g):
+        x, bias = g.inputs
+        ndim = len(g.in_shapes[0])
+        if self.data_format != "NHWC" and ndim > 2:  # the channel is dim 1: shape the bias (C, 1, ..., 1)
+            bias = g.one("Reshape", [bias, g.const(np.array([-1] + [1] * (ndim - 2), np.int64), "shape")])
+        g.one("Add", [x, bias], g.outputs[0])

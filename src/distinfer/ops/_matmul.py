@@ -33,8 +33,31 @@ def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 __all__ = ["MatMul", "BatchMatMul"]
 
 
+def _to_onnx(self, g) -> None:
+    """ONNX for both matmuls: ``Gemm`` without bias for 2-D inputs (as MindSpore exports MatMul), else
+    ``MatMul`` with a ``Transpose`` of the last two dims where a transpose flag is set."""
+    x, w = g.inputs
+    if len(g.in_shapes[0]) == 2 and len(g.in_shapes[1]) == 2:
+        g.one("Gemm", [x, w], g.outputs[0], transA=int(self.transpose_a), transB=int(self.transpose_b))
+        return
+
+    def t(v, ndim, flag):
+        if not flag:
+            return v
+        perm = list(range(ndim))
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+        return g.one("Transpose", [v], perm=perm)
+    g.one("MatMul", [t(x, len(g.in_shapes[0]), self.transpose_a), t(w, len(g.in_shapes[1]), self.transpose_b)],
+          g.outputs[0])
+
+
 class MatMul(Primitive):
     """``MatMul(transpose_a=False, transpose_b=False)(x, w)`` for 2-D inputs."""
+
+    amp = "white"
+    # MindSpore 2.x writes the transpose flags as node inputs 2 and 3.
+    mindir_inputs = ((2, "transpose_a"), (3, "transpose_b"))
+    to_onnx = _to_onnx
 
     def __init__(self, transpose_a: bool = False, transpose_b: bool = False) -> None:
         super().__init__()
@@ -104,6 +127,11 @@ class MatMul(Primitive):
 
 class BatchMatMul(Primitive):
     """``BatchMatMul(transpose_a=False, transpose_b=False)(x, w)``; batch dims broadcast."""
+
+    amp = "white"
+    # MindSpore 2.x writes the transpose flags as node inputs 2 and 3.
+    mindir_inputs = ((2, "transpose_a"), (3, "transpose_b"))
+    to_onnx = _to_onnx
 
     def __init__(self, transpose_a: bool = False, transpose_b: bool = False) -> None:
         super().__init__()

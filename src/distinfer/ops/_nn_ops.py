@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from .. import dtype as mstype
-from ..errors import StrategyError
+from .._random import flat_indices, next_seed, uniform01
+from ..errors import OnnxExportError, StrategyError
 from .primitive import Primitive, batch_split, build
 
 __all__ = ["Gather", "OneHot", "LayerNorm", "Dropout", "SparseSoftmaxCrossEntropyWithLogits",
@@ -78,6 +79,9 @@ class Gather(Primitive):
         np.add.at(grad, local[inside], g[inside])
         return [np.moveaxis(grad, 0, a), None]
 
+    def to_onnx(self, g):
+        g.one("Gather", g.inputs, g.outputs[0], axis=int(g.consts[2]))
+
 
 class OneHot(Primitive):
     """``OneHot(axis=-1)(indices, depth, on_value, off_value)``; strategy is for the output."""
@@ -131,6 +135,13 @@ class OneHot(Primitive):
 
     def bprop(self, ctx, xs, out, douts):
         return [None]
+
+    def to_onnx(self, g):
+        dt = g.out_dtypes[0].np
+        on, off = (np.asarray(v.asnumpy() if hasattr(v, "asnumpy") else v, dt) for v in (g.consts[2], g.consts[3]))
+        # depth in the indices' dtype: onnxruntime implements OneHot for those type pairs
+        g.one("OneHot", [g.inputs[0], g.const(np.array(int(g.consts[1]), g.in_dtypes[0]), "depth"),
+                         g.const(np.stack([off, on]).reshape(2), "values")], g.outputs[0], axis=-1)
 
 
 class LayerNorm(Primitive):
@@ -196,6 +207,17 @@ class LayerNorm(Primitive):
         dx = rstd / m * (m * gx - gx.sum(axis=axes, keepdims=True) - xhat * (gx * xhat).sum(axis=axes, keepdims=True))
         return [dx.astype(x.dtype), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)]
 
+    def to_onnx(self, g):
+        """``LayerNormalization``; its ``InvStdDev`` output gives the variance as ``1 / inv_std**2 - epsilon``."""
+        na, pa = self._axes(len(g.in_shapes[0]))
+        if na != pa:
+            raise OnnxExportError(f"ONNX export: LayerNorm with begin_norm_axis {na} != begin_params_axis {pa}")
+        y, mean, var = g.outputs
+        inv = g.node("LayerNormalization", g.inputs, [y, mean, g.fresh("inv_std")], axis=int(na),
+                     epsilon=float(self.epsilon))[2]
+        g.one("Sub", [g.one("Reciprocal", [g.one("Mul", [inv, inv])]),
+                      g.const(np.array(self.epsilon, g.out_dtypes[0].np))], var)
+
 
 class Dropout(Primitive):
     """``Dropout(keep_prob=0.5, Seed0=0, Seed1=0)(x)`` -> ``(output, mask)``.
@@ -205,6 +227,8 @@ class Dropout(Primitive):
     """
 
     tensor_args = (0,)
+    onnx_refusal = ("its mask comes from distinfer's seeded generator, which ONNX's Dropout (random or identity) "
+                    "cannot reproduce; export in inference mode (net.set_train(False)), where nn.Dropout skips it")
 
     def __init__(self, keep_prob: float = 0.5, Seed0: int = 0, Seed1: int = 0) -> None:
         super().__init__()
@@ -222,10 +246,8 @@ class Dropout(Primitive):
         return build(n, strategy[0] or [1], [dims], shapes, [dims, dims], out_shapes, op=self.name)
 
     def kernel(self, ctx, x):
-        from ..common.initializer import _flat_indices, _next_seed, _uniform01
-
-        key = ctx.saved.setdefault("key", _next_seed() ^ self.seed)
-        u = _uniform01(key, _flat_indices(ctx.in_shapes[0], ctx.in_boxes[0]), 0)
+        key = ctx.saved.setdefault("key", next_seed() ^ self.seed)
+        u = uniform01(key, flat_indices(ctx.in_shapes[0], ctx.in_boxes[0]), 0)
         mask = (u < self.keep_prob).astype(np.float32)
         return (x * (mask / self.keep_prob)).astype(x.dtype), mask
 
@@ -281,6 +303,9 @@ class SparseSoftmaxCrossEntropyWithLogits(Primitive):
         grad *= float(douts[0]) / ctx.in_shapes[0][0]
         return [grad.astype(logits.dtype), None]
 
+    def to_onnx(self, g):
+        g.one("SoftmaxCrossEntropyLoss", g.inputs, g.outputs[0], reduction="mean")
+
 
 class SoftmaxCrossEntropyWithLogits(Primitive):
     """``SoftmaxCrossEntropyWithLogits()(logits, labels)`` -> ``(loss [N], dlogits [N, C])``."""
@@ -318,3 +343,12 @@ class SoftmaxCrossEntropyWithLogits(Primitive):
         dlogits = g[:, None] * (p * labels.sum(axis=1, keepdims=True) - labels)
         dlabels = -g[:, None] * ctx.saved["logp"]
         return [dlogits.astype(logits.dtype), dlabels.astype(labels.dtype)]
+
+    def to_onnx(self, g):
+        """``loss = -sum(labels * log_softmax(logits), 1)`` and ``dlogits = softmax(logits) - labels``."""
+        logits, labels = g.inputs
+        logp = g.one("LogSoftmax", [logits], axis=1)
+        total = g.one("ReduceSum", [g.one("Mul", [labels, logp]), g.const(np.array([1], np.int64), "axes")],
+                      keepdims=0)
+        g.one("Neg", [total], g.outputs[0])
+        g.one("Sub", [g.one("Exp", [logp]), labels], g.outputs[1])

@@ -31,6 +31,10 @@ def _axes(axis, ndim: int) -> tuple[int, ...]:
 class _Reduce(Primitive):
     tensor_args = (0,)
     partial_op = "sum"
+    # ONNX: the reduction of the same name; opset 13 made ReduceSum's axes an input, the others keep
+    # them as an attribute until opset 18 (the writer's opset is 17).
+    _onnx_name = ""
+    _onnx_axes_input = False
 
     def __init__(self, keep_dims: bool = False) -> None:
         super().__init__()
@@ -66,8 +70,19 @@ class _Reduce(Primitive):
     def reduce(self, x, axes, ctx):
         raise NotImplementedError
 
+    def to_onnx(self, g):
+        axes = list(_axes(g.consts[1], len(g.in_shapes[0])))
+        keep = int(bool(self.keep_dims))
+        if self._onnx_axes_input:
+            g.one(self._onnx_name, [g.inputs[0], g.const(np.array(axes, np.int64), "axes")], g.outputs[0],
+                  keepdims=keep)
+        else:
+            g.one(self._onnx_name, g.inputs, g.outputs[0], axes=axes, keepdims=keep)
+
 
 class ReduceSum(_Reduce):
+    _onnx_name, _onnx_axes_input = "ReduceSum", True
+
     def reduce(self, x, axes, ctx):
         return np.sum(x, axis=axes, keepdims=self.keep_dims)
 
@@ -79,6 +94,8 @@ class ReduceSum(_Reduce):
 
 
 class ReduceMean(_Reduce):
+    _onnx_name = "ReduceMean"
+
     def _count(self, ctx, axes):
         return math.prod(ctx.in_shapes[0][a] for a in axes)
 
@@ -94,6 +111,7 @@ class ReduceMean(_Reduce):
 
 
 class ReduceMax(_Reduce):
+    _onnx_name = "ReduceMax"
     partial_op = "max"
 
     def reduce(self, x, axes, ctx):
@@ -101,6 +119,7 @@ class ReduceMax(_Reduce):
 
 
 class ReduceMin(_Reduce):
+    _onnx_name = "ReduceMin"
     partial_op = "min"
 
     def reduce(self, x, axes, ctx):
@@ -146,3 +165,9 @@ class ArgMaxWithValue(Primitive):
         if self.keep_dims:
             idx, val = np.expand_dims(idx, self.axis), np.expand_dims(val, self.axis)
         return idx.astype(np.int32), val
+
+    def to_onnx(self, g):
+        axis, keep = self.axis % len(g.in_shapes[0]), int(bool(self.keep_dims))
+        idx = g.one("ArgMax", g.inputs, axis=axis, keepdims=keep)  # int64, the first maximum as numpy
+        g.one("Cast", [idx], g.outputs[0], to=g.onnx_dtype(g.out_dtypes[0]))
+        g.one("ReduceMax", g.inputs, g.outputs[1], axes=[axis], keepdims=keep)

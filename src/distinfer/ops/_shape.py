@@ -95,6 +95,9 @@ class Reshape(_FollowInput):
     def bprop(self, ctx, xs, out, douts):
         return [douts[0].reshape(xs[0].shape)]
 
+    def to_onnx(self, g):
+        g.one("Reshape", [g.inputs[0], g.const(np.array(g.out_shapes[0], np.int64), "shape")], g.outputs[0])
+
 
 class Flatten(_FollowInput):
     """``Flatten()(x)``: ``[N, ...] -> [N, prod(...)]``."""
@@ -113,6 +116,9 @@ class Flatten(_FollowInput):
 
     def bprop(self, ctx, xs, out, douts):
         return [douts[0].reshape(xs[0].shape)]
+
+    def to_onnx(self, g):
+        g.one("Flatten", g.inputs, g.outputs[0], axis=1)
 
 
 class Transpose(_FollowInput):
@@ -142,6 +148,9 @@ class Transpose(_FollowInput):
     def bprop(self, ctx, xs, out, douts):
         return [np.transpose(douts[0], np.argsort(tuple(ctx.consts[1])))]
 
+    def to_onnx(self, g):
+        g.one("Transpose", g.inputs, g.outputs[0], perm=[int(v) for v in g.consts[1]])
+
 
 class ExpandDims(_FollowInput):
     """``ExpandDims()(x, axis)``."""
@@ -164,6 +173,10 @@ class ExpandDims(_FollowInput):
 
     def bprop(self, ctx, xs, out, douts):
         return [douts[0].reshape(xs[0].shape)]
+
+    def to_onnx(self, g):
+        axis = int(g.consts[1]) % (len(g.in_shapes[0]) + 1)
+        g.one("Unsqueeze", [g.inputs[0], g.const(np.array([axis], np.int64), "axes")], g.outputs[0])
 
 
 class Squeeze(_FollowInput):
@@ -195,6 +208,10 @@ class Squeeze(_FollowInput):
 
     def bprop(self, ctx, xs, out, douts):
         return [douts[0].reshape(xs[0].shape)]
+
+    def to_onnx(self, g):
+        axes = self._axes(g.in_shapes[0])
+        g.one("Squeeze", [g.inputs[0], g.const(np.array(axes, np.int64), "axes")], g.outputs[0])
 
 
 class Concat(Primitive):
@@ -239,6 +256,9 @@ class Concat(Primitive):
         idx = np.cumsum([x.shape[self.axis] for x in xs])[:-1]
         return list(np.split(douts[0], idx, axis=self.axis))
 
+    def to_onnx(self, g):
+        g.one("Concat", g.inputs, g.outputs[0], axis=int(self.axis))
+
 
 class Split(Primitive):
     """``Split(axis=0, output_num=1)(x)``: equal pieces; the axis must not be split."""
@@ -278,6 +298,11 @@ class Split(Primitive):
     def bprop(self, ctx, xs, out, douts):
         parts = [d if d is not None else np.zeros_like(o) for d, o in zip(douts, out)]
         return [np.concatenate(parts, axis=self.axis)]
+
+    def to_onnx(self, g):
+        size = g.out_shapes[0][self.axis % len(g.in_shapes[0])]
+        g.node("Split", [g.inputs[0], g.const(np.array([size] * self.output_num, np.int64), "split")], g.outputs,
+               axis=int(self.axis))
 
 
 def encode_index(index, ndim: int) -> tuple:
@@ -350,3 +375,25 @@ class TensorGetItem(_FollowInput):
         grad = np.zeros_like(xs[0])
         grad[_decode_index(ctx.consts[1])] = douts[0]
         return [grad]
+
+    def to_onnx(self, g):
+        """One ``Slice`` over the indexed dims, then a ``Reshape`` drops int-indexed dims and adds new axes."""
+        shape = g.in_shapes[0]
+        starts, ends, axes, steps = [], [], [], []
+        d = 0
+        for e in g.consts[1]:
+            if e[0] == "n":
+                continue
+            if e[0] == "i":
+                k = e[1] % shape[d]
+                start, stop, step = k, k + 1, 1
+            else:
+                start, stop, step = slice(e[1], e[2], e[3]).indices(shape[d])
+                if step < 0 and stop < 0:
+                    stop = -(2 ** 63)  # ONNX: before the first element when walking backwards
+            starts.append(start), ends.append(stop), axes.append(d), steps.append(step)
+            d += 1
+        sliced = g.one("Slice", [g.inputs[0]] + [g.const(np.array(v, np.int64), stem) for v, stem in
+                                                  ((starts, "starts"), (ends, "ends"), (axes, "axes"),
+                                                   (steps, "steps"))])
+        g.one("Reshape", [sliced, g.const(np.array(g.out_shapes[0], np.int64), "shape")], g.outputs[0])

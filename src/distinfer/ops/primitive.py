@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import StrategyError
 from ..layout import Layout, replicated
+from . import registry
 
 __all__ = ["Primitive", "FollowsInput", "OpLayouts", "Dims", "build", "check_strategy", "apply_rule", "layouts", "batch_split",
            "user_input_layouts"]
@@ -262,6 +263,10 @@ class Primitive:
     implement :meth:`infer`, :meth:`rule` and :meth:`kernel` (and :meth:`bprop` for training).
     Strategies apply only in semi-auto and auto parallel modes; otherwise the op runs on the local data.
 
+    A public subclass defined in ``distinfer.ops`` is an op: it registers itself in
+    :mod:`distinfer.ops.registry` and declares its other facts as class attributes (``ms_aliases``,
+    ``mindir_inputs``, ``amp``, ``onnx_op`` / ``to_onnx`` / ``onnx_refusal``).
+
     >>> import numpy as np, distinfer as ms
     >>> mm = ms.ops.MatMul().shard(((2, 1), (1, 1)))
     >>> mm
@@ -272,6 +277,30 @@ class Primitive:
 
     tensor_args: tuple[int, ...] | None = None  # None: every argument is a tensor
     repeat_left = False
+
+    # ------------------------------------------------------------ registry facts (see ops/registry.py)
+    #: Other names MindSpore gives this op in MindIR files (its class name is always one).
+    ms_aliases: tuple[str, ...] = ()
+    #: Constructor arguments MindSpore 2.x writes as node inputs after the call's own arguments:
+    #: ``(input position, attribute)`` pairs, e.g. MatMul's ``((2, "transpose_a"), (3, "transpose_b"))``.
+    mindir_inputs: tuple[tuple[int, str], ...] = ()
+    #: The MindSpore amp list the op is on: "white" runs it in float16 under ``amp_level="O1"``.
+    amp: str | None = None
+    #: The ONNX operator computing the op from the call's arguments in order, with no attributes.
+    onnx_op: str | None = None
+    #: ``to_onnx(self, g)``, for any other ONNX form: emits nodes into ``g``, the ONNX writer's view
+    #: of one traced call (:class:`distinfer.exporter.onnx_writer.OnnxNode`), writing ``g.outputs``.
+    to_onnx: Callable[[Primitive, Any], None] | None = None
+    #: Why the op has no ONNX form (the ONNX writer raises with this reason).
+    onnx_refusal: str | None = None
+    # Instance attributes that are bookkeeping, not attributes of the op itself.
+    _BOOKKEEPING = frozenset({"name", "in_strategy", "out_strategy", "in_layouts", "out_layouts", "attrs",
+                              "instance_name"})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_") and cls.__module__.startswith(__package__ + "."):
+            registry.register(cls)
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or type(self).__name__
@@ -328,6 +357,15 @@ class Primitive:
     def __repr__(self) -> str:
         shard = f", in_strategy={self.in_strategy}" if self.in_strategy else ""
         return f"Prim[{self.name}]{shard}"
+
+    def op_attrs(self) -> dict[str, Any]:
+        """The op's own attributes (what MindIR files record for it), without the bookkeeping.
+
+        >>> from distinfer import ops
+        >>> ops.MatMul(transpose_b=True).shard(((2, 1), (1, 1))).op_attrs()
+        {'transpose_a': False, 'transpose_b': True}
+        """
+        return {k: v for k, v in vars(self).items() if k not in self._BOOKKEEPING and not k.startswith("_")}
 
     # ------------------------------------------------------------ per-op definitions
     def infer(self, shapes: list[tuple[int, ...]], dtypes: list, consts: dict) -> list[tuple[tuple[int, ...], Any]]:

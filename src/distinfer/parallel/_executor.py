@@ -25,7 +25,7 @@ import numpy as np
 from .. import context
 from .. import dtype as mstype
 from ..communication import _backend
-from ..errors import CommError, StrategyError
+from ..errors import CommError
 from ..layout import DistSpec, Layout, replicated
 from ..ops import primitive as _prim
 from ..ops._elementwise import Cast
@@ -117,8 +117,6 @@ def mixed_precision_scope(dtype):
 
 #: The ``amp_level="O1"`` marker: white-listed ops run in float16, their outputs cast back to float32.
 AMP_O1 = "O1"
-# MindSpore's amp white list, as far as distinfer has these primitives (no Conv, PReLU or Ger here).
-_AMP_WHITE_OPS = frozenset({"MatMul", "BatchMatMul", "ReLU"})
 
 
 def _in_dtype(prim, args, dtype):
@@ -281,7 +279,7 @@ def execute(prim, args) -> Any:
         mode = _State.mixed_precision[-1]
         if mode is not AMP_O1:
             return _in_dtype(prim, args, mode)
-        if prim.name in _AMP_WHITE_OPS:
+        if prim.amp == "white":
             return _in_float16(prim, args)
     tensors, consts = _split_args(prim, args)
     shapes = [t.global_shape for t in tensors]
