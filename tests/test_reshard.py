@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 import distinfer as ms
 from distinfer import launch
 from distinfer.errors import FormatError, LayoutError, StrategyError
-from distinfer.io import ckpt as ckpt_mod
+from distinfer.io import ranged as ranged_mod
 from distinfer.io import CkptFile, ParamLayout, SafetensorsFile, build_searched_strategy, write_ckpt, write_safetensors
 from distinfer.layout import Layout
 from distinfer.parallel import (load_distributed_checkpoint, merge_sliced_parameter, transform_checkpoint_by_rank,
                                 transform_checkpoints)
-from distinfer.parallel.reshard import SourceCheckpoint, TrainStrategy, read_cost
+from distinfer.io.ranged import read_cost
+from distinfer.reshard.planning import TrainStrategy
+from distinfer.reshard.sources import SourceCheckpoint
 from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def test_reshard_equals_direct_slicing(data):
     # The ranged reader's thresholds too: scatter / stage decisions and staging cuts.
     scatter_min, gap, staging = data.draw(st.sampled_from([(16 << 10, 16 << 10, 16 << 20), (0, 0, 64),
                                                            (8, 64, 32), (1 << 30, 1 << 30, 48)]))
-    with tempfile.TemporaryDirectory() as d, mock.patch.multiple(ckpt_mod, _SCATTER_MIN=scatter_min,
+    with tempfile.TemporaryDirectory() as d, mock.patch.multiple(ranged_mod, _SCATTER_MIN=scatter_min,
                                                                  _GAP_COALESCE=gap, _STAGING_BYTES=staging):
         files = {}
         for r in range(src.num_devices):
@@ -391,7 +393,7 @@ def test_mpi_transform_divides_ranks(ms_fixtures, tmp_path):
 def test_read_blocks_threads_and_stats(tmp_path):
     """read_blocks fills every block (in place, strided pieces included) on several threads, counts
     every byte once, and re-raises a thread's error."""
-    from distinfer.parallel.reshard import read_blocks
+    from distinfer.reshard.sources import read_blocks
 
     rng = np.random.default_rng(5)
     src = Layout((4,), (-1, 0), (24, 40))
