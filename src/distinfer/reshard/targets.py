@@ -448,11 +448,11 @@ def _choose_names(strategy: TrainStrategy, present: set[str], choice_func: Optio
         out = _choice(choice_func, name)
         if out is not None:
             chosen.append((name, out))
-    outs: dict[str, str] = {}
+    first: dict[str, str] = {}  # name written -> the first parameter written under it
     for name, out in chosen:
-        if out in outs:
-            raise ValueError(f"For 'unified_safetensors', 'choice_func' names both {outs[out]!r} and {name!r} {out!r}")
-        outs[out] = name
+        if first.setdefault(out, name) != name:
+            raise ValueError(f"For 'unified_safetensors', 'choice_func' names both {first[out]!r} and {name!r} "
+                             f"{out!r}")
     return chosen
 
 

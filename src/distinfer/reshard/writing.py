@@ -39,7 +39,7 @@ from .. import dtype as mstype
 from ..communication import _backend
 from ..io._atomic import atomic_output
 from ..io.ckpt import RawValue, write_ckpt
-from ..io.safetensors_io import safetensors_order, write_safetensors_stream
+from ..io.safetensors_io import safetensors_order, write_safetensors, write_safetensors_stream
 from ..layout import Layout
 from .sources import (HYPER_PARAM_FILE, PARAM_MAP_FILE, Reader, Renamed, SourceSet, block_shape, iter_blocks,
                       open_checkpoint)
@@ -189,8 +189,10 @@ def write_unified_index(dst_dir: str, weight_map: Mapping[str, str], total_size:
     """Complete a unified directory with ``hyper_param.safetensors`` (the entries ``hyper`` of
     ``hyper_file``, if any) and ``param_name_map.json`` (``fan_out`` commits a unified set with it)."""
     if hyper:
+        # Through the safetensors library, as MindSpore writes it (its order of same-size dtypes
+        # differs from write_file's streamed order).
         with open_checkpoint(hyper_file) as rd:
-            write_file(OutputFile(None, (), copy_from=rd, copied=tuple(hyper)), os.path.join(dst_dir, HYPER_PARAM_FILE))
+            write_safetensors(os.path.join(dst_dir, HYPER_PARAM_FILE), {n: rd.read(n) for n in hyper})
     with atomic_output(os.path.join(dst_dir, PARAM_MAP_FILE)) as fh:
         fh.write(json.dumps({"metadata": {"total_size": total_size}, "weight_map": dict(weight_map)},
                             indent=4).encode("utf-8"))
