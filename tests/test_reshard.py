@@ -103,6 +103,33 @@ def test_read_cost_counts_coalesced_gaps():
     assert read_cost((4, 100000), ((0, 4), (0, 10)), 4) == 160  # gaps too big to coalesce
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_read_cost_is_what_the_reader_reads(tmp_path, data):
+    """The cost model and the ranged reader share their run logic: read_cost is exactly the bytes
+    preadv reads for a box (spans below the staging bound), into a fresh array or a strided view,
+    across record chunks, on the scatter and the staging paths."""
+    nd = data.draw(st.integers(1, 3))
+    shape = tuple(data.draw(st.integers(1, 12)) for _ in range(nd - 1)) + (data.draw(st.integers(1, 9000)),)
+    dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.int16, np.float64])))
+    box = tuple(tuple(sorted(data.draw(st.lists(st.integers(0, n), min_size=2, max_size=2)))) for n in shape)
+    path = tmp_path / f"c{data.draw(st.integers(0, 1 << 30))}.ckpt"
+    write_ckpt(path, [("a", np.zeros(shape, dtype))], chunk_bytes=data.draw(st.sampled_from([4096, 1 << 20])))
+    ext = [b - a for a, b in box]
+    out = np.empty([e + data.draw(st.integers(0, 2)) for e in ext], dtype)[tuple(slice(0, e) for e in ext)]
+    got = []
+    real = os.preadv
+
+    def counted(fd, bufs, off):
+        got.append(real(fd, bufs, off))
+        return got[-1]
+
+    with CkptFile(path) as f, mock.patch.object(ranged_mod.os, "preadv", counted):
+        f.read_box("a", box, out=out)
+    assert sum(got) == read_cost(shape, box, dtype.itemsize)
+
+
 # ------------------------------------------------------------------------------ helpers
 def _seed_files(ms_fixtures):
     seed = ms_fixtures / "distributed" / "seed_8dev"

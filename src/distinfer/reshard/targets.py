@@ -38,8 +38,9 @@ from .sources import (PREFETCH_BYTES, RoutedSource, SourceCheckpoint, UnifiedChe
                       open_source)
 from .writing import OutputFile, safetensors_storable
 
-__all__ = ["is_int", "check_predict_strategy", "predict_layout", "dst_layout", "strategy_or_none", "TransformJob",
-           "plan_transform", "source_stage", "UnifyPlan", "plan_unify", "split_range", "SPLIT_BYTES", "SliceJob"]
+__all__ = ["is_int", "check_predict_strategy", "predict_layout", "predict_value_text", "dst_layout", "strategy_or_none",
+           "TransformJob", "plan_transform", "source_stage", "UnifyPlan", "plan_unify", "split_range", "SPLIT_BYTES",
+           "SliceJob"]
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +368,7 @@ class UnifyPlan:
         return self._opened
 
     def file(self, k: int) -> OutputFile:
-        """Part ``k``: its full tensors, in the safetensors library's order."""
+        """Part ``k``: its full tensors, in :func:`~distinfer.io.safetensors_order`."""
         source = self.opened()
         written = {out: src for src, out in self.parts[k]}
         specs = safetensors_order((out, np.dtype(source.dtype(src)), source.layout(src).shape)
@@ -608,8 +609,8 @@ class SliceJob:
     def file(self, rank: int) -> OutputFile:
         """Destination ``rank``'s file: its blocks, then the hyper params it does not hold as blocks.
 
-        Blocks come in the safetensors library's order and the hyper params by name, in a
-        ``.ckpt`` as in a safetensors file.
+        A ``.ckpt`` holds the blocks in :func:`~distinfer.io.safetensors_order` too, then the hyper
+        params by name.
         """
         targets, _ = self.targets(rank, self.output_names())
         by_name = {name: (stored, lay) for name, stored, lay in targets}

@@ -60,7 +60,7 @@ class OutputFile:
     being the destination rank in the source's terms (the replica choice). ``copied`` names
     entries copied unchanged from the file ``copy_from`` (``global_step``, hyper params...).
     A ``.ckpt`` holds the blocks in the given order, then the copied entries; a
-    ``.safetensors`` file holds everything in the safetensors library's order.
+    ``.safetensors`` file holds everything in :func:`~distinfer.io.safetensors_order`.
     """
 
     source: Optional[SourceSet]
