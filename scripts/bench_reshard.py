@@ -135,7 +135,8 @@ def _op_load(src_dir, out, src_s, dst_s):
     from distinfer.io import read_strategy
     from distinfer.nn import Cell
     from distinfer.parallel import load_distributed_checkpoint
-    from distinfer.parallel.reshard import TrainStrategy, open_checkpoint
+    from distinfer.reshard.planning import TrainStrategy, infer_full_shape
+    from distinfer.reshard.sources import open_checkpoint
 
     files = [os.path.join(src_dir, f"rank_{r}", "checkpoint-1_1.ckpt") for r in range(TP)]
     train = TrainStrategy.from_file(src_s)
@@ -149,7 +150,6 @@ def _op_load(src_dir, out, src_s, dst_s):
     net_params = []
     for n in train.names():
         pl = train.param_layout(n)
-        from distinfer.parallel.reshard import infer_full_shape
         net_params.append((n, _P(infer_full_shape(pl, shapes[n]))))
 
     class _Net(Cell):  # the network: only its parameters' names and full shapes matter here
@@ -167,7 +167,7 @@ def _op_load(src_dir, out, src_s, dst_s):
 def _op_naive(src_dir, out, src_s, dst_s):
     """Merge every tensor in full from whole files, then split it for each destination rank."""
     from distinfer.io import CkptFile, write_ckpt
-    from distinfer.parallel.reshard import TrainStrategy
+    from distinfer.reshard.planning import TrainStrategy
 
     src, dst = TrainStrategy.from_file(src_s), (TrainStrategy.from_file(dst_s) if dst_s else None)
     files = [CkptFile(os.path.join(src_dir, f"rank_{r}", "checkpoint-1_1.ckpt")) for r in range(TP)]
@@ -188,7 +188,7 @@ def _op_naive(src_dir, out, src_s, dst_s):
 
 
 def _full_shape(strategy, name, local):
-    from distinfer.parallel.reshard import infer_full_shape
+    from distinfer.reshard.planning import infer_full_shape
 
     return infer_full_shape(strategy.param_layout(name), local)
 
@@ -199,7 +199,7 @@ def _op_limit(src_dir, out, src_s, dst_s):
     does (one file per destination rank, through the same atomic writer: 1 MiB-buffered writes,
     fsync, rename, directory fsync)."""
     from distinfer.io._atomic import atomic_output
-    from distinfer.parallel.checkpoint import plan_transform
+    from distinfer.reshard.targets import plan_transform
 
     job = plan_transform(src_dir, src_s, dst_s)
     ranks = sorted(job.layouts)
@@ -236,7 +236,7 @@ def _needed_per_file(job, ranks) -> dict:
     out: dict[str, int] = {}
     for r in ranks:
         for name, dl in job.layouts[r].items():
-            plan = job.source.plan(name, dl, r, job._hint(r))
+            plan = job.source.plan(name, dl, r, job.hint(r))
             item = np.dtype(job.source.dtype(name)).itemsize
             for pc in plan.pieces:
                 f = job.files[job.source.file_rank(name, pc.src)]
@@ -251,8 +251,8 @@ def _op_load_limit(src_dir, out, src_s, dst_s):
     contiguous read per file: no strides, no staging."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from distinfer.parallel.checkpoint import plan_transform
-    from distinfer.parallel.reshard import read_threads
+    from distinfer.reshard.sources import read_threads
+    from distinfer.reshard.targets import plan_transform
 
     job = plan_transform(src_dir, src_s, dst_s)
     needed = _needed_per_file(job, [0])
@@ -289,7 +289,7 @@ def _memcpy_fresh_gbps() -> float:
 
 def _op_cost(src_dir, out, src_s, dst_s):
     """Bytes read vs needed for destination rank 0 (what load and transform read, from the plans)."""
-    from distinfer.parallel.checkpoint import plan_transform
+    from distinfer.reshard.targets import plan_transform
 
     job = plan_transform(src_dir, src_s, dst_s)
     c = job.cost(0)
@@ -299,7 +299,7 @@ def _op_cost(src_dir, out, src_s, dst_s):
 
 def _child(op, args, q):
     import distinfer  # noqa: F401  (imports count in the baseline, not in the peak)
-    import distinfer.parallel.checkpoint  # noqa: F401  (imported before the peak is measured)
+    import distinfer.reshard.api  # noqa: F401  (imported before the peak is measured)
 
     _reset_peak()
     base = _cur_rss()

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import distinfer.io.ckpt as ckpt_mod
+import distinfer.io.ranged as ranged_mod
 from distinfer import dtype as mstype
 from distinfer.errors import FormatError
 from distinfer.io import CkptFile, write_ckpt
@@ -128,8 +129,8 @@ def test_boxes_across_chunks(tmp_path, monkeypatch, chunk):
     write_ckpt(p, [("a", a), ("b", b)], chunk_bytes=chunk)
     # Small staging/gap limits exercise every read path (direct, coalesced, split groups).
     for staging, gap in [(64, 0), (256, 16), (1 << 20, 1 << 14)]:
-        monkeypatch.setattr(ckpt_mod, "_STAGING_BYTES", staging)
-        monkeypatch.setattr(ckpt_mod, "_GAP_COALESCE", gap)
+        monkeypatch.setattr(ranged_mod, "_STAGING_BYTES", staging)
+        monkeypatch.setattr(ranged_mod, "_GAP_COALESCE", gap)
         with CkptFile(p) as f:
             for _ in range(40):
                 for name, arr in (("a", a), ("b", b)):
@@ -387,10 +388,10 @@ def test_boxes_into_strided_views(tmp_path, monkeypatch, chunk, scatter_min, gap
     a = rng.standard_normal((19, 13, 11)).astype(np.float32)
     p = tmp_path / "s.ckpt"
     write_ckpt(p, [("a", a)], chunk_bytes=chunk)
-    monkeypatch.setattr(ckpt_mod, "_SCATTER_MIN", scatter_min)
-    monkeypatch.setattr(ckpt_mod, "_GAP_COALESCE", gap)
-    monkeypatch.setattr(ckpt_mod, "_STAGING_BYTES", 512)
-    monkeypatch.setattr(ckpt_mod, "_IOV_MAX", 3)
+    monkeypatch.setattr(ranged_mod, "_SCATTER_MIN", scatter_min)
+    monkeypatch.setattr(ranged_mod, "_GAP_COALESCE", gap)
+    monkeypatch.setattr(ranged_mod, "_STAGING_BYTES", 512)
+    monkeypatch.setattr(ranged_mod, "_IOV_MAX", 3)
     with CkptFile(p) as f:
         for _ in range(30):
             box = tuple(tuple(sorted(int(x) for x in rng.integers(0, n + 1, 2))) for n in a.shape)

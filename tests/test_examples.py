@@ -78,7 +78,7 @@ def test_pipeline_sample_trains_and_merges(tmp_path, small_mnist):
     # Values, not just shapes: every rank file's tensor is its block (optimizer shard included) of the
     # merged tensor, under the merged strategy's layout for its stage (ranks 0-3 stage 0, 4-7 stage 1).
     from distinfer.io import CkptFile
-    from distinfer.parallel.reshard import TrainStrategy
+    from distinfer.reshard.planning import TrainStrategy
 
     strat = TrainStrategy.from_file(tmp_path / "merged.ckpt")
     seen = {0: set(), 1: set()}

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 import distinfer as ms
 from distinfer import launch
 from distinfer.errors import FormatError, LayoutError, StrategyError
-from distinfer.io import ckpt as ckpt_mod
+from distinfer.io import ranged as ranged_mod
 from distinfer.io import CkptFile, ParamLayout, SafetensorsFile, build_searched_strategy, write_ckpt, write_safetensors
 from distinfer.layout import Layout
 from distinfer.parallel import (load_distributed_checkpoint, merge_sliced_parameter, transform_checkpoint_by_rank,
                                 transform_checkpoints)
-from distinfer.parallel.reshard import SourceCheckpoint, TrainStrategy, read_cost
+from distinfer.io.ranged import read_cost
+from distinfer.reshard.planning import TrainStrategy
+from distinfer.reshard.sources import SourceCheckpoint
 from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def test_reshard_equals_direct_slicing(data):
     # The ranged reader's thresholds too: scatter / stage decisions and staging cuts.
     scatter_min, gap, staging = data.draw(st.sampled_from([(16 << 10, 16 << 10, 16 << 20), (0, 0, 64),
                                                            (8, 64, 32), (1 << 30, 1 << 30, 48)]))
-    with tempfile.TemporaryDirectory() as d, mock.patch.multiple(ckpt_mod, _SCATTER_MIN=scatter_min,
+    with tempfile.TemporaryDirectory() as d, mock.patch.multiple(ranged_mod, _SCATTER_MIN=scatter_min,
                                                                  _GAP_COALESCE=gap, _STAGING_BYTES=staging):
         files = {}
         for r in range(src.num_devices):
@@ -99,6 +101,33 @@ def test_read_cost_counts_coalesced_gaps():
     assert read_cost((4, 1000), ((0, 4), (0, 1000)), 4) == 16000
     assert read_cost((4, 1000), ((1, 3), (0, 1000)), 4) == 8000
     assert read_cost((4, 100000), ((0, 4), (0, 10)), 4) == 160  # gaps too big to coalesce
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_read_cost_is_what_the_reader_reads(tmp_path, data):
+    """The cost model and the ranged reader share their run logic: read_cost is exactly the bytes
+    preadv reads for a box (spans below the staging bound), into a fresh array or a strided view,
+    across record chunks, on the scatter and the staging paths."""
+    nd = data.draw(st.integers(1, 3))
+    shape = tuple(data.draw(st.integers(1, 12)) for _ in range(nd - 1)) + (data.draw(st.integers(1, 9000)),)
+    dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.int16, np.float64])))
+    box = tuple(tuple(sorted(data.draw(st.lists(st.integers(0, n), min_size=2, max_size=2)))) for n in shape)
+    path = tmp_path / f"c{data.draw(st.integers(0, 1 << 30))}.ckpt"
+    write_ckpt(path, [("a", np.zeros(shape, dtype))], chunk_bytes=data.draw(st.sampled_from([4096, 1 << 20])))
+    ext = [b - a for a, b in box]
+    out = np.empty([e + data.draw(st.integers(0, 2)) for e in ext], dtype)[tuple(slice(0, e) for e in ext)]
+    got = []
+    real = os.preadv
+
+    def counted(fd, bufs, off):
+        got.append(real(fd, bufs, off))
+        return got[-1]
+
+    with CkptFile(path) as f, mock.patch.object(ranged_mod.os, "preadv", counted):
+        f.read_box("a", box, out=out)
+    assert sum(got) == read_cost(shape, box, dtype.itemsize)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -391,7 +420,7 @@ def test_mpi_transform_divides_ranks(ms_fixtures, tmp_path):
 def test_read_blocks_threads_and_stats(tmp_path):
     """read_blocks fills every block (in place, strided pieces included) on several threads, counts
     every byte once, and re-raises a thread's error."""
-    from distinfer.parallel.reshard import read_blocks
+    from distinfer.reshard.sources import read_blocks
 
     rng = np.random.default_rng(5)
     src = Layout((4,), (-1, 0), (24, 40))

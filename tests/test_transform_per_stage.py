@@ -18,7 +18,7 @@ import distinfer as ms
 from distinfer.io import CkptFile, SafetensorsFile
 from distinfer.layout import Layout
 from distinfer.parallel import rank_list_for_transform, transform_checkpoint_by_rank, transform_checkpoints
-from distinfer.parallel.reshard import TrainStrategy
+from distinfer.reshard.planning import TrainStrategy
 
 STAGE_FILES = {0: "src_strategy_0.ckpt", 1: "src_strategy_4.ckpt"}
 STAGE_PARAMS = {0: ["layer1.bias", "layer1.weight"],

@@ -16,8 +16,10 @@ from distinfer.errors import FormatError
 from distinfer.io import CkptFile, SafetensorsFile, write_safetensors
 from distinfer.layout import Layout
 from distinfer.parallel import load_distributed_checkpoint, unified_safetensors
-from distinfer.parallel import unified as unified_mod
-from distinfer.parallel.reshard import TrainStrategy
+from distinfer.reshard import sources as sources_mod
+from distinfer.reshard import targets as targets_mod
+from distinfer.reshard.planning import TrainStrategy
+from distinfer.reshard.writing import write_file
 from seed_net import seed_network  # examples/ is on sys.path (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,11 +125,13 @@ def test_unified_full_tensors_map_and_hyper_params(unified, seed, full):
 
 def test_unified_reads_each_byte_once(st_src, strategy, full, tmp_path):
     """The merge reads exactly the bytes of the full tensors (one replica of each slice, nothing else)."""
-    plan, _ = unified_mod._plan_unify(str(st_src), strategy, True, None, None)
-    with plan.source() as src:
+    plan = targets_mod.plan_unify(str(st_src), strategy, True, None, None)
+    try:
         for k in range(len(plan.parts)):
-            unified_mod._write_part(plan, src, k, str(tmp_path / f"part{k}.safetensors"))
-        assert src.stats.bytes_read == plan.total_size == sum(a.nbytes for a in full.values())
+            write_file(plan.file(k), str(tmp_path / f"part{k}.safetensors"))
+        assert plan.opened().stats.bytes_read == plan.total_size == sum(a.nbytes for a in full.values())
+    finally:
+        plan.close()
 
 
 def test_unified_streams_one_tensor_at_a_time(tmp_path):
@@ -176,7 +180,7 @@ def test_choice_func_filters_and_renames(st_src, strategy, full, tmp_path):
 
 
 def test_small_split_gives_several_parts(st_src, strategy, full, tmp_path, monkeypatch):
-    monkeypatch.setattr(unified_mod, "SPLIT_BYTES", 1_000_000)  # 2.68 MB of weights -> 3 parts
+    monkeypatch.setattr(targets_mod, "SPLIT_BYTES", 1_000_000)  # 2.68 MB of weights -> 3 parts
     unified_safetensors(str(st_src), strategy, str(tmp_path / "all"))
     wm = json.loads((tmp_path / "all" / "param_name_map.json").read_text())["weight_map"]
     # Largest first into the lightest part: layer1.weight, layer2.weight, then the rest together.
@@ -360,13 +364,13 @@ def test_load_unified_writer_one_rank_ckpt_and_processes(unified, ms_fixtures, s
 
 def test_load_unified_reads_only_its_blocks(unified, full, monkeypatch):
     sources = []
-    real = unified_mod.UnifiedCheckpoint.__init__
+    real = sources_mod.UnifiedCheckpoint.__init__
 
     def spy(self, *a, **k):
         real(self, *a, **k)
         sources.append(self.source)
 
-    monkeypatch.setattr(unified_mod.UnifiedCheckpoint, "__init__", spy)
+    monkeypatch.setattr(sources_mod.UnifiedCheckpoint, "__init__", spy)
     _unified_load(network=seed_network(shard=False), predict_strategy={"layer1.weight": [[4], [0, -1], [], 0],
                                                          "layer2.weight": [[4], [-1, 0], [], 0]},
                   unified_safetensors_dir=str(unified), rank_id=1, return_param_dict=True)

@@ -51,10 +51,9 @@ from .exporter import export, load  # noqa: E402
 
 __all__ += ["export", "load"]
 
-from .parallel.checkpoint import (build_searched_strategy, load_distributed_checkpoint,  # noqa: E402
-                                  merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
-                                  transform_checkpoint_by_rank, transform_checkpoints)
-from .parallel.unified import unified_safetensors  # noqa: E402
+from .reshard.api import (build_searched_strategy, load_distributed_checkpoint,  # noqa: E402
+                          merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
+                          transform_checkpoint_by_rank, transform_checkpoints, unified_safetensors)
 from .parallel.shard_layout import Layout  # noqa: E402
 
 __all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",

@@ -75,7 +75,7 @@ def _out(args: argparse.Namespace, obj, lines: Sequence[str]) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from .errors import FormatError
     from .io import read_strategy
-    from .parallel.reshard import open_checkpoint
+    from .reshard.sources import open_checkpoint
 
     path = args.file
     if not os.path.exists(path):
@@ -137,8 +137,9 @@ def _(p: argparse.ArgumentParser) -> None:
 # -------------------------------------------------------------------------------- plan
 @subcommand("plan", help="per destination rank: source files, bytes read, over-read and peak memory (reads nothing)")
 def _plan(args: argparse.Namespace) -> int:
-    from .parallel.checkpoint import plan_transform, rank_list_for_transform
-    from .parallel.reshard import TrainStrategy
+    from .reshard.api import rank_list_for_transform
+    from .reshard.planning import TrainStrategy
+    from .reshard.targets import plan_transform
 
     if args.src_dir is None:
         dst = TrainStrategy.from_file(args.dst_strategy) if args.dst_strategy else None
@@ -178,7 +179,7 @@ def _(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- transform
 @subcommand("transform", help="reshard rank_<r>/ checkpoints to a destination strategy (transform_checkpoints)")
 def _transform(args: argparse.Namespace) -> int:
-    from .parallel.checkpoint import transform_checkpoints
+    from .reshard.api import transform_checkpoints
 
     transform_checkpoints(args.src_dir, args.dst_dir, args.prefix, args.src_strategy, args.dst_strategy,
                           process_num=args.process_num, output_format=args.format)
@@ -199,16 +200,16 @@ def _(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------- merge
 @subcommand("merge", help="merge rank_<r>/ checkpoints into one full checkpoint file")
 def _merge(args: argparse.Namespace) -> int:
-    from .parallel.checkpoint import plan_transform
+    from .reshard.targets import plan_transform
+    from .reshard.writing import fan_out
 
     out = args.output
-    fmt = "safetensors" if out.endswith(".safetensors") else "ckpt"
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"{parent}: output directory does not exist")
     job = plan_transform(args.src_dir, args.src_strategy, None)
     try:
-        job.write(0, out, fmt)
+        fan_out(job, {0: out}, divide=False)  # .safetensors iff the name says so
     finally:
         job.close()
     return 0
@@ -224,7 +225,7 @@ def _(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------- unify
 @subcommand("unify", help="merge rank_<r>/ safetensors into full-tensor part files (unified_safetensors)")
 def _unify(args: argparse.Namespace) -> int:
-    from .parallel.unified import unified_safetensors
+    from .reshard.api import unified_safetensors
 
     unified_safetensors(args.src_dir, args.src_strategy, args.dst_dir,
                         merge_with_redundancy=not args.deduplicated, file_suffix=args.file_suffix,

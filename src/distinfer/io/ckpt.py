@@ -4,8 +4,8 @@ A ``.ckpt`` is a concatenation of one-``Value`` ``Checkpoint`` protobuf messages
 :class:`CkptFile` walks the protobuf wire format record by record and keeps, per tensor, only
 its dtype, shape and the file offsets of its ``tensor_content`` pieces: no tensor byte is read
 until asked for, and :meth:`CkptFile.read_box` reads only the bytes of the requested block
-(``os.preadv`` into the output array, never ``mmap``), so a process's memory stays at the
-output size plus a bounded staging buffer.
+(the ranged reader of :mod:`distinfer.io.ranged`: ``os.preadv`` into the output array, never
+``mmap``), so a process's memory stays at the output size plus a bounded staging buffer.
 
 Consecutive records with the same tag are one tensor cut into pieces (MindSpore cuts raw bytes
 every 512 MiB, not on row boundaries); the reader concatenates them logically. A trailing
@@ -20,21 +20,20 @@ every 512 MiB, not on row boundaries); the reader concatenates them logically. A
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import os
 import stat
-import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 
 from .. import dtype as mstype
 from ..errors import FormatError
 from ._atomic import atomic_output
+from .ranged import Box, CkptEntry, RangedReader
 
 __all__ = ["CkptEntry", "CkptFile", "RawValue", "write_ckpt", "CRC_MAGIC", "DEFAULT_CHUNK_BYTES"]
 
@@ -43,48 +42,12 @@ log = logging.getLogger(__name__)
 CRC_MAGIC = b"crc_num"
 _CRC_TRAILER = len(CRC_MAGIC) + 10
 DEFAULT_CHUNK_BYTES = 512 * 1024 * 1024  # MindSpore: 1024 * SLICE_SIZE, SLICE_SIZE = 512 KiB
-
-# Runs closer than this are read together and the gap discarded: reading ~16 KiB from the page
-# cache costs about as much as one extra syscall.
-_GAP_COALESCE = 16 * 1024
-# Upper bound of the scratch buffer used to coalesce small runs.
-_STAGING_BYTES = 16 * 1024 * 1024
-# Runs at least this long are read straight into the output, one iovec each; shorter runs with
-# small gaps go through the staging buffer and one numpy copy. Measured (page cache, 2-core VM):
-# the kernel spends ~0.3 us per iovec, so 2-8 KiB runs scatter at 4-7.5 GB/s but stage at 7-8;
-# from 16 KiB on, scattering (9+ GB/s) wins.
-_SCATTER_MIN = 16 * 1024
-# Most iovecs one preadv takes (Linux UIO_MAXIOV).
-_IOV_MAX = 1024
 # Size of the header window the indexer reads at a time (tensor bytes are skipped, never read).
 _WINDOW = 16 * 1024
+# The CRC check streams the file in blocks of this size.
+_CRC_BLOCK = 16 * 1024 * 1024
 
 PathLike = Union[str, os.PathLike]
-Box = Sequence[tuple[int, int]]
-
-
-class CkptEntry(NamedTuple):
-    """One tensor of a checkpoint: where its bytes are and what they mean.
-
-    ``chunks`` are ``(file_offset, length)`` pairs of the ``tensor_content`` of each
-    same-tag record in file order; their concatenation is the C-order little-endian data.
-    ``record`` is the index of its first record in the file (for error messages).
-
-    >>> import os, tempfile, numpy as np
-    >>> p = os.path.join(tempfile.mkdtemp(), "a.ckpt")
-    >>> write_ckpt(p, [("x", np.zeros((4, 4), np.float32))], chunk_bytes=32)  # 64 bytes: two records
-    >>> with CkptFile(p) as f:
-    ...     e = f.entry("x")
-    >>> e.name, e.dtype, e.shape, e.nbytes, [length for _, length in e.chunks], e.record
-    ('x', Float32, (4, 4), 64, [32, 32], 0)
-    """
-
-    name: str
-    dtype: mstype.Type
-    shape: tuple[int, ...]
-    chunks: tuple[tuple[int, int], ...]
-    nbytes: int
-    record: int
 
 
 class RawValue(NamedTuple):
@@ -355,249 +318,7 @@ def _make_entry(path: str, recs: list[_Rec]) -> CkptEntry:
     return CkptEntry(first.tag, dt, tuple(dims), chunks, nbytes, first.index)
 
 
-class _RangedReader:
-    """Reads of byte ranges and boxes of a tensor whose C-order bytes lie in ``entry.chunks``.
-
-    Subclasses set ``self.path`` and ``self._fd``.
-
-    A box is read as *runs*: the longest byte ranges that are contiguous both in the file and
-    in the output array. Runs of at least ``_SCATTER_MIN`` bytes, and runs too far apart to
-    share a read, go straight into the output by ``preadv`` iovecs (nearby ones sharing one
-    call, the gap bytes dropped into a scratch buffer). Shorter nearby runs are read together:
-    the box's file span goes into a bounded staging buffer and out with one strided numpy
-    assignment (the box is cut along its outer dims where the span outgrows the buffer).
-    """
-
-    path: str
-    _fd: int
-    _entries: dict[str, "CkptEntry"]
-
-    # --- the index as a read-only mapping of names (shared by the .ckpt and safetensors readers)
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release the file descriptor (idempotent)."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def names(self) -> list[str]:
-        """Tensor names in index order."""
-        return list(self._entries)
-
-    def entry(self, name: str) -> "CkptEntry":
-        """Index entry of ``name`` (KeyError naming the file if absent)."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            raise KeyError(f"{self.path}: no tensor named {name!r}") from None
-
-    def entries(self) -> list["CkptEntry"]:
-        return list(self._entries.values())
-
-    def _read_box_entry(self, e: CkptEntry, box: Box, out: np.ndarray | None) -> np.ndarray:
-        box = tuple((int(a), int(b)) for a, b in box)
-        if len(box) != len(e.shape) or any(not 0 <= a <= b <= n for (a, b), n in zip(box, e.shape)):
-            raise ValueError(f"{self.path}: box {box} does not fit tensor {e.name!r} of shape {e.shape}")
-        shape = tuple(b - a for a, b in box)
-        if out is None:
-            out = np.empty(shape, dtype=e.dtype.np)
-        elif out.shape != shape or out.dtype != e.dtype.np or not out.flags.writeable or out.size and any(
-                s <= 0 or s % out.itemsize for s, n in zip(out.strides, out.shape) if n > 1):
-            raise ValueError(f"out must be a writeable {e.dtype.np} array (or a view with positive strides) of "
-                             f"shape {shape}, got {out.dtype} {out.shape} strides {out.strides}")
-        if out.size:
-            self._read_region(e, box, out)
-        return out
-
-    def _read_logical(self, e: CkptEntry, start: int, stop: int, mv: memoryview) -> None:
-        """Bytes ``[start, stop)`` of the tensor's concatenated content into ``mv``."""
-        self._read_iov(e, start, [mv[: stop - start]])
-
-    def _chunk_starts(self, e: CkptEntry) -> list[int]:
-        cache = self.__dict__.setdefault("_starts", {})
-        if e.name not in cache:
-            cache[e.name] = [0, *np.cumsum([n for _, n in e.chunks[:-1]]).tolist()]
-        return cache[e.name]
-
-    def _read_iov(self, e: CkptEntry, start: int, iov: list[memoryview]) -> None:
-        """Logical bytes from ``start`` on, as many as ``iov`` holds, scattered into ``iov``."""
-        if len(e.chunks) == 1:
-            self._preadv(e, e.chunks[0][0] + start, iov)
-            return
-        starts = self._chunk_starts(e)
-        i = bisect.bisect_right(starts, start) - 1
-        while iov:  # MindSpore cuts records anywhere: split the iovecs at chunk boundaries
-            off, n = e.chunks[i]
-            head, iov = _split_iov(iov, starts[i] + n - start)
-            if head:
-                self._preadv(e, off + start - starts[i], head)
-                start += sum(map(len, head))
-            i += 1
-
-    def _preadv(self, e: CkptEntry, off: int, iov: list[memoryview]) -> None:
-        while iov:
-            batch, rest = iov[:_IOV_MAX], iov[_IOV_MAX:]
-            want = sum(map(len, batch))
-            got = os.preadv(self._fd, batch, off)
-            if got <= 0 and want:
-                raise FormatError(f"{self.path}: tensor {e.name!r}: file ends at "
-                                  f"byte {off}, inside the tensor's content (truncated after it was "
-                                  f"indexed?)")
-            off += got
-            iov = rest if got == want else _split_iov(batch, got)[1] + rest
-
-    def _read_region(self, e: CkptEntry, box: tuple[tuple[int, int], ...], out: np.ndarray) -> None:
-        shape, item = e.shape, e.dtype.itemsize
-        nd = len(shape)
-        if nd == 0:
-            self._read_logical(e, 0, e.nbytes, memoryview(out.reshape(-1).view(np.uint8)))
-            return
-        # Copies below move raw bytes whatever the element type (bf16, bool, complex...).
-        out = out.view(_RAW.get(item, f"V{item}"))
-        sstr = tuple(item * math.prod(shape[d + 1:]) for d in range(nd))
-        ext = [b - a for a, b in box]
-        # A run is contiguous both in the file (dims ks.. are whole there, so a run spans dims
-        # ks..) and in ``out`` (C-contiguous strides over dims kd..): it spans dims max(ks, kd)..
-        ks = nd - 1
-        while ks > 0 and box[ks] == (0, shape[ks]):
-            ks -= 1
-        kd, expect = nd, item
-        for d in range(nd - 1, -1, -1):
-            if ext[d] != 1 and out.strides[d] != expect:
-                break
-            kd, expect = d, expect * ext[d]
-        k = max(ks, kd)
-        run = item * math.prod(ext[k:])
-        # Long runs, or short ones too far apart to share a read: one iovec per run. Otherwise
-        # nearby short runs are read together and copied out of the staging buffer.
-        if k and math.prod(ext[:k]) > 1 and (run >= _SCATTER_MIN or sstr[k - 1] - run >= _GAP_COALESCE):
-            self._read_scatter(e, box, out, sstr, k, run)
-        else:
-            self._read_staged(e, box, out, sstr, 0)
-
-    def _read_staged(self, e: CkptEntry, box: Box, out: np.ndarray, sstr: tuple[int, ...], d: int) -> None:
-        """``box`` (dims before ``d`` of extent 1) into ``out``: straight in when it is one run in
-        both the file and ``out``; otherwise its file span is read into the staging buffer and
-        copied with one strided numpy assignment, the box being cut along its outer dims where
-        the span outgrows the buffer or the file gap between two indices reaches ``_GAP_COALESCE``.
-        """
-        ext = [b - a for a, b in box]
-        lo = sum(a * s for (a, _), s in zip(box, sstr))
-        span = sum((n - 1) * s for n, s in zip(ext, sstr)) + out.itemsize
-        if span == out.nbytes and out.flags.c_contiguous:  # one run: no staging
-            self._read_iov(e, lo, [memoryview(out.reshape(-1).view(np.uint8))])
-            return
-        j = next(i for i in range(d, len(ext)) if ext[i] > 1)  # exists: span > one element
-        one = span - (ext[j] - 1) * sstr[j]  # span of one index of dim j
-        # Gaps only shrink towards inner dims, so a gap below the limit here is below it inside too.
-        if sstr[j] - one < _GAP_COALESCE and span <= _STAGING_BYTES:
-            buf = _buffers().staging(span)
-            self._read_iov(e, lo, [memoryview(buf)])
-            out[...] = np.ndarray(ext, out.dtype, buf, 0, sstr)
-            return
-        step = 1
-        if sstr[j] - one < _GAP_COALESCE and one <= _STAGING_BYTES:
-            step = 1 + (_STAGING_BYTES - one) // sstr[j]
-        a, b = box[j]
-        lead = (slice(None),) * j
-        for s in range(a, b, step):
-            t = min(s + step, b)
-            self._read_staged(e, box[:j] + ((s, t),) + box[j + 1:], out[lead + (slice(s - a, t - a),)], sstr,
-                              j if t - s > 1 else j + 1)
-
-    def _read_scatter(self, e: CkptEntry, box: Box, out: np.ndarray, sstr: tuple[int, ...], k: int,
-                      run: int) -> None:
-        """Runs of ``run`` bytes (dims k.. of the box) straight into ``out``, one iovec each; file
-        gaps below ``_GAP_COALESCE`` between them are read into a scratch buffer and dropped."""
-        # File (logical) and output byte offsets of every run, row-major over dims 0..k-1.
-        src = np.array([sum(a * s for (a, _), s in zip(box, sstr))], dtype=np.int64)
-        dst = np.zeros(1, dtype=np.int64)
-        for d in range(k - 1, -1, -1):
-            idx = np.arange(box[d][1] - box[d][0], dtype=np.int64)[:, None]
-            src = (idx * sstr[d] + src[None, :]).reshape(-1)
-            dst = (idx * out.strides[d] + dst[None, :]).reshape(-1)
-        item = out.itemsize
-        span = item + sum((n - 1) * s for n, s in zip(out.shape, out.strides))
-        flat = out if out.flags.c_contiguous else np.lib.stride_tricks.as_strided(
-            out, shape=(span // item,), strides=(item,))
-        u8 = flat.reshape(-1).view(np.uint8)
-        # Merge runs adjacent in both the file and the output into segments.
-        brk = np.flatnonzero((np.diff(src) != run) | (np.diff(dst) != run)) + 1
-        first = np.r_[0, brk]
-        seg_src, seg_dst = src[first], dst[first]
-        seg_len = np.diff(np.r_[first, len(src)]) * run
-        gap = seg_src[1:] - seg_src[:-1] - seg_len[:-1]
-        cut = np.r_[0, np.flatnonzero(gap >= _GAP_COALESCE) + 1, len(seg_src)].tolist()
-        mv = memoryview(u8)
-        scratch = _buffers().gap(int(gap[gap < _GAP_COALESCE].max(initial=0)))
-        s_l, d_l, n_l, g_l = seg_src.tolist(), seg_dst.tolist(), seg_len.tolist(), gap.tolist()
-        for g0, g1 in zip(cut[:-1], cut[1:]):
-            iov = []
-            for i in range(g0, g1):  # one iovec per segment (and per gap): a per-run loop
-                d = d_l[i]
-                iov.append(mv[d: d + n_l[i]])
-                if i + 1 < g1 and g_l[i]:
-                    iov.append(scratch[: g_l[i]])
-            self._read_iov(e, s_l[g0], iov)
-
-
-# Unsigned integer types by item size: raw-byte copies for any element type.
-_RAW = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
-
-
-def _split_iov(iov: list[memoryview], n: int) -> tuple[list[memoryview], list[memoryview]]:
-    """The first ``n`` bytes of ``iov`` and the rest (slicing the iovec that straddles ``n``)."""
-    head: list[memoryview] = []
-    for j, b in enumerate(iov):
-        if n <= 0:
-            return head, iov[j:]
-        if len(b) > n:
-            return head + [b[:n]], [b[n:]] + iov[j + 1:]
-        head.append(b)
-        n -= len(b)
-    return head, []
-
-
-class _Buffers(threading.local):
-    """Per-thread reusable read buffers (no allocation per call; pages are touched only when used)."""
-
-    def __init__(self) -> None:
-        self._staging = np.empty(0, np.uint8)
-        self._gap = memoryview(bytearray(0))
-
-    def staging(self, n: int) -> np.ndarray:
-        if len(self._staging) < n:
-            self._staging = np.empty(n, np.uint8)
-        return self._staging[:n]
-
-    def gap(self, n: int) -> memoryview:
-        if len(self._gap) < n:
-            self._gap = memoryview(bytearray(max(n, _GAP_COALESCE)))
-        return self._gap
-
-
-_BUFFERS = _Buffers()
-
-
-def _buffers() -> _Buffers:
-    return _BUFFERS
-
-
-class CkptFile(_RangedReader):
+class CkptFile(RangedReader):
     """An opened ``.ckpt``: its tensor index, and reads of whole tensors or blocks of them.
 
     ``crc_check=True`` verifies the CRC trailer on open (and requires one), streaming the file
@@ -687,7 +408,7 @@ class CkptFile(_RangedReader):
             raise FormatError(f"{self.path}: crc_check=True but the file has no CRC trailer "
                               f"({CRC_MAGIC!r} + 10 bytes)")
         crc, pos = 0, 0
-        block = bytearray(min(_STAGING_BYTES, end) or 1)
+        block = bytearray(min(_CRC_BLOCK, end) or 1)
         mv = memoryview(block)
         while pos < end:
             n = os.preadv(self._fd, [mv[: min(len(block), end - pos)]], pos)

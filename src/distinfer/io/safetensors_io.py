@@ -33,7 +33,7 @@ from safetensors.numpy import save_file
 from .. import dtype as mstype
 from ..errors import FormatError
 from ._atomic import atomic_output, atomic_path
-from .ckpt import Box, CkptEntry, _RangedReader
+from .ranged import Box, CkptEntry, RangedReader
 
 __all__ = ["SafetensorsFile", "write_safetensors", "ms_crc", "write_safetensors_stream", "safetensors_order",
            "TensorSpec"]
@@ -193,7 +193,7 @@ def write_safetensors_stream(path: PathLike, specs: Sequence[TensorSpec], blocks
     return offset
 
 
-class SafetensorsFile(_RangedReader):
+class SafetensorsFile(RangedReader):
     """An opened ``.safetensors`` file: names, dtypes, shapes and lazy block reads.
 
     ``crc_check=True`` requires a ``crc_num`` metadata entry and verifies it on open (reading
