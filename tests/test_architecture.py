@@ -39,8 +39,6 @@ FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "
 ALLOWED: set[tuple[str, str]] = {
     ("distinfer.common.initializer", "distinfer.tensor"),
     ("distinfer.tensor", "distinfer.common.initializer"),
-    ("distinfer.exporter.interpreter", "distinfer.exporter.mindir_reader"),
-    ("distinfer.exporter.mindir_reader", "distinfer.exporter.interpreter"),
     ("distinfer.exporter.mindir_writer", "distinfer"),
     ("distinfer.exporter.onnx_writer", "distinfer"),
     ("distinfer.ops", "distinfer.autograd"),

@@ -20,6 +20,7 @@ from distinfer._proto import mind_ir_pb2 as pb
 from distinfer.common.initializer import Normal, initializer
 from distinfer.errors import CommError, FormatError
 from distinfer.exporter import UnsupportedOpError, verify_export
+from distinfer.exporter._codec import decode_value
 from distinfer.exporter.onnx_writer import OnnxExportError, check_exportable
 from distinfer.exporter.trace import Trace
 from distinfer.exporter.verify import register
@@ -306,7 +307,7 @@ def test_unsupported_node(seed_file, tmp_path):
     model.primitives[0].op_type = "FancyOp"
     bad = tmp_path / "fancy.mindir"
     bad.write_bytes(model.SerializeToString())
-    with pytest.raises(UnsupportedOpError, match=r"node .*Flatten.*'FancyOp'"):
+    with pytest.raises(UnsupportedOpError, match=r"node '.*:CNode_\d+:\d+' has operator 'FancyOp' \(REF::Flatten:\d+\)"):
         ms.load(str(bad))
 
 
@@ -355,8 +356,16 @@ def test_mpi_8_ranks_roundtrip_and_layouts(export_8):
     assert g.parameter_layout_dict()["layer3.weight"] == [[2, 2, 2], [1, -1], [256, 10], 0, True, ""]
     np.testing.assert_array_equal(g.weights()["layer1.weight"], np.load(
         ROOT.parent / "shared/fixtures/mindspore/distributed/seed_8dev/full.npz")["layer1.weight"][:, 256:])
-    ops_ = [g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")]
-    assert "AllReduce" in ops_ and "Redistribute" in ops_
+    # Rank 2's communication, as MindSpore's primitives over MindSpore-named groups: the batch rows
+    # gathered 8 -> 2 ways, layer1's column halves gathered back, rows again for layer3, whose
+    # split contraction is summed.
+    prims = [g.primitives[n.op_type[5:]] for n in g.nodes if n.op_type.startswith("REF::")]
+    comm = [(p.op_type, attrs["group"], attrs["group_ranks"]) for p in prims
+            if "group" in (attrs := {a.name: decode_value(a) for a in p.attribute})]
+    four, two = "4-6301172352641561019", "2-5208665662337742843"
+    assert comm == [("AllGather", four, "0-1-2-3"), ("AllGather", two, "0-2"), ("AllGather", four, "0-1-2-3"),
+                    ("AllReduce", two, "0-2")]
+    assert g.groups == {four: [0, 1, 2, 3], two: [0, 2]}
 
 
 def test_mpi_8_wrong_rank_count(export_8):
