@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,54 @@ def test_verify_real_mindspore_export(mindir_fixtures):
     full = mindir_fixtures.parent / "distributed" / "seed_8dev" / "full.npz"
     report = verify_export(str(mindir_fixtures), checkpoint=str(full))
     assert report.ok and len(report.checked) == 6, str(report)
+
+
+def _structure(model: pb.ModelProto) -> list[tuple]:
+    """Per node: its op (primitive op_type, or Constant and the constant's type), primitive type,
+    input count, node attribute names, node_attr names and primitive attribute names."""
+    prims = {p.name: p for p in model.primitives}
+    rows = []
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            rows.append(("Constant", pb.AttributeProto.AttributeType.Name(n.attribute[0].type), len(n.input)))
+            continue
+        p = prims[n.op_type[5:]]
+        rows.append((p.op_type, pb.PrimitiveProto.PrimType.Name(p.prim_type), len(n.input),
+                     [a.name for a in n.attribute], [a.name for a in n.node_attr], sorted(a.name for a in p.attribute)))
+    return rows
+
+
+def test_seed_export_has_mindspores_structure(tmp_path, mindir_fixtures):
+    """Golden check against the file MindSpore 2.10 wrote for the same network: node by node the same
+    primitives (MatMul with its two transpose inputs, a Load with its U monad per weight, the
+    MakeTuple/UpdateState/Depend tail), attributes, naming and dtypes."""
+    theirs = pb.ModelProto.FromString((mindir_fixtures / "seed_net.mindir").read_bytes())
+    net = seed_network(shard=False)
+    full = np.load(mindir_fixtures.parent / "distributed" / "seed_8dev" / "full.npz")
+    for name, p in net.parameters_and_names():
+        p.set_data(ms.Tensor(full[name]))
+    x = ms.Tensor(np.load(mindir_fixtures / "input.npz")["x"])
+    ours = pb.ModelProto.FromString(Path(ms.export(net, x, file_name=str(tmp_path / "seed"))).read_bytes())
+    assert _structure(ours) == _structure(theirs)
+    for field in ("ir_version", "model_version", "mind_ir_version", "little_endian"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert not ours.HasField("parallel") and not theirs.HasField("parallel")
+    g, their_g = ours.graph, theirs.graph
+    assert [(p.name.split(":", 1)[1], p.ref_key, p.data_type, list(p.dims), p.compression_type) for p in g.parameter] \
+        == [(p.name.split(":", 1)[1], p.ref_key, p.data_type, list(p.dims), p.compression_type)
+            for p in their_g.parameter]
+    assert all(p.name == f"{g.name}:{p.ref_key}" for p in g.parameter)
+    assert [(i.name.split(":", 1)[1], list(i.tensor[0].dims), i.tensor[0].data_type) for i in g.input] == \
+        [(i.name.split(":", 1)[1], list(i.tensor[0].dims), i.tensor[0].data_type) for i in their_g.input]
+    assert [(list(o.tensor[0].dims), o.tensor[0].data_type) for o in g.output] == \
+        [(list(o.tensor[0].dims), o.tensor[0].data_type) for o in their_g.output]
+    for model in (ours, theirs):  # CNodes are "<graph>:<debug name>:<id>", the output the last one
+        cnodes = [n for n in model.graph.node if n.op_type != "Constant"]
+        pattern = re.compile(re.escape(model.graph.name) + r":[A-Za-z_]\w*:\d+")
+        assert all(n.name == n.output[0] and pattern.fullmatch(n.name) for n in cnodes)
+        assert model.graph.output[0].name == cnodes[-1].name
+    assert {a.name for a in g.attribute} <= {a.name for a in their_g.attribute}
+    np.testing.assert_array_equal(nn.GraphCell(ms.load(str(tmp_path / "seed.mindir")))(x).asnumpy(), net(x).asnumpy())
 
 
 # ------------------------------------------------------------------- stand-alone round trip
@@ -424,6 +473,15 @@ def test_mpi_4_ranks_gpt_block_and_out_strategy(tmp_path):
     g = ms.load(str(tmp_path / "gpt_rank_0.mindir"))
     kinds = {g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")}
     assert {"Gather", "LayerNorm", "Split", "BatchMatMul", "Softmax", "AllReduce"} <= kinds
+    g = ms.load(str(tmp_path / "mm_rank_1.mindir"))
+    kinds = [g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")]
+    assert "ReduceScatter" in kinds  # the out_strategy's reduction straight into a row split
+    g = ms.load(str(tmp_path / "rows_rank_1.mindir"))
+    comm = [(p.op_type, attrs) for p in (g.primitives[n.op_type[5:]] for n in g.nodes if n.op_type.startswith("REF::"))
+            if p.op_type in ("Send", "Receive") for attrs in [{a.name: decode_value(a) for a in p.attribute}]]
+    # Rank 1 holds rows 4:6 and needs rows 2:4, which rank 2 holds (and rank 2 needs rank 1's).
+    assert [(op, a.get("dest_rank", a.get("src_rank")), a["shape"]) for op, a in comm] == \
+        [("Send", 2, (2, 4)), ("Receive", 2, [2, 4])]
 
 
 def test_indexing_is_traced_not_frozen(tmp_path):
