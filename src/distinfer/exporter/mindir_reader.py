@@ -129,8 +129,11 @@ def node_op(node: pb.NodeProto, prims: dict[str, pb.PrimitiveProto], path: str) 
     >>> from distinfer import nn
     >>> x = ms.Tensor(np.ones((1, 3), np.float32))
     >>> g = ms.load(ms.export(nn.Dense(3, 2), x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))
-    >>> [node.op_type for node in g.nodes], [node_op(node, g.primitives, g.path) for node in g.nodes]
-    (['REF::MatMul:1', 'REF::BiasAdd:2'], ['MatMul', 'BiasAdd'])
+    >>> [node_op(node, g.primitives, g.path) for node in g.nodes if node.op_type != "Constant"]
+    ['Load', 'MatMul', 'Load', 'BiasAdd', 'MakeTuple', 'UpdateState', 'Depend']
+    >>> mm = next(node for node in g.nodes if node_op(node, g.primitives, g.path) == "MatMul")
+    >>> mm.op_type.startswith("REF::MatMul:"), len(mm.input)  # x, the weight's Load, transpose_a, transpose_b
+    (True, 4)
     """
     if node.op_type.startswith("REF::"):
         ref = node.op_type[5:]

@@ -448,8 +448,8 @@ def build_model(tr: Trace, graph_name: str) -> tuple[pb.ModelProto, list[tuple[p
     >>> from distinfer import nn
     >>> from distinfer.exporter.trace import trace_network
     >>> model, weights = build_model(trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))]), "net")
-    >>> [model.primitives[n.op_type[5:]].op_type if n.op_type != "Constant" else "Constant" for n in model.graph.node]
-    ['Constant', 'Load', 'Constant', 'MatMul', 'Load', 'Constant', 'BiasAdd', 'MakeTuple', 'UpdateState', 'Depend']
+    >>> [n.op_type.split(":")[2] if n.op_type != "Constant" else "Constant" for n in model.graph.node]  # REF::<op>:<id>
+    ['Constant', 'Load', 'Constant', 'Constant', 'MatMul', 'Load', 'Constant', 'BiasAdd', 'MakeTuple', 'UpdateState', 'Depend']
     >>> [(proto.name, block.shape) for proto, block in weights]  # not in the model until write_mindir
     [('net:weight', (2, 3)), ('net:bias', (2,))]
     """
