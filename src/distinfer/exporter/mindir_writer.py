@@ -174,7 +174,8 @@ class _Builder:
         return x
 
     def _bind_outputs(self, s: OpStep, out: str) -> None:
-        if not isinstance(self.avals[out], tuple) or isinstance(self.avals[out], Aval):
+        """The trace's output values: the node itself, or a TupleGetItem per element of its tuple."""
+        if isinstance(self.avals[out], Aval):
             self.values[s.outputs[0]] = out
             return
         for j, (value, arr) in enumerate(zip(s.outputs, s.out_arrays)):
@@ -259,7 +260,7 @@ class _Builder:
         base = {"group": coll.WORLD_GROUP, "group_ranks": coll.rank_list_name(world), "group_back": coll.WORLD_GROUP}
         pieces = [self._slice(x, b, e) for _, b, e, _ in ex.sends]
         sends = [self.apply("Send", [_Value(p)], self.avals[p], PRIMITIVE,
-                            {**base, "shape": self.avals[p][0], "dest_rank": int(dst), "sr_tag": int(tag),
+                            {**base, "shape": self.avals[p].dims, "dest_rank": int(dst), "sr_tag": int(tag),
                              "no_eliminate": True, "dtype": _mstype(dtype)})
                  for p, (dst, _, _, tag) in zip(pieces, ex.sends)]
         received = {}
@@ -281,6 +282,8 @@ class _Builder:
         return out
 
     def _concat_grid(self, grid: np.ndarray, axis: int) -> str:
+        """One value from a grid of pieces (``grid`` spans dims ``axis``...): each row is joined
+        along the later dims first, then the rows along ``axis``."""
         if grid.ndim == 0 or grid.size == 1:
             return grid.reshape(-1)[0]
         parts = [self._concat_grid(sub, axis + 1) for sub in grid] if grid.ndim > 1 else list(grid)
