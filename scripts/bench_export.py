@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import CONFIGS, _args, _ids, _net_cfg, _time_predict  # noqa: E402
+from bench_predict import CONFIGS, _args, _ids, _net_cfg, _time_predict, rank_results  # noqa: E402
 
 
 def _time_calls(fn, repeat: int, sync) -> float:
@@ -85,20 +85,14 @@ def main() -> None:
     if a.worker:
         worker(a)
         return
-    from distinfer import launch
-
     print(f"GPT block vocab={a.vocab} hidden={a.hidden} heads={a.heads} seq={a.seq} batch={a.batch}; "
           f"medians of {a.repeat}")
     print(f"{'ranks':>5} {'dp x mp':>7} {'predict ms':>10} {'graph ms':>9} {'graph/pred':>10} {'p2p bytes':>11} "
           f"{'graph bytes':>11} {'bytes ratio':>11} {'msgs':>9} {'allreduces':>10} {'export ms':>9} {'file KiB':>8}")
-    argv = [str(Path(__file__).resolve()), "--worker"] + sys.argv[1:]
-    for n in (int(r) for r in a.ranks.split(",")):
-        res = launch.run(n, argv, capture_output=True, text=True, timeout=600)
-        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
-        if res.returncode or line is None:
-            print(f"{n:>5} failed (exit {res.returncode}): {res.stderr[-800:]}")
+    for n, r, failure in rank_results(__file__, a):
+        if failure:
+            print(f"{n:>5} {failure}")
             continue
-        r = json.loads(line)
         ratio = r["graph_bytes"] / r["live_bytes"] if r["live_bytes"] else 1.0 if not r["graph_bytes"] else float("inf")
         print(f"{n:>5} {r['dp']:>3} x {r['mp']:<2} {r['predict'] * 1e3:>10.1f} {r['graph'] * 1e3:>9.1f} "
               f"{r['graph'] / r['predict']:>10.2f} {r['live_bytes']:>11,} {r['graph_bytes']:>11,} {ratio:>11.2f} "

@@ -17,6 +17,7 @@ from distinfer.exporter.collectives import (AllToAll, Exchange, Gather, Slice, c
                                             rank_list_name)
 from distinfer.layout import Layout
 from distinfer.plan import make_plan
+from test_layout import tensor_maps
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -37,17 +38,7 @@ def device_matrices(draw, n: int):
 @st.composite
 def layout_of(draw, n: int, shape: tuple[int, ...], opt: bool = False):
     dev = draw(device_matrices(n))
-    free = list(range(len(dev)))
-    tm: list = []
-    for d in range(len(shape)):
-        kind = draw(st.sampled_from(["none", "one", "one", "nested"]))
-        if kind == "none" or not free:
-            tm.append(-1)
-        elif kind == "one" or len(free) < 2:
-            tm.append(free.pop(draw(st.integers(0, len(free) - 1))))
-        else:
-            a, b = (free.pop(draw(st.integers(0, len(free) - 1))) for _ in range(2))
-            tm.append((a, b))
+    tm = draw(tensor_maps(len(dev), len(shape)))
     lay = Layout(dev, tm, shape)
     if opt and shape and lay.num_devices // math.prod(lay.splits) > 1 and draw(st.booleans()):
         with_opt = Layout(dev, tm, shape, -1)
