@@ -374,6 +374,17 @@ def test_non_mindir_files(tmp_path, mindir_fixtures):
         ms.load(str(mindir_fixtures / "seed_net.onnx"))
 
 
+def test_older_distinfer_format_is_refused(seed_file, tmp_path):
+    """Format "1" files carried distinfer-only node attributes; they are refused with the reason."""
+    model = pb.ModelProto.FromString(Path(seed_file).read_bytes())
+    model.user_info["distinfer.format"] = "1"
+    old = tmp_path / "old.mindir"
+    old.write_bytes(model.SerializeToString())
+    with pytest.raises(FormatError, match=r"old\.mindir: written by an older distinfer \(format '1'.*export the "
+                                          r"network again"):
+        ms.load(str(old))
+
+
 def test_unsupported_node(seed_file, tmp_path):
     model = pb.ModelProto.FromString(Path(seed_file).read_bytes())
     model.primitives[0].op_type = "FancyOp"
