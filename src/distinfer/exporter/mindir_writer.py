@@ -70,6 +70,7 @@ class _Builder:
         self.graph = self.model.graph
         self.ids = 0
         self.values: dict[str, str] = {}  # trace value -> MindIR value
+        self.elements: dict[str, tuple] = {}  # trace value -> (tuple node, index, Aval) until first read
         self.avals: dict[str, Any] = {}  # MindIR value -> Aval, a tuple of them, or MONAD
         self.prims: dict[bytes, str] = {}
         self.consts: dict[bytes, str] = {}
@@ -126,7 +127,7 @@ class _Builder:
 
     def operand(self, value: str) -> "_Value":
         """The MindIR value of trace value ``value``; a weight is read through its (first) Load."""
-        name = self.values[value]
+        name = self.values[value] if value not in self.elements else self._element(value)
         if value in self.tr.params:
             if name not in self.loads:
                 self.monad = self.monad or self.const(MONAD)
@@ -134,9 +135,6 @@ class _Builder:
                                               PRIMITIVE)
             name = self.loads[name]
         return _Value(name)
-
-    def item(self, tup: str, index: int) -> str:
-        return self.apply("TupleGetItem", [_Value(tup), index], self.avals[tup][index], PRIMITIVE)
 
     # ---------------------------------------------------------------------- op steps
     def op_step(self, s: OpStep) -> None:
@@ -174,16 +172,21 @@ class _Builder:
         return x
 
     def _bind_outputs(self, s: OpStep, out: str) -> None:
-        """The trace's output values: the node itself, or a TupleGetItem per element of its tuple."""
+        """The trace's output values: the node itself, or elements of its tuple (read by a
+        TupleGetItem where first used, as MindSpore reads only the elements it uses)."""
         if isinstance(self.avals[out], Aval):
             self.values[s.outputs[0]] = out
             return
         for j, (value, arr) in enumerate(zip(s.outputs, s.out_arrays)):
-            item = self.item(out, j)
-            if self.avals[item].dtype != arr.dtype:  # MindSpore's output dtype differs: cast to distinfer's
-                item = self.apply("Cast", [_Value(item), TYPE_IDS[_mstype(arr.dtype)]], Aval(tuple(arr.shape),
-                                                                                                 arr.dtype))
-            self.values[value] = item
+            self.elements[value] = (out, j, Aval(tuple(arr.shape), arr.dtype))
+
+    def _element(self, value: str) -> str:
+        tup, j, want = self.elements.pop(value)
+        item = self.apply("TupleGetItem", [_Value(tup), j], self.avals[tup][j], PRIMITIVE)
+        if self.avals[item].dtype != want.dtype:  # MindSpore's output dtype differs: cast to distinfer's
+            item = self.apply("Cast", [_Value(item), TYPE_IDS[_mstype(want.dtype)]], want)
+        self.values[value] = item
+        return item
 
     # -------------------------------------------------------------------- comm steps
     def comm_step(self, s: CommStep) -> None:
