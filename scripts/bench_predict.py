@@ -117,26 +117,35 @@ def baseline(a: argparse.Namespace) -> float:
     return _time_predict(ms.Model(GPTBlock(**_net_cfg(a))), ms.Tensor(_ids(a)), a.repeat)
 
 
+def rank_results(script: str, a: argparse.Namespace):
+    """Run ``script --worker`` (and this run's arguments) at each rank count of ``a.ranks``; yield
+    ``(ranks, the JSON line rank 0 printed, None)`` or ``(ranks, None, why it failed)``."""
+    from distinfer import launch
+
+    argv = [str(Path(script).resolve()), "--worker"] + sys.argv[1:]
+    for n in (int(r) for r in a.ranks.split(",")):
+        res = launch.run(n, argv, capture_output=True, text=True, timeout=600)
+        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
+        if res.returncode or line is None:
+            yield n, None, f"failed (exit {res.returncode}): {res.stderr[-800:]}"
+        else:
+            yield n, json.loads(line), None
+
+
 def main() -> None:
     a = _args()
     if a.worker:
         worker(a)
         return
-    from distinfer import launch
-
     base = baseline(a)
     print(f"GPT block vocab={a.vocab} hidden={a.hidden} heads={a.heads} seq={a.seq} batch={a.batch}; "
           f"one process (unsharded): {base * 1e3:.1f} ms per predict (median of {a.repeat})")
     print(f"{'ranks':>5} {'dp x mp':>7} {'ms':>8} {'time/1proc':>10} {'p2p bytes':>11} {'planner min':>11} "
           f"{'sent/min':>8} {'msgs':>5} {'allreduces':>10} {'AR bytes/rank':>13}")
-    argv = [str(Path(__file__).resolve()), "--worker"] + sys.argv[1:]
-    for n in (int(r) for r in a.ranks.split(",")):
-        res = launch.run(n, argv, capture_output=True, text=True, timeout=600)
-        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
-        if res.returncode or line is None:
-            print(f"{n:>5} failed (exit {res.returncode}): {res.stderr[-800:]}")
+    for n, r, failure in rank_results(__file__, a):
+        if failure:
+            print(f"{n:>5} {failure}")
             continue
-        r = json.loads(line)
         ratio = r["bytes_sent"] / r["minimum"] if r["minimum"] else float("nan") if r["bytes_sent"] else 1.0
         print(f"{n:>5} {r['dp']:>3} x {r['mp']:<2} {r['seconds'] * 1e3:>8.1f} {r['seconds'] / base:>10.2f} "
               f"{r['bytes_sent']:>11,} {r['minimum']:>11,} {ratio:>8.3f} {r['messages']:>5} "

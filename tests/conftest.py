@@ -20,3 +20,8 @@ def ms_fixtures() -> Path:
     if not MS_FIXTURES.is_dir():
         pytest.fail(f"MindSpore fixtures not found at {MS_FIXTURES}; set DISTINFER_MS_FIXTURES")
     return MS_FIXTURES
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "mindspore: needs real MindSpore 2.10 in its own Python "
+                                       "(DISTINFER_MINDSPORE_PYTHON); skipped without it")

@@ -15,6 +15,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
                                                              "  cpu", "  limit", "  memcpy"]),
     ("bench_ckpt.py", ["--gib", "0.05"], ["column box", "peak RSS"]),
     ("bench_predict.py", ["--ranks", "1,2", "--repeat", "1"], ["1 x 2"]),
+    ("bench_export.py", ["--ranks", "1,2", "--repeat", "1", "--hidden", "64", "--vocab", "128"], ["1 x 2"]),
     ("bench_train.py", ["--ranks", "1", "--steps", "2"], ["1.00"]),
 ])
 def test_benchmark_runs(script, args, expect):

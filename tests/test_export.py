@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,18 @@ from distinfer._proto import mind_ir_pb2 as pb
 from distinfer.common.initializer import Normal, initializer
 from distinfer.errors import CommError, FormatError
 from distinfer.exporter import UnsupportedOpError, verify_export
+from distinfer.exporter._codec import decode_value
+from distinfer.exporter.mindspore_ops import mindir_ops
 from distinfer.exporter.onnx_writer import OnnxExportError, check_exportable
-from distinfer.exporter.trace import Trace
+from distinfer.exporter.trace import Trace, trace_network
 from distinfer.exporter.verify import register
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 from seed_net import seed_network  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests"))
+from op_cases import op_cases, outputs  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -139,6 +145,54 @@ def test_verify_real_mindspore_export(mindir_fixtures):
     assert report.ok and len(report.checked) == 6, str(report)
 
 
+def _structure(model: pb.ModelProto) -> list[tuple]:
+    """Per node: its op (primitive op_type, or Constant and the constant's type), primitive type,
+    input count, node attribute names, node_attr names and primitive attribute names."""
+    prims = {p.name: p for p in model.primitives}
+    rows = []
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            rows.append(("Constant", pb.AttributeProto.AttributeType.Name(n.attribute[0].type), len(n.input)))
+            continue
+        p = prims[n.op_type[5:]]
+        rows.append((p.op_type, pb.PrimitiveProto.PrimType.Name(p.prim_type), len(n.input),
+                     [a.name for a in n.attribute], [a.name for a in n.node_attr], sorted(a.name for a in p.attribute)))
+    return rows
+
+
+def test_seed_export_has_mindspores_structure(tmp_path, mindir_fixtures):
+    """Golden check against the file MindSpore 2.10 wrote for the same network: node by node the same
+    primitives (MatMul with its two transpose inputs, a Load with its U monad per weight, the
+    MakeTuple/UpdateState/Depend tail), attributes, naming and dtypes."""
+    theirs = pb.ModelProto.FromString((mindir_fixtures / "seed_net.mindir").read_bytes())
+    net = seed_network(shard=False)
+    full = np.load(mindir_fixtures.parent / "distributed" / "seed_8dev" / "full.npz")
+    for name, p in net.parameters_and_names():
+        p.set_data(ms.Tensor(full[name]))
+    x = ms.Tensor(np.load(mindir_fixtures / "input.npz")["x"])
+    ours = pb.ModelProto.FromString(Path(ms.export(net, x, file_name=str(tmp_path / "seed"))).read_bytes())
+    assert _structure(ours) == _structure(theirs)
+    for field in ("ir_version", "model_version", "mind_ir_version", "little_endian"):
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert not ours.HasField("parallel") and not theirs.HasField("parallel")
+    g, their_g = ours.graph, theirs.graph
+    assert [(p.name.split(":", 1)[1], p.ref_key, p.data_type, list(p.dims), p.compression_type) for p in g.parameter] \
+        == [(p.name.split(":", 1)[1], p.ref_key, p.data_type, list(p.dims), p.compression_type)
+            for p in their_g.parameter]
+    assert all(p.name == f"{g.name}:{p.ref_key}" for p in g.parameter)
+    assert [(i.name.split(":", 1)[1], list(i.tensor[0].dims), i.tensor[0].data_type) for i in g.input] == \
+        [(i.name.split(":", 1)[1], list(i.tensor[0].dims), i.tensor[0].data_type) for i in their_g.input]
+    assert [(list(o.tensor[0].dims), o.tensor[0].data_type) for o in g.output] == \
+        [(list(o.tensor[0].dims), o.tensor[0].data_type) for o in their_g.output]
+    for model in (ours, theirs):  # CNodes are "<graph>:<debug name>:<id>", the output the last one
+        cnodes = [n for n in model.graph.node if n.op_type != "Constant"]
+        pattern = re.compile(re.escape(model.graph.name) + r":[A-Za-z_]\w*:\d+")
+        assert all(n.name == n.output[0] and pattern.fullmatch(n.name) for n in cnodes)
+        assert model.graph.output[0].name == cnodes[-1].name
+    assert {a.name for a in g.attribute} <= {a.name for a in their_g.attribute}
+    np.testing.assert_array_equal(nn.GraphCell(ms.load(str(tmp_path / "seed.mindir")))(x).asnumpy(), net(x).asnumpy())
+
+
 # ------------------------------------------------------------------- stand-alone round trip
 def test_standalone_roundtrip_equals_predict(tmp_path):
     ms.set_seed(2)
@@ -156,6 +210,25 @@ def test_gpt_block_mindir_roundtrip(tmp_path):
     net, ids = GPTBlock(), _ids()
     path = ms.export(net, ids, file_name=str(tmp_path / "gpt"))
     np.testing.assert_array_equal(nn.GraphCell(ms.load(path))(ids).asnumpy(), ms.Model(net).predict(ids).asnumpy())
+
+
+@pytest.mark.parametrize("name", sorted(op_cases()))
+def test_every_op_round_trips_exactly(tmp_path, name):
+    """Each op as MindSpore's primitive (constant inputs, tuple outputs...) and back runs as before."""
+    net, inputs = op_cases()[name]
+    xs = [ms.Tensor(a) for a in inputs]
+    want = outputs(net(*xs))
+    got = outputs(nn.GraphCell(ms.load(ms.export(net, *xs, file_name=str(tmp_path / name))))(*xs))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+def test_op_cases_cover_the_table():
+    used = {s.prim.name for net, inputs in op_cases().values()
+            for s in trace_network(net, [ms.Tensor(a) for a in inputs]).steps}
+    assert set(mindir_ops()) <= used, sorted(set(mindir_ops()) - used)
 
 
 def test_tuple_output_and_params_init(tmp_path):
@@ -301,12 +374,23 @@ def test_non_mindir_files(tmp_path, mindir_fixtures):
         ms.load(str(mindir_fixtures / "seed_net.onnx"))
 
 
+def test_older_distinfer_format_is_refused(seed_file, tmp_path):
+    """Format "1" files carried distinfer-only node attributes; they are refused with the reason."""
+    model = pb.ModelProto.FromString(Path(seed_file).read_bytes())
+    model.user_info["distinfer.format"] = "1"
+    old = tmp_path / "old.mindir"
+    old.write_bytes(model.SerializeToString())
+    with pytest.raises(FormatError, match=r"old\.mindir: written by an older distinfer \(format '1'.*export the "
+                                          r"network again"):
+        ms.load(str(old))
+
+
 def test_unsupported_node(seed_file, tmp_path):
     model = pb.ModelProto.FromString(Path(seed_file).read_bytes())
     model.primitives[0].op_type = "FancyOp"
     bad = tmp_path / "fancy.mindir"
     bad.write_bytes(model.SerializeToString())
-    with pytest.raises(UnsupportedOpError, match=r"node .*Flatten.*'FancyOp'"):
+    with pytest.raises(UnsupportedOpError, match=r"node '.*:CNode_\d+:\d+' has operator 'FancyOp' \(REF::Flatten:\d+\)"):
         ms.load(str(bad))
 
 
@@ -355,8 +439,16 @@ def test_mpi_8_ranks_roundtrip_and_layouts(export_8):
     assert g.parameter_layout_dict()["layer3.weight"] == [[2, 2, 2], [1, -1], [256, 10], 0, True, ""]
     np.testing.assert_array_equal(g.weights()["layer1.weight"], np.load(
         ROOT.parent / "shared/fixtures/mindspore/distributed/seed_8dev/full.npz")["layer1.weight"][:, 256:])
-    ops_ = [g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")]
-    assert "AllReduce" in ops_ and "Redistribute" in ops_
+    # Rank 2's communication, as MindSpore's primitives over MindSpore-named groups: the batch rows
+    # gathered 8 -> 2 ways, layer1's column halves gathered back, rows again for layer3, whose
+    # split contraction is summed.
+    prims = [g.primitives[n.op_type[5:]] for n in g.nodes if n.op_type.startswith("REF::")]
+    comm = [(p.op_type, attrs["group"], attrs["group_ranks"]) for p in prims
+            if "group" in (attrs := {a.name: decode_value(a) for a in p.attribute})]
+    four, two = "4-6301172352641561019", "2-5208665662337742843"
+    assert comm == [("AllGather", four, "0-1-2-3"), ("AllGather", two, "0-2"), ("AllGather", four, "0-1-2-3"),
+                    ("AllReduce", two, "0-2")]
+    assert g.groups == {four: [0, 1, 2, 3], two: [0, 2]}
 
 
 def test_mpi_8_wrong_rank_count(export_8):
@@ -415,6 +507,15 @@ def test_mpi_4_ranks_gpt_block_and_out_strategy(tmp_path):
     g = ms.load(str(tmp_path / "gpt_rank_0.mindir"))
     kinds = {g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")}
     assert {"Gather", "LayerNorm", "Split", "BatchMatMul", "Softmax", "AllReduce"} <= kinds
+    g = ms.load(str(tmp_path / "mm_rank_1.mindir"))
+    kinds = [g.primitives[n.op_type[5:]].op_type for n in g.nodes if n.op_type.startswith("REF::")]
+    assert "ReduceScatter" in kinds  # the out_strategy's reduction straight into a row split
+    g = ms.load(str(tmp_path / "rows_rank_1.mindir"))
+    comm = [(p.op_type, attrs) for p in (g.primitives[n.op_type[5:]] for n in g.nodes if n.op_type.startswith("REF::"))
+            if p.op_type in ("Send", "Receive") for attrs in [{a.name: decode_value(a) for a in p.attribute}]]
+    # Rank 1 holds rows 4:6 and needs rows 2:4, which rank 2 holds (and rank 2 needs rank 1's).
+    assert [(op, a.get("dest_rank", a.get("src_rank")), a["shape"]) for op, a in comm] == \
+        [("Send", 2, (2, 4)), ("Receive", 2, [2, 4])]
 
 
 def test_indexing_is_traced_not_frozen(tmp_path):

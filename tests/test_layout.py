@@ -73,7 +73,13 @@ def spec_block(dev: list[int], tm: list, shape: list[int], rank: int, opt_size: 
 def dev_and_map(draw, ndim: int | None = None, max_axes: int = 3):
     dev = draw(st.lists(st.sampled_from([1, 2, 2, 3, 4]), min_size=1, max_size=max_axes))
     ndim = draw(st.integers(0, 3)) if ndim is None else ndim
-    free = list(range(len(dev)))
+    return dev, draw(tensor_maps(len(dev), ndim))
+
+
+@st.composite
+def tensor_maps(draw, axes: int, ndim: int):
+    """A tensor map of ``ndim`` entries over ``axes`` device axes: each entry unsplit, one axis, or two."""
+    free = list(range(axes))
     draw(st.permutations(free))
     tm: list = []
     for _ in range(ndim):
@@ -86,7 +92,7 @@ def dev_and_map(draw, ndim: int | None = None, max_axes: int = 3):
             a = free.pop(draw(st.integers(0, len(free) - 1)))
             b = free.pop(draw(st.integers(0, len(free) - 1)))
             tm.append((a, b))
-    return dev, tm
+    return tm
 
 
 def _splits(dev, tm) -> list[int]:

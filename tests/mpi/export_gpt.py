@@ -1,4 +1,6 @@
-"""MPI body of tests/test_export.py: Megatron-style GPT block and a MatMul with out_strategy.
+"""MPI body of tests/test_export.py: Megatron-style GPT block, a MatMul with out_strategy, and an
+input laid out by a named-axes Layout that splits its rows over the inner device axis first
+(its redistribution is written as Send/Receive: no group of ranks holds consecutive rows).
 
     python -m distinfer.launch -n 4 tests/mpi/export_gpt.py OUT_DIR
 
@@ -29,6 +31,13 @@ class ReduceScatterNet(nn.Cell):
         return ops.relu(self.mm(x, self.w))
 
 
+class Scaled(nn.Cell):
+    """ReLU (default batch split, rows in rank order) of an input whose rows are not in rank order."""
+
+    def construct(self, x):
+        return ops.relu(x) * 2.0
+
+
 def check(net, x, path) -> None:
     path = ms.export(net, x, file_name=path)
     expected = ms.Model(net).predict(x).asnumpy()
@@ -46,6 +55,11 @@ def main(out_dir: str) -> None:
     check(gpt, ids, os.path.join(out_dir, f"gpt_rank_{rank}"))
     x = ms.Tensor(np.random.default_rng(2).random((4, 8), dtype=np.float32))
     check(ReduceScatterNet(), x, os.path.join(out_dir, f"mm_rank_{rank}"))
+    rows_inner_first = ms.Layout((2, 2), ("a", "b"))(("b", "a"), "None")
+    ms.set_auto_parallel_context(dataset_strategy=(rows_inner_first,))
+    full = np.random.default_rng(4).standard_normal((8, 4)).astype(np.float32)
+    check(Scaled(), ms.Tensor(full[rows_inner_first.to_layout(full.shape).block(rank)]),
+          os.path.join(out_dir, f"rows_rank_{rank}"))
     print(f"OK {rank}", flush=True)
 
 

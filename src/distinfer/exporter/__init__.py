@@ -1,8 +1,10 @@
 """Export and load: ``distinfer.export`` (MindIR per rank, or ONNX), ``distinfer.load``, ``nn.GraphCell``.
 
-Modules: :mod:`.trace` (one concrete run under an executor observer), :mod:`.mindir_writer`,
-:mod:`.mindir_reader`, :mod:`.interpreter` (GraphCell), :mod:`.onnx_writer` and :mod:`.verify`
-(reassembling an export's weights and comparing them with checkpoints; the ``verify`` CLI).
+Modules: :mod:`.trace` (one concrete run under an executor observer), :mod:`.mindir_writer`
+(MindSpore 2.10's graph of a trace), :mod:`.mindspore_ops` (MindSpore's primitive per op),
+:mod:`.collectives` (redistributions as MindSpore's collectives), :mod:`.mindir_reader`,
+:mod:`.interpreter` (GraphCell), :mod:`.onnx_writer` and :mod:`.verify` (reassembling an
+export's weights and comparing them with checkpoints; the ``verify`` CLI).
 
 The package is called ``exporter`` so that ``distinfer.export`` can be MindSpore's function.
 

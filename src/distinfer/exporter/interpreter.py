@@ -1,14 +1,17 @@
 """``nn.GraphCell``: run a loaded MindIR graph with distinfer's local kernels and the MPI backend.
 
-Each node is prepared once: its primitive is re-created from the op name (looked up in
-:mod:`distinfer.ops.registry`, never from the file) plus the file's attributes (only attributes
-the op already has are set), and its kernel context (constants, block boxes, global shapes,
-dtypes) is rebuilt from the node attributes. MindSpore-made nodes carry none of that: they run on
-whole tensors, with shapes from the op's own ``infer``; the constructor arguments MindSpore 2.x
-passes as node inputs (the op's ``mindir_inputs``) set those attributes. Values are this rank's
-local numpy blocks; ``AllReduce`` and ``Redistribute`` nodes run with
-``communication._backend.world()`` and ``_executor.run_plan``, so every rank must run its own
-file in a job of the same size.
+Files made by MindSpore and by distinfer are read the same way, as MindSpore's graphs: each
+node is prepared once; a compute node's distinfer primitive is built from MindSpore's primitive
+name and constant inputs by the table of :mod:`.mindspore_ops` (never from code in the file),
+and runs on the whole tensors it receives, its output shapes from the op's ``infer`` and its
+output dtypes from the node's ``shape`` attribute. The op nodes of a distinfer per-rank export
+also find where their blocks sit in the global tensors in ``Graph.kernels``, which position-
+dependent kernels need (a vocabulary-split Gather keeps only its rows).
+
+Communication nodes run with ``communication._backend.world()``: ``AllReduce`` and
+``ReduceScatter`` as those collectives, ``AllGather``, ``AlltoAll`` and each run of consecutive
+``Send``/``Receive`` nodes as one exchange of messages, over the ranks listed in the primitive's
+``group_ranks``. So every rank must run its own file, in a job of the same size.
 
 >>> import numpy as np, tempfile, os, distinfer as ms
 >>> from distinfer import nn
@@ -31,16 +34,19 @@ from .. import dtype as mstype
 from ..communication import _backend
 from ..errors import CommError, FormatError
 from ..nn.cell import Cell
-from ..ops import registry
-from ..ops.primitive import KernelContext, Primitive
-from ..plan import make_plan
+from ..ops.primitive import KernelContext
 from ..tensor import Parameter, Tensor
-from ._codec import MONAD
-from .mindir_reader import STRUCTURAL, Graph, constant_value, node_attrs, node_op, prim_attrs
+from ._codec import MONAD, abstract_specs
+from .collectives import WORLD_GROUP
+from .mindir_reader import Graph, constant_value, node_op, prim_attrs
+from ..ops import registry
+from .mindspore_ops import COMMUNICATION, from_mindspore, mindspore_name
 
 log = logging.getLogger(__name__)
 
 __all__ = ["GraphCell"]
+
+_WORLD_GROUPS = {WORLD_GROUP, "nccl_world_group", "mccl_world_group", "WORLD_GROUP"}
 
 
 # ------------------------------------------------------------------ prepared steps
@@ -50,34 +56,7 @@ class _Step:
     op: str
     inputs: list[str]
     outputs: list[str]
-    run: Callable[[list], Any]
-
-
-def _make_prim(cls: type, attrs: dict, where: str) -> Primitive:
-    """``cls()`` with the file's values for attributes the op already has (nothing else is set)."""
-    prim = cls()
-    own = prim.op_attrs()
-    for k, v in attrs.items():
-        if k in own and not callable(own[k]):
-            if isinstance(v, (np.ndarray, Tensor)) and not isinstance(own[k], (np.ndarray, Tensor)):
-                raise FormatError(f"{where}: attribute {k!r} holds a tensor, expected {type(own[k]).__name__}")
-            _set(prim, k, v)
-    return prim
-
-
-def _set(prim: Primitive, k: str, v: Any) -> None:
-    setattr(prim, k, v)
-    prim.attrs[k] = v
-
-
-def _set_from_input(prim: Primitive, k: str, v: Any, where: str) -> None:
-    """Attribute ``k`` from a node input (one of the op's ``mindir_inputs``): a scalar of the attribute's type."""
-    current = getattr(prim, k)
-    if isinstance(current, (bool, int, float)) and not isinstance(v, (str, tuple, list, dict)) and np.ndim(v) == 0:
-        _set(prim, k, type(current)(np.asarray(v).item()))
-    else:
-        raise FormatError(f"{where}: the input setting {k!r} holds {type(v).__name__} {v!r:.60}, expected a "
-                          f"{type(current).__name__} scalar")
+    run: Callable[[list], list]  # input values -> one value per output
 
 
 class _Runner:
@@ -86,99 +65,162 @@ class _Runner:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self.path = graph.path
-        self.rank = graph.rank or 0
 
-    def step(self, node) -> _Step:
-        op = node_op(node, self.g.primitives, self.path)
+    def steps(self) -> list[_Step]:
+        out, run = [], []
+        for node in self.g.nodes:
+            op = node_op(node, self.g.primitives, self.path)
+            if op in ("Send", "Receive"):
+                run.append(node)
+                continue
+            if run:
+                out.append(self._exchange(run))
+                run = []
+            out.append(self.step(node, op))
+        if run:
+            out.append(self._exchange(run))
+        return out
+
+    def _prim(self, node) -> dict:
         prim = self.g.primitives.get(node.op_type[5:]) if node.op_type.startswith("REF::") else None
+        return prim_attrs(prim, self.path)
+
+    def step(self, node, op: str) -> _Step:
         where = f"{self.path}: node {node.name!r} ({op})"
         if op == "Constant":
             value = constant_value(node, self.path)
-            fn = lambda args, v=value: v  # noqa: E731
-        elif op in STRUCTURAL:
-            fn = self._structural(op, prim_attrs(prim, self.path), where)
+            fn = lambda args, v=value: [v]  # noqa: E731
+        elif op in COMMUNICATION:
+            fn = self._collective(op, self._prim(node), where)
+        elif mindspore_name(op) is not None:
+            fn = self._compute(node, op, self._prim(node), where)
         else:
-            fn = self._compute(node, op, prim_attrs(prim, self.path), where)
+            fn = _STRUCTURAL[op]
         return _Step(node.name, op, list(node.input), list(node.output), fn)
 
-    def _structural(self, op: str, attrs: dict, where: str) -> Callable:
-        if op in ("Load", "Depend", "Return"):
-            return lambda args: args[0]
-        if op == "UpdateState":
-            return lambda args: MONAD
-        if op == "MakeTuple":
-            return lambda args: tuple(args)
-        if op == "TupleGetItem":
-            return lambda args: args[0][int(args[1])]
-        if op == "AllReduce":
-            part = tuple(tuple(g) for g in attrs["rank_groups"])
-            red = attrs.get("op", "sum")
-            return lambda args: _backend.world().allreduce(args[0], part, red)
-        if op == "ReduceScatter":
-            part = tuple(tuple(g) for g in attrs["rank_groups"])
-            red, axis = attrs.get("op", "sum"), int(attrs["axis"])
-            return lambda args: _backend.world().reduce_scatter(args[0], part, axis, red)
-        src, dst = attrs["src_layout"], attrs["dst_layout"]
-        plan = make_plan(src, dst)
-
-        def redistribute(args):
-            from ..parallel._executor import run_plan
-
-            return run_plan(plan, args[0], self.rank)
-        return redistribute
-
+    # -------------------------------------------------------------- compute nodes
     def _compute(self, node, op: str, attrs: dict, where: str) -> Callable:
-        cls = registry.lookup(op)
-        nattrs = node_attrs(node, self.path)
-        if "const_inputs" in nattrs:
-            return self._distinfer_node(cls, attrs, nattrs, where)
-        return self._mindspore_node(cls, attrs, where)
-
-    def _distinfer_node(self, cls, attrs: dict, na: dict, where: str) -> Callable:
-        prim = _make_prim(cls, attrs, where)
-        const_pos = set(na["const_inputs"])
-        out_dtypes = [mstype.get_dtype(d) for d in na["out_dtypes"]]
-        in_boxes, out_boxes = [tuple(map(tuple, b)) for b in na["in_boxes"]], [tuple(map(tuple, b)) for b in
-                                                                                 na["out_boxes"]]
-        in_shapes, out_shapes = [tuple(s) for s in na["in_shapes"]], [tuple(s) for s in na["out_shapes"]]
-        expect = [tuple(b - a for a, b in box) for box in in_boxes]
+        spec = registry.mindir_form(registry.lookup(mindspore_name(op)))
+        declared = next((abstract_specs(a, where) for a in node.attribute if a.name == "shape"), None)
+        context = self.g.kernels.get(node.name)
 
         def run(args):
-            consts = {i: a for i, a in enumerate(args) if i in const_pos}
-            xs = [a for i, a in enumerate(args) if i not in const_pos]
-            for k, (x, shape) in enumerate(zip(xs, expect)):
-                if tuple(np.shape(x)) != shape:
-                    raise ValueError(f"{where}: tensor input {k} has local shape {tuple(np.shape(x))}, the graph "
-                                     f"expects {shape}")
-            ctx = KernelContext(consts, in_boxes, out_boxes, in_shapes, out_shapes, out_dtypes)
-            return _as_list(prim.kernel(ctx, *xs))
+            values = [a for a in args if a is not MONAD]
+            prim, xs, consts = from_mindspore(op, values, attrs, where)
+            xs = [np.asarray(x) for x in xs]
+            ctx = _context(prim, xs, consts, context, declared, where)
+            outs = prim.kernel(ctx, *xs)
+            outs = [_cast(o, d) for o, d in zip(outs if isinstance(outs, tuple) else (outs,), ctx.out_dtypes)]
+            return [tuple(outs) if spec.tuple_output else outs[0]]
         return run
 
-    def _mindspore_node(self, cls, attrs: dict, where: str) -> Callable:
-        prim = _make_prim(cls, attrs, where)
-        attr_inputs = dict(cls.mindir_inputs)
+    # -------------------------------------------------------------- communication
+    def _collective(self, op: str, attrs: dict, where: str) -> Callable:
+        group = _group(attrs, where)
+        world = _backend.world
+        if op == "AllReduce":
+            return lambda args: [world().allreduce(args[0], (group,), attrs.get("op", "sum"))]
+        if op == "ReduceScatter":
+            return lambda args: [world().reduce_scatter(args[0], (group,), 0, attrs.get("op", "sum"))]
+        if op == "AllGather":
+            return lambda args: [np.concatenate(_all_to_all([args[0]] * len(group), group), axis=0)]
+        split_dim, concat_dim = int(attrs["split_dim"]), int(attrs["concat_dim"])
+        return lambda args: [np.concatenate(_all_to_all(np.split(args[0], len(group), axis=split_dim), group),
+                                            axis=concat_dim)]
+
+    def _exchange(self, nodes: list) -> _Step:
+        """A run of Send/Receive nodes as one exchange. Pieces between two ranks go in the order
+        of their ``sr_tag``, which sender and receiver share; a Send's output is what it sent."""
+        sends, recvs, inputs, outputs, sources = [], [], [], [], []
+        for node in nodes:
+            attrs = self._prim(node)
+            if node_op(node, self.g.primitives, self.path) == "Send":
+                sends.append((int(attrs["dest_rank"]), int(attrs["sr_tag"]), len(inputs)))
+                sources.append(("sent", len(inputs)))
+                inputs.append(node.input[0])
+            else:
+                key = (int(attrs["src_rank"]), int(attrs["sr_tag"]))
+                recvs.append((key, (tuple(int(d) for d in attrs["shape"]), attrs["dtype"].np)))
+                sources.append(("received", key))
+            outputs.append(node.output[0])
+        recvs.sort(key=lambda r: r[0])
 
         def run(args):
-            for pos, k in attr_inputs.items():
-                if pos < len(args):
-                    _set_from_input(prim, k, args[pos], f"{where} input {pos}")
-            args = [a for i, a in enumerate(args) if i not in attr_inputs and a is not MONAD]
-            consts = {i: a for i, a in enumerate(args) if not isinstance(a, np.ndarray)}
-            xs = [a for a in args if isinstance(a, np.ndarray)]
-            shapes = [tuple(x.shape) for x in xs]
-            try:
-                specs = prim.infer(shapes, [mstype.from_numpy(x.dtype) for x in xs], consts)
-            except (ValueError, TypeError, KeyError, IndexError) as e:
-                raise ValueError(f"{where}: inputs of shapes {shapes} rejected: {e}") from None
-            full = lambda s: tuple((0, d) for d in s)  # noqa: E731
-            ctx = KernelContext(consts, [full(s) for s in shapes], [full(s) for s, _ in specs], shapes,
-                                [s for s, _ in specs], [d for _, d in specs])
-            return _as_list(prim.kernel(ctx, *xs))
-        return run
+            out: dict[int, list] = {}
+            for dst, _, k in sorted(sends):
+                out.setdefault(dst, []).append(np.ascontiguousarray(args[k]))
+            specs: dict[int, list] = {}
+            for (src, _), spec in recvs:
+                specs.setdefault(src, []).append(spec)
+            got = _backend.world().exchange(out, specs) if out or specs else {}
+            queues = {src: iter(arrays) for src, arrays in got.items()}
+            received = {key: next(queues[key[0]]) for key, _ in recvs}
+            return [args[v] if kind == "sent" else received[v] for kind, v in sources]
+        return _Step(nodes[0].name, "Send/Receive", inputs, outputs, run)
 
 
-def _as_list(out) -> list:
-    return list(out) if isinstance(out, tuple) else [out]
+_STRUCTURAL: dict[str, Callable[[list], list]] = {
+    "Load": lambda args: [args[0]],
+    "Depend": lambda args: [args[0]],
+    "Return": lambda args: [args[0]],
+    "UpdateState": lambda args: [MONAD],
+    "MakeTuple": lambda args: [tuple(args)],
+    "TupleGetItem": lambda args: [args[0][int(args[1])]],
+}
+
+
+def _group(attrs: dict, where: str) -> tuple[int, ...]:
+    """A communication primitive's ranks: ``group_ranks`` (``"0-2"``), or the whole world."""
+    ranks = attrs.get("group_ranks")
+    if ranks and ranks != "WORLD_GROUP":
+        return tuple(int(r) for r in str(ranks).split("-"))
+    if attrs.get("group", WORLD_GROUP) in _WORLD_GROUPS:
+        return tuple(range(_backend.world().size))
+    raise FormatError(f"{where}: group {attrs.get('group')!r} lists no group_ranks; distinfer cannot tell its ranks")
+
+
+def _all_to_all(pieces: list[np.ndarray], group: tuple[int, ...]) -> list[np.ndarray]:
+    """Piece j to the j-th member of ``group``; returns the piece each member sent here, in member order."""
+    world = _backend.world()
+    me = group.index(world.rank) if world.size > 1 else 0
+    sends = {m: [np.ascontiguousarray(pieces[j])] for j, m in enumerate(group) if j != me}
+    recvs = {m: [(pieces[me].shape, pieces[me].dtype)] for j, m in enumerate(group) if j != me}
+    got = world.exchange(sends, recvs) if sends else {}
+    return [pieces[me] if j == me else got[m][0] for j, m in enumerate(group)]
+
+
+def _context(prim, xs: list, consts: dict, context: list | None, declared, where: str) -> KernelContext:
+    """The kernel's context: a per-rank export's recorded boxes, or whole tensors (shapes from ``infer``)."""
+    dtypes = [mstype.from_numpy(d) for _, d in declared] if declared else None
+    if context is not None:
+        if dtypes is None:
+            raise FormatError(f"{where}: the node has no shape attribute (its output dtypes)")
+        in_boxes, out_boxes, in_shapes, out_shapes = context
+        boxes = lambda bs: [tuple(tuple(b) for b in box) for box in bs]  # noqa: E731
+        for k, (x, box) in enumerate(zip(xs, in_boxes)):
+            if np.shape(x) != tuple(b - a for a, b in box):
+                raise ValueError(f"{where}: tensor input {k} has local shape {np.shape(x)}, the graph expects "
+                                 f"{tuple(b - a for a, b in box)}")
+        return KernelContext(consts, boxes(in_boxes), boxes(out_boxes), [tuple(s) for s in in_shapes],
+                             [tuple(s) for s in out_shapes], dtypes)
+    shapes = [tuple(x.shape) for x in xs]
+    try:
+        specs = prim.infer(shapes, [mstype.from_numpy(x.dtype) for x in xs], consts)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ValueError(f"{where}: inputs of shapes {shapes} rejected: {e}") from None
+    full = lambda s: tuple((0, d) for d in s)  # noqa: E731
+    if dtypes is None or len(dtypes) != len(specs):
+        dtypes = [d for _, d in specs]
+    return KernelContext(consts, [full(s) for s in shapes], [full(s) for s, _ in specs], shapes,
+                         [s for s, _ in specs], dtypes)
+
+
+def _cast(out: Any, dtype: mstype.Type | None) -> Any:
+    """A kernel output in the dtype its node declares (numpy promotes some; MindSpore's
+    ArgMaxWithValue indices are Int64)."""
+    if isinstance(out, np.ndarray) and dtype is not None and out.dtype != dtype.np:
+        return out.astype(dtype.np)
+    return out
 
 
 # ------------------------------------------------------------------------ GraphCell
@@ -212,8 +254,7 @@ class GraphCell(Cell):
         object.__setattr__(self, "_weights", values)
         for key, arr in values.items():
             self._params[graph.ref_keys[key]] = Parameter(Tensor(arr), name=graph.ref_keys[key], requires_grad=False)
-        runner = _Runner(graph)
-        object.__setattr__(self, "_steps", [runner.step(n) for n in graph.nodes])
+        object.__setattr__(self, "_steps", _Runner(graph).steps())
 
     def construct(self, *inputs: Any) -> Any:
         g = self.graph
@@ -228,21 +269,9 @@ class GraphCell(Cell):
                 args = [values[i] for i in s.inputs]
             except KeyError as e:
                 raise FormatError(f"{g.path}: node {s.name!r} ({s.op}) uses undefined value {e}") from None
-            _store(g, s, s.run(args), values)
+            values.update(zip(s.outputs, s.run(args)))
         results = [_wrap(values[name]) for name in g.outputs]
         return results[0] if len(results) == 1 else tuple(results)
-
-
-def _store(g: Graph, s: _Step, out: Any, values: dict) -> None:
-    if s.op in STRUCTURAL:
-        values[s.outputs[0]] = out
-    elif len(s.outputs) == len(out):
-        values.update(zip(s.outputs, out))
-    elif len(s.outputs) == 1:
-        values[s.outputs[0]] = tuple(out)
-    else:
-        raise FormatError(f"{g.path}: node {s.name!r} ({s.op}) names {len(s.outputs)} outputs but its op "
-                          f"returned {len(out)}")
 
 
 def _wrap(v: Any) -> Any:

@@ -3,9 +3,9 @@
 Validation turns every way a file can be wrong into a :class:`~distinfer.errors.FormatError`
 naming the file: not protobuf, not a MindIR model (no ``ir_version``/graph), truncated (a
 node input, primitive or graph output that is never defined; weight data shorter than its
-dims), external data outside the file's folder or past the end of its data file. A node must be
-graph plumbing or communication (:data:`STRUCTURAL`) or an op of :mod:`distinfer.ops.registry`;
-any other raises :class:`UnsupportedOpError` naming the node and the op.
+dims), external data outside the file's folder or past the end of its data file, a distinfer
+file of an older format. Nodes whose op the interpreter cannot run raise
+:class:`UnsupportedOpError` naming the node and the op.
 """
 from __future__ import annotations
 
@@ -21,16 +21,16 @@ from google.protobuf.message import DecodeError
 from .._proto import mind_ir_pb2 as pb
 from ..errors import DistinferError, FormatError
 from ..layout import Layout
-from ..ops import registry
 from ._codec import attr_dict, decode_value, tensor_array
+from .mindspore_ops import runnable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Graph", "read_mindir", "UnsupportedOpError", "node_op", "check_supported", "STRUCTURAL"]
+__all__ = ["Graph", "read_mindir", "UnsupportedOpError", "node_op", "check_supported", "FORMAT_VERSION"]
 
-#: Nodes that are not ops: MindIR's graph plumbing, and the communication distinfer's exports record.
-STRUCTURAL = frozenset({"Constant", "Load", "UpdateState", "Depend", "MakeTuple", "TupleGetItem", "Return",
-                        "AllReduce", "ReduceScatter", "Redistribute"})
+# Version of distinfer's user_info entries. Format "1" files (distinfer-only node attributes,
+# which MindSpore cannot parse) are refused with a request to export again.
+FORMAT_VERSION = "2"
 
 
 class UnsupportedOpError(DistinferError, NotImplementedError):
@@ -55,7 +55,9 @@ class Graph:
 
     ``params`` maps graph value names to local weight blocks; ``ref_keys`` maps them to parameter
     names. ``rank``/``device_num`` come from a distinfer file's ``user_info`` (0 and 1 for a
-    stand-alone export); they are None for files made by MindSpore.
+    stand-alone export); they are None for files made by MindSpore. ``kernels`` gives, for the op
+    nodes of a sharded export, where their local blocks sit in the global tensors
+    (``[in_boxes, out_boxes, in_shapes, out_shapes]``); ``groups`` the communication groups.
 
     >>> import os, tempfile, numpy as np, distinfer as ms
     >>> from distinfer import nn
@@ -79,6 +81,8 @@ class Graph:
     rank: int | None = None
     device_num: int | None = None
     param_layouts: dict[str, Layout] = field(default_factory=dict)
+    kernels: dict[str, list] = field(default_factory=dict)
+    groups: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def producer(self) -> str:
@@ -125,8 +129,11 @@ def node_op(node: pb.NodeProto, prims: dict[str, pb.PrimitiveProto], path: str) 
     >>> from distinfer import nn
     >>> x = ms.Tensor(np.ones((1, 3), np.float32))
     >>> g = ms.load(ms.export(nn.Dense(3, 2), x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))
-    >>> [node.op_type for node in g.nodes], [node_op(node, g.primitives, g.path) for node in g.nodes]
-    (['REF::MatMul:1', 'REF::BiasAdd:2'], ['MatMul', 'BiasAdd'])
+    >>> [node_op(node, g.primitives, g.path) for node in g.nodes if node.op_type != "Constant"]
+    ['Load', 'MatMul', 'Load', 'BiasAdd', 'MakeTuple', 'UpdateState', 'Depend']
+    >>> mm = next(node for node in g.nodes if node_op(node, g.primitives, g.path) == "MatMul")
+    >>> mm.op_type.startswith("REF::MatMul:"), len(mm.input)  # x, the weight's Load, transpose_a, transpose_b
+    (True, 4)
     """
     if node.op_type.startswith("REF::"):
         ref = node.op_type[5:]
@@ -135,23 +142,6 @@ def node_op(node: pb.NodeProto, prims: dict[str, pb.PrimitiveProto], path: str) 
                               f"(truncated file?)")
         return prims[ref].op_type
     return node.op_type
-
-
-def check_supported(node: pb.NodeProto, op: str, path: str) -> None:
-    """Raise :class:`UnsupportedOpError` for a node whose operator distinfer cannot run.
-
-    >>> from distinfer._proto import mind_ir_pb2
-    >>> node = mind_ir_pb2.NodeProto(name="n1", op_type="REF::FancyOp:1")
-    >>> check_supported(node, "MatMul", "net.mindir")  # an op distinfer can run: no error
-    >>> check_supported(node, "FancyOp", "net.mindir")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    distinfer.exporter.mindir_reader.UnsupportedOpError: net.mindir: node 'n1' has operator 'FancyOp' ...
-    """
-    if op in STRUCTURAL or registry.lookup(op) is not None:
-        return
-    raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
-                             f"cannot interpret")
 
 
 def _external(path: str, t: pb.TensorProto) -> bytes:
@@ -215,12 +205,17 @@ def _distinfer_info(path: str, model: pb.ModelProto, g: Graph) -> None:
         if model.producer_name == "distinfer":
             raise _fail(path, "made by distinfer but its user_info lacks distinfer.format (truncated file?)")
         return
+    if info["distinfer.format"] != FORMAT_VERSION:
+        raise _fail(path, f"written by an older distinfer (format {info['distinfer.format']!r}, this one reads "
+                          f"{FORMAT_VERSION!r}, MindSpore's own node encoding); export the network again")
     try:
         g.rank = int(info["distinfer.rank"])
         g.device_num = int(info["distinfer.device_num"])
         for name, (dev, tm, shape, opt) in json.loads(info.get("distinfer.param_layouts", "{}")).items():
             g.param_layouts[name] = Layout(tuple(dev), tuple(tuple(e) if isinstance(e, list) else e for e in tm),
                                            tuple(shape), opt)
+        g.kernels = json.loads(info.get("distinfer.kernels", "{}"))
+        g.groups = json.loads(info.get("distinfer.groups", "{}"))
     except (KeyError, ValueError, TypeError) as e:
         raise _fail(path, f"bad distinfer user_info: {e}") from None
 
@@ -251,8 +246,20 @@ def read_mindir(path: str | os.PathLike) -> Graph:
     return g
 
 
-def node_attrs(node: pb.NodeProto, path: str) -> dict[str, Any]:
-    return attr_dict(node.attribute, f"{path}: node {node.name!r}")
+def check_supported(node, op: str, path: str) -> None:
+    """Raise :class:`UnsupportedOpError` for a node the interpreter cannot run.
+
+    >>> from distinfer._proto import mind_ir_pb2
+    >>> node = mind_ir_pb2.NodeProto(name="n1", op_type="REF::FancyOp:1")
+    >>> check_supported(node, "MatMul", "net.mindir")  # an op distinfer can run: no error
+    >>> check_supported(node, "FancyOp", "net.mindir")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    distinfer.exporter.mindir_reader.UnsupportedOpError: net.mindir: node 'n1' has operator 'FancyOp' ...
+    """
+    if not runnable(op):
+        raise UnsupportedOpError(f"{path}: node {node.name!r} has operator {op!r} ({node.op_type}), which distinfer "
+                                 f"cannot interpret")
 
 
 def prim_attrs(prim: pb.PrimitiveProto | None, path: str) -> dict[str, Any]:

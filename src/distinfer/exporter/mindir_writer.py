@@ -1,173 +1,361 @@
-"""MindIR writer: a :class:`~distinfer.exporter.trace.Trace` as one rank's ``mind_ir.ModelProto``.
+"""MindIR writer: a :class:`~distinfer.exporter.trace.Trace` as one rank's ``mind_ir.ModelProto``,
+written the way MindSpore 2.10's exporter writes it, so that ``mindspore.load`` reads it.
 
-Encoding (spec §9; the distinfer-specific parts are documented here):
-
-* header: ``ir_version "1.1"``, ``producer_name "distinfer"``, ``producer_version`` = distinfer's,
-  ``model_version "2.10.0"`` (the MindSpore release the format follows), ``little_endian``,
-  ``mind_ir_version 3``; ``user_info`` holds ``distinfer.format``, ``distinfer.rank``,
-  ``distinfer.device_num``, ``distinfer.parallel_mode`` and ``distinfer.param_layouts`` (JSON
-  ``{name: [dev_matrix, tensor_map, full_shape, opt_shard_size]}``, the exact layouts).
-* weights: ``graph.parameter`` TensorProtos named ``<graph>:<param>`` with ``ref_key`` and this
-  rank's local block as little-endian ``raw_data``; above :data:`TOTAL_SAVE` bytes they go to
-  ``<file>_variables/data_0`` (64-byte aligned) and carry ``external_data{location, offset, length}``.
-* inputs/outputs: ValueInfos with this rank's local dims; an input's ``attr_info`` is its Layout.
-* compute nodes: ``op_type "REF::<Op>:<k>"``, one ``primitives`` entry per node with the op's
-  attributes and the effective ``in_strategy`` (pieces per input dim); positional constant
-  arguments are ``Constant`` nodes; node attributes ``const_inputs``, ``in_boxes``/``out_boxes``
-  (global ``[start, stop)`` of the local blocks), ``in_shapes``/``out_shapes`` (global),
-  ``out_dtypes``, ``in_layouts``/``out_layouts``, ``partial`` and MindSpore's ``shape``.
-* communication nodes: ``REF::ReduceScatter:<k>`` (as AllReduce, plus ``axis``: the tensor dim
-  whose pieces stay on the group's members in rank order, and ``dst_layout``),
-  ``REF::AllReduce:<k>`` (primitive attributes ``op``, ``group``,
-  ``group_rank_ids`` = this rank's group, ``rank_groups`` = the whole partition, ``layout``) and
-  ``REF::Redistribute:<k>`` (``src_layout``, ``dst_layout``: replaying ``make_plan(src, dst)``
-  reproduces the exact point-to-point plan; ``send_to``/``recv_from`` list this rank's peers).
-* ``parallel``: one LayoutProto per parameter, equal to ``infer_predict_layout`` (sharded runs only).
-
-Layouts are TUPLE attributes marked ``ref_attr_name "Layout"`` (see :mod:`._codec`).
+* header: ``ir_version "1.1"``, ``model_version "2.10.0"`` (the MindSpore release the format
+  follows), ``little_endian``, ``mind_ir_version 3``; ``producer_name "distinfer"`` and
+  ``producer_version`` name the writer (MindSpore's loader only requires them to be present).
+* graph ``<line>_<col>_<module>_<Class>_construct_<n>`` with attributes ``has_shard``, ``phase``
+  and ``training``; inputs ``<graph>:<arg>`` and weights ``<graph>:<param>`` (``ref_key`` the
+  parameter name, this rank's block as little-endian ``raw_data``; above :data:`TOTAL_SAVE`
+  bytes in ``<file>_variables/data_0``, 64-byte aligned, as ``external_data``).
+* nodes as MindSpore's: each weight read by ``Load(param, U)``; every op the primitive
+  :mod:`.mindspore_ops` gives it, its constant inputs held by shared ``Constant`` nodes;
+  a tuple-valued op read by ``TupleGetItem``; each node with its ``shape`` attribute (this
+  rank's dims and dtypes) and ``checkpoint`` node attribute; at the end ``MakeTuple`` of the
+  loads, ``UpdateState(U, ...)`` and ``Depend(output, state)``. Communication is MindSpore's
+  primitives (:mod:`.collectives`): ``AllReduce``, ``ReduceScatter``, ``AllGather``,
+  ``AlltoAll``, ``Send``/``Receive``, with MindSpore's group names and ``group_ranks``.
+* ``parallel`` (sharded runs): one LayoutProto per parameter, equal to ``infer_predict_layout``.
+* ``user_info`` (which MindSpore keeps but never interprets) holds what only distinfer needs:
+  ``distinfer.format``, ``.rank``, ``.device_num``, ``.parallel_mode``, ``.param_layouts``
+  (JSON ``{name: [dev_matrix, tensor_map, full_shape, opt_shard_size]}``), ``.groups`` (JSON
+  ``{group name: ranks}``, what a cluster must create) and, for sharded runs, ``.kernels``
+  (JSON ``{node: [in_boxes, out_boxes, in_shapes, out_shapes]}``: where each op's local blocks
+  sit in the global tensors, which some local kernels need, e.g. a vocabulary-split Gather).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import context
 from .._proto import mind_ir_pb2 as pb
-from .._version import __version__
 from ..io._atomic import atomic_output
-from ..layout import Layout
 from ..train.model import layout_dict_entry
-from ._codec import encode_value, tensor_proto
+from . import collectives as coll
+from ._codec import MONAD, abstract, encode_value, np_to_data_type, tensor_proto
+from .mindspore_ops import PRIMITIVE, PRIMITIVE_FUNCTION, TYPE_IDS, Call, GetItem, Prev, Ref, form_of
 from .trace import CommStep, OpStep, Trace
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_model", "write_mindir", "TOTAL_SAVE", "FORMAT_VERSION"]
+__all__ = ["build_model", "write_mindir", "TOTAL_SAVE", "FORMAT_VERSION", "MINDSPORE_VERSION"]
 
 TOTAL_SAVE = 1 << 30  # bytes of weights above which they go to external data files (MindSpore's 1 GiB)
 ALIGN = 64
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # of distinfer's user_info entries; "1" files (distinfer-only node attributes) are not read
+MINDSPORE_VERSION = "2.10.0"
+
+
+class Aval(NamedTuple):
+    """What a MindIR value holds on this rank: a tensor's local dims and numpy dtype. A tuple
+    value's aval is a plain tuple of these; a monad's is :data:`MONAD`."""
+
+    dims: tuple
+    dtype: np.dtype
 
 
 class _Builder:
-    def __init__(self, tr: Trace, graph_name: str) -> None:
+    """Accumulates one graph's nodes, primitives and constants (see module doc)."""
+
+    def __init__(self, tr: Trace, graph_name: str, version: str) -> None:
         self.tr = tr
         self.g = graph_name
-        self.model = pb.ModelProto()
+        self.model = pb.ModelProto(ir_version="1.1", producer_name="distinfer", producer_version=version,
+                                   model_version=MINDSPORE_VERSION, little_endian=True, mind_ir_version=3)
         self.graph = self.model.graph
-        self.nodes = 0
+        self.ids = 0
+        self.values: dict[str, str] = {}  # trace value -> MindIR value
+        self.elements: dict[str, tuple] = {}  # trace value -> (tuple node, index, Aval) until first read
+        self.avals: dict[str, Any] = {}  # MindIR value -> Aval, a tuple of them, or MONAD
+        self.prims: dict[bytes, str] = {}
+        self.consts: dict[bytes, str] = {}
+        self.loads: dict[str, str] = {}  # parameter (MindIR value) -> its Load
+        self.kernels: dict[str, list] = {}
+        self.groups: dict[str, list[int]] = {}
+        self.monad: str | None = None
 
-    def v(self, name: str) -> str:
-        return f"{self.g}:{name}"
+    def _next(self) -> int:
+        self.ids += 1
+        return self.ids
 
-    # ----------------------------------------------------------------------- nodes
-    def _node(self, op: str, inputs: list[str], outputs: list[str], prim_attrs: dict, node_attrs: dict,
-              instance_name: str = "") -> pb.NodeProto:
-        self.nodes += 1
-        prim_name = f"{op}:{self.nodes}"
-        prim = self.model.primitives.add(name=prim_name, op_type=op, instance_name=instance_name, prim_type=1)
-        for k, val in prim_attrs.items():
-            prim.attribute.append(encode_value(k, val))
-        node = self.graph.node.add(name=outputs[0], op_type=f"REF::{prim_name}", domain=f"Default/{op}-op{self.nodes}")
-        node.input.extend(inputs)
-        node.output.extend(outputs)
-        for k, val in node_attrs.items():
-            node.attribute.append(encode_value(k, val))
-        return node
+    # ----------------------------------------------------------------- building blocks
+    def prim(self, op: str, prim_type: int = PRIMITIVE, attrs: dict | None = None, instance_name: str = "") -> str:
+        """The name of primitive ``op`` with ``attrs`` (one PrimitiveProto per distinct primitive)."""
+        p = pb.PrimitiveProto(op_type=op, instance_name=instance_name, prim_type=prim_type)
+        p.attribute.extend(encode_value(k, v) for k, v in (attrs or {}).items())
+        key = p.SerializeToString()
+        if key not in self.prims:
+            p.name = f"{op}:{self._next()}"
+            self.model.primitives.append(p)
+            self.prims[key] = p.name
+        return self.prims[key]
 
-    def constant(self, name: str, value: Any, layout: Layout | None = None) -> str:
-        node = self.graph.node.add(name=name, op_type="Constant")
-        node.output.append(name)
-        node.attribute.append(encode_value("value", value))
-        if layout is not None:
-            node.attribute.append(encode_value("layout", layout))
+    def const(self, value: Any) -> str:
+        """A Constant node holding ``value`` (shared by every node that uses the same value)."""
+        attr = encode_value("value", value)
+        key = attr.SerializeToString()
+        if key not in self.consts:
+            name = f"ValueNode_{self._next()}"
+            self.graph.node.add(name=name, op_type="Constant", output=[name]).attribute.append(attr)
+            self.consts[key] = name
+            if value is MONAD:
+                self.avals[name] = MONAD
+        return self.consts[key]
+
+    def node(self, prim: str, inputs: list[str], aval: Any) -> str:
+        """A CNode applying primitive ``prim`` to ``inputs``; ``aval`` describes its output."""
+        k = self._next()
+        name = f"{self.g}:CNode_{k}:{k}"
+        op = prim.rsplit(":", 1)[0]
+        node = self.graph.node.add(name=name, op_type=f"REF::{prim}", input=inputs, output=[name],
+                                   domain=f"Default/{op}-op{k}")
+        node.attribute.append(_shape_attr(aval))
+        node.node_attr.append(encode_value("checkpoint", True))
+        self.avals[name] = aval
         return name
 
+    def apply(self, op: str, inputs: list, aval: Any, prim_type: int = PRIMITIVE_FUNCTION, attrs: dict | None = None,
+              instance_name: str = "") -> str:
+        """``node`` with constants among ``inputs`` turned into Constant nodes."""
+        names = [x if isinstance(x, _Value) else self.const(x) for x in inputs]
+        return self.node(self.prim(op, prim_type, attrs, instance_name), [str(x) for x in names], aval)
+
+    def operand(self, value: str) -> "_Value":
+        """The MindIR value of trace value ``value``; a weight is read through its (first) Load."""
+        name = self.values[value] if value not in self.elements else self._element(value)
+        if value in self.tr.params:
+            if name not in self.loads:
+                self.monad = self.monad or self.const(MONAD)
+                self.loads[name] = self.apply("Load", [_Value(name), _Value(self.monad)], self.avals[name],
+                                              PRIMITIVE)
+            name = self.loads[name]
+        return _Value(name)
+
+    # ---------------------------------------------------------------------- op steps
     def op_step(self, s: OpStep) -> None:
-        args, it = [], iter(s.inputs)
-        for pos in range(len(s.inputs) + len(s.consts)):
-            if pos in s.consts:
-                self.nodes += 1
-                args.append(self.constant(self.v(f"ValueNode_{self.nodes}"), s.consts[pos]))
-            else:
-                args.append(self.v(next(it)))
-        strategy = tuple(L.splits for L in s.in_layouts) if s.in_layouts and s.in_layouts[0] is not None else None
-        node_attrs = {
-            "const_inputs": tuple(sorted(s.consts)), "in_boxes": _boxes(s.in_boxes), "out_boxes": _boxes(s.out_boxes),
-            "in_shapes": _shapes(s.in_shapes), "out_shapes": _shapes(s.out_shapes), "out_dtypes": tuple(s.out_dtypes),
-            "in_layouts": tuple(s.in_layouts), "out_layouts": tuple(s.out_layouts),
-            "partial": tuple(tuple(int(a) for a in p) for p in s.partial),
-        }
-        node = self._node(s.prim.name, args, [self.v(o) for o in s.outputs], _prim_attrs(s.prim, strategy),
-                          node_attrs, s.prim.instance_name)
-        node.attribute.append(_abstract("shape", s.out_arrays))
+        spec = form_of(s.prim)
+        if spec is None:
+            raise NotImplementedError(f"export: distinfer has no MindSpore primitive for op {s.prim.name!r}")
+        operands = [self.operand(v) for v in s.inputs]
+        call = Call(s.prim, _call_args(s), [tuple(a.shape) for a in s.out_arrays],
+                    [self.avals[o].dtype for o in operands])
+        calls = spec.calls(call)
+        prev = None
+        for c in calls[:-1]:  # x[index]'s new axes, before its StridedSlice
+            x = prev or operands[0]
+            dims = list(self.avals[x].dims)
+            dims.insert(c.inputs[1], 1)
+            prev = _Value(self.apply(c.name, [x, c.inputs[1]], Aval(tuple(dims), self.avals[x].dtype)))
+        last = calls[-1]
+        inputs = [self._ms_input(x, operands, prev) for x in last.inputs]
+        outs = [Aval(tuple(a.shape), last.out_dtypes[j].np if j < len(last.out_dtypes) and last.out_dtypes[j]
+                     else a.dtype) for j, a in enumerate(s.out_arrays)]
+        out = self.apply(last.name, inputs, tuple(outs) if last.tuple_output else outs[0], last.prim_type,
+                         last.attrs, s.prim.instance_name)
+        if self.tr.sharded and not isinstance(spec, GetItem):
+            self.kernels[out] = _kernel_context(spec, call, s)
+        self._bind_outputs(s, out)
 
+    def _ms_input(self, x: Any, operands: list, prev: "_Value | None") -> Any:
+        if isinstance(x, Ref):
+            return operands[x.index]
+        if isinstance(x, Prev):
+            return prev
+        if isinstance(x, tuple) and x and all(isinstance(v, Ref) for v in x):  # Concat's tuple of tensors
+            items = [operands[v.index] for v in x]
+            return _Value(self.apply("MakeTuple", items, tuple(self.avals[i] for i in items), PRIMITIVE))
+        return x
+
+    def _bind_outputs(self, s: OpStep, out: str) -> None:
+        """The trace's output values: the node itself, or elements of its tuple (read by a
+        TupleGetItem where first used, as MindSpore reads only the elements it uses)."""
+        if isinstance(self.avals[out], Aval):
+            self.values[s.outputs[0]] = out
+            return
+        for j, (value, arr) in enumerate(zip(s.outputs, s.out_arrays)):
+            self.elements[value] = (out, j, Aval(tuple(arr.shape), arr.dtype))
+
+    def _element(self, value: str) -> str:
+        tup, j, want = self.elements.pop(value)
+        item = self.apply("TupleGetItem", [_Value(tup), j], self.avals[tup][j], PRIMITIVE)
+        if self.avals[item].dtype != want.dtype:  # MindSpore's output dtype differs: cast to distinfer's
+            item = self.apply("Cast", [_Value(item), TYPE_IDS[_mstype(want.dtype)]], want)
+        self.values[value] = item
+        return item
+
+    # -------------------------------------------------------------------- comm steps
     def comm_step(self, s: CommStep) -> None:
+        x = self.operand(s.input)
         if s.kind == "allreduce":
-            part = tuple(tuple(int(r) for r in grp) for grp in s.info["partition"])
-            mine = next((grp for grp in part if self.tr.rank in grp), ())
-            attrs = {"op": s.info["op"], "group": "allreduce-" + "-".join(map(str, mine)), "group_rank_ids": mine,
-                     "rank_groups": part, "layout": s.info["layout"]}
-            self._node("AllReduce", [self.v(s.input)], [self.v(s.output)], attrs, {})
-            return
-        if s.kind == "reduce_scatter":
-            part = tuple(tuple(int(r) for r in grp) for grp in s.info["partition"])
-            mine = next((grp for grp in part if self.tr.rank in grp), ())
-            attrs = {"op": s.info["op"], "group": "reducescatter-" + "-".join(map(str, mine)),
-                     "group_rank_ids": mine, "rank_groups": part, "axis": int(s.info["axis"]),
-                     "layout": s.info["layout"], "dst_layout": s.info["result_layout"]}
-            self._node("ReduceScatter", [self.v(s.input)], [self.v(s.output)], attrs, {})
-            return
-        plan = s.info["plan"]
-        me = self.tr.rank
-        attrs = {"src_layout": plan.src, "dst_layout": plan.dst,
-                 "send_to": tuple(sorted({p.dst for p in plan.pieces if p.src == me and p.dst != me})),
-                 "recv_from": tuple(sorted({p.src for p in plan.pieces if p.dst == me and p.src != me}))}
-        self._node("Redistribute", [self.v(s.input)], [self.v(s.output)], attrs, {})
+            group = _my_group(s.info["partition"], self.tr.rank)
+            out = self._comm("AllReduce", [x], self.avals[x], group, op=s.info["op"])
+        elif s.kind == "reduce_scatter":
+            out = self._reduce_scatter(x, s.info)
+        else:
+            out = str(x)
+            for step in coll.lower(s.info["plan"].src, s.info["plan"].dst, self.tr.rank):
+                out = self._lowered(_Value(out), step)
+        self.values[s.output] = out
 
-    # ------------------------------------------------------------------- the model
+    def _comm(self, prim: str, inputs: list, aval: Any, group: tuple[int, ...], /, **extra: Any) -> str:
+        """Communication primitive ``prim`` over ``group`` (``extra``: its own attributes)."""
+        self.groups[coll.group_name(group)] = list(group)
+        return self.apply(prim, inputs, aval, PRIMITIVE, coll.comm_attrs(prim, group, **extra))
+
+    def _reduce_scatter(self, x: "_Value", info: dict) -> str:
+        """MindSpore's ReduceScatter keeps a piece of dim 0: another dim is first moved there
+        (Split along it, Concat along 0), so member i keeps piece i of that dim."""
+        group = _my_group(info["partition"], self.tr.rank)
+        k, axis = len(group), int(info["axis"])
+        dims, dtype = self.avals[x]
+        if axis:
+            x = self._split_concat(x, axis, 0, k)
+        out_dims = list(dims)
+        out_dims[axis] //= k
+        return self._comm("ReduceScatter", [x], Aval(tuple(out_dims), dtype), group, op=info["op"])
+
+    def _split_concat(self, x: "_Value", split_dim: int, concat_dim: int, k: int) -> "_Value":
+        """``Concat(Split(x, split_dim, k), concat_dim)``: k pieces of one dim laid along another."""
+        dims, dtype = self.avals[x]
+        piece = list(dims)
+        piece[split_dim] //= k
+        parts = self.apply("Split", [x, split_dim, k], (Aval(tuple(piece), dtype),) * k)
+        joined = list(piece)
+        joined[concat_dim] *= k
+        return _Value(self.apply("Concat", [_Value(parts), concat_dim], Aval(tuple(joined), dtype)))
+
+    def _lowered(self, x: "_Value", step: Any) -> str:
+        dims, dtype = self.avals[x]
+        if isinstance(step, coll.Slice):
+            return self._slice(x, step.begin, step.end)
+        if isinstance(step, coll.Gather):
+            k = len(step.group)
+            gathered = list(dims)
+            gathered[0] *= k
+            out = self._comm("AllGather", [x], Aval(tuple(gathered), dtype), step.group)
+            return str(self._split_concat(_Value(out), 0, step.dim, k)) if step.dim else out
+        if isinstance(step, coll.AllToAll):
+            k = len(step.group)
+            moved = list(dims)
+            moved[step.split_dim] //= k
+            moved[step.concat_dim] *= k
+            return self._comm("AlltoAll", [x], Aval(tuple(moved), dtype), step.group, split_dim=step.split_dim,
+                              concat_dim=step.concat_dim, split_count=k)
+        return self._exchange(x, step)
+
+    def _slice(self, x: "_Value", begin, end) -> str:
+        n = len(begin)
+        shape = tuple(e - b for b, e in zip(begin, end))
+        return self.apply("StridedSlice", [x, tuple(begin), tuple(end), (1,) * n, 0, 0, 0, 0, 0],
+                          Aval(shape, self.avals[x].dtype))
+
+    def _exchange(self, x: "_Value", ex: coll.Exchange) -> str:
+        """Send/Receive of a plan's pieces (all sends, then all receives: a reader can post them
+        together), then the destination block concatenated from its grid of pieces."""
+        dtype = self.avals[x].dtype
+        world = tuple(range(self.tr.device_num))
+        self.groups[coll.WORLD_GROUP] = list(world)
+        base = {"group": coll.WORLD_GROUP, "group_ranks": coll.rank_list_name(world), "group_back": coll.WORLD_GROUP}
+        pieces = [self._slice(x, b, e) for _, b, e, _ in ex.sends]
+        sends = [self.apply("Send", [_Value(p)], self.avals[p], PRIMITIVE,
+                            {**base, "shape": self.avals[p].dims, "dest_rank": int(dst), "sr_tag": int(tag),
+                             "no_eliminate": True, "dtype": _mstype(dtype)})
+                 for p, (dst, _, _, tag) in zip(pieces, ex.sends)]
+        received = {}
+        for cell in ex.cells.flat:
+            if cell[0] == "recv":
+                _, src, shape, tag = cell
+                received[tag] = self.apply("Receive", [], Aval(tuple(shape), dtype), PRIMITIVE,
+                                           {**base, "shape": list(shape), "src_rank": int(src), "sr_tag": int(tag),
+                                            "no_eliminate": True, "dtype": _mstype(dtype)})
+        grid = np.empty(ex.cells.shape, dtype=object)
+        for at, cell in np.ndenumerate(ex.cells):
+            grid[at] = received[cell[3]] if cell[0] == "recv" else self._slice(x, cell[1], cell[2])
+        out = self._concat_grid(grid, 0)
+        if sends:
+            after = sends[0] if len(sends) == 1 else self.apply(
+                "MakeTuple", [_Value(v) for v in sends], tuple(self.avals[v] for v in sends), PRIMITIVE)
+            out = self.apply("Depend", [_Value(out), _Value(after)], self.avals[out], PRIMITIVE,
+                             {"side_effect_propagate": 1})
+        return out
+
+    def _concat_grid(self, grid: np.ndarray, axis: int) -> str:
+        """One value from a grid of pieces (``grid`` spans dims ``axis``...): each row is joined
+        along the later dims first, then the rows along ``axis``."""
+        if grid.ndim == 0 or grid.size == 1:
+            return grid.reshape(-1)[0]
+        parts = [self._concat_grid(sub, axis + 1) for sub in grid] if grid.ndim > 1 else list(grid)
+        if len(parts) == 1:
+            return parts[0]
+        avals = [self.avals[p] for p in parts]
+        dims = list(avals[0].dims)
+        dims[axis] = sum(a.dims[axis] for a in avals)
+        items = self.apply("MakeTuple", [_Value(p) for p in parts], tuple(avals), PRIMITIVE)
+        return self.apply("Concat", [_Value(items), axis], Aval(tuple(dims), avals[0].dtype))
+
+    # ------------------------------------------------------------------------- model
     def build(self) -> tuple[pb.ModelProto, list[tuple[pb.TensorProto, np.ndarray]]]:
-        m, tr = self.model, self.tr
-        m.ir_version, m.producer_name, m.producer_version = "1.1", "distinfer", __version__
-        m.model_version, m.little_endian, m.mind_ir_version = "2.10.0", True, 3
+        tr = self.tr
         self.graph.name = self.g
-        self.graph.attribute.append(encode_value("phase", "export"))
-        self.graph.attribute.append(encode_value("has_shard", tr.sharded))
+        for key, value in (("has_shard", tr.sharded), ("phase", "export"), ("training", False)):
+            self.graph.attribute.append(encode_value(key, value))
         for name, t in tr.inputs:
-            vi = self.graph.input.add(name=self.v(name))
-            vi.tensor.append(tensor_proto(t.asnumpy(), with_data=False))
-            vi.attr_info.CopyFrom(encode_value("layout", t.layout))
+            arr = t.asnumpy()
+            vi = self.graph.input.add(name=self._bind(name, arr))
+            vi.tensor.append(tensor_proto(arr, with_data=False))
+        weights = self._weights()
         for name, t in tr.consts.items():
-            self.constant(self.v(name), t.asnumpy(), t.layout)
+            self.values[name] = self.const(np.ascontiguousarray(t.asnumpy()))
+            self.avals[self.values[name]] = _aval(t.asnumpy())
         for s in tr.steps:
             (self.op_step if isinstance(s, OpStep) else self.comm_step)(s)
-        outs = [self.v(name) for name, _ in tr.outputs]
-        if tr.output_is_tuple:
-            out = self.v("output_tuple")
-            self._node("MakeTuple", outs, [out], {}, {})
-            outs = [out]
-        for name, (_, t) in zip(outs, tr.outputs if not tr.output_is_tuple else [(None, None)]):
-            vi = self.graph.output.add(name=name)
-            if t is not None:
-                vi.tensor.append(tensor_proto(t.asnumpy(), with_data=False))
-        weights = self._weights()
+        self._outputs()
         self._parallel()
         self._user_info()
-        return m, weights
+        return self.model, weights
+
+    def _bind(self, value: str, arr: np.ndarray) -> str:
+        name = f"{self.g}:{value}"
+        self.values[value], self.avals[name] = name, _aval(arr)
+        return name
 
     def _weights(self) -> list[tuple[pb.TensorProto, np.ndarray]]:
         out = []
         for value_name, p in self.tr.params.items():
             arr = np.ascontiguousarray(p.asnumpy())
-            t = tensor_proto(arr, name=self.v(value_name), with_data=False)
+            t = tensor_proto(arr, name=self._bind(value_name, arr), with_data=False)
             t.ref_key = p.name
             t.compression_type = pb.TensorProto.NO_COMPRESSION
             out.append((t, arr))
         return out
+
+    def _outputs(self) -> None:
+        """The graph's output; with weights, ``Depend(output, UpdateState(U, loads))`` as MindSpore
+        orders every read of a weight before the result."""
+        outs = [self.operand(name) for name, _ in self.tr.outputs]
+        if self.tr.output_is_tuple:
+            out = self.apply("MakeTuple", outs, tuple(self.avals[o] for o in outs), PRIMITIVE)
+        else:
+            out = str(outs[0])
+        if self.loads:
+            loads = list(self.loads.values())
+            after = loads[0] if len(loads) == 1 else self.apply(
+                "MakeTuple", [_Value(v) for v in loads], tuple(self.avals[v] for v in loads), PRIMITIVE)
+            state = self.apply("UpdateState", [_Value(self.monad), _Value(after)], MONAD, PRIMITIVE)
+            out = self.apply("Depend", [_Value(out), _Value(state)], self.avals[out], PRIMITIVE,
+                             {"side_effect_propagate": 1})
+        vi = self.graph.output.add(name=out)
+        aval = self.avals[out]
+        if isinstance(aval, Aval):
+            vi.tensor.add(dims=list(aval.dims), data_type=np_to_data_type(aval.dtype, out))
+        else:  # MindSpore describes a tuple output by its elements' abstracts
+            vi.denotation = "Tuple"
+            vi.attr_info.CopyFrom(_shape_attr(aval, name=""))
 
     def _params_with_layout(self):
         return [(p.name, p.layout) for p in self.tr.params.values() if p.layout is not None]
@@ -195,37 +383,67 @@ class _Builder:
         layouts = {name: [list(L.dev_matrix), L.tensor_map_list(), list(L.shape), L.opt_shard_size]
                    for name, L in self._params_with_layout()}
         info["distinfer.param_layouts"] = json.dumps(layouts, sort_keys=True)
+        info["distinfer.groups"] = json.dumps(self.groups, sort_keys=True)
+        if tr.sharded:
+            info["distinfer.kernels"] = json.dumps(self.kernels, sort_keys=True)
 
 
-def _prim_attrs(prim, strategy) -> dict:
-    out = {}
-    for k, val in prim.op_attrs().items():
-        try:
-            encode_value(k, val)
-        except TypeError:
-            log.debug("export: %s attribute %s (%s) is not recorded", prim.name, k, type(val).__name__)
-            continue
-        out[k] = val
-    if strategy is not None:
-        out["in_strategy"] = strategy
-    if prim.out_strategy is not None:
-        out["out_strategy"] = prim.out_strategy
-    return out
+class _Value(str):
+    """A MindIR value name (as opposed to a constant string input)."""
 
 
-def _boxes(boxes) -> tuple:
-    return tuple(tuple((int(a), int(b)) for a, b in box) for box in boxes)
+# ------------------------------------------------------------------------------ helpers
+def _call_args(s: OpStep) -> list:
+    """The traced call's arguments in order: :class:`Ref` for tensors, the constants themselves."""
+    args, k = [], 0
+    for pos in range(len(s.inputs) + len(s.consts)):
+        if pos in s.consts:
+            args.append(s.consts[pos])
+        else:
+            args.append(Ref(k))
+            k += 1
+    return args
 
 
-def _shapes(shapes) -> tuple:
-    return tuple(tuple(int(d) for d in s) for s in shapes)
+def _kernel_context(spec, call: Call, s: OpStep) -> list:
+    """``[in_boxes, out_boxes, in_shapes, out_shapes]`` of a sharded op, one entry per tensor input
+    of its MindSpore node (a scalar MindSpore turned into a 0-d tensor gets an empty box)."""
+    boxes, shapes = iter(s.in_boxes), iter(s.in_shapes)
+    in_boxes, in_shapes = [], []
+    args = call.args if spec.tuple_input else call.args[:spec.tensors]
+    for a in args:
+        if isinstance(a, Ref):
+            in_boxes.append([list(map(int, b)) for b in next(boxes)])
+            in_shapes.append([int(d) for d in next(shapes)])
+        else:
+            in_boxes.append([])
+            in_shapes.append([])
+    out_boxes = [[list(map(int, b)) for b in box] for box in s.out_boxes]
+    return [in_boxes, out_boxes, in_shapes, [[int(d) for d in shape] for shape in s.out_shapes]]
 
 
-def _abstract(name: str, arrays) -> pb.AttributeProto:
-    """MindSpore's ``shape`` node attribute: the local outputs' dims and dtypes."""
-    a = pb.AttributeProto(name=name, type=pb.AttributeProto.TENSORS)
-    for arr in arrays:
-        a.tensors.append(tensor_proto(np.asarray(arr), with_data=False))
+def _my_group(partition, rank: int) -> tuple[int, ...]:
+    return next(tuple(int(r) for r in g) for g in partition if rank in g)
+
+
+def _aval(arr: np.ndarray) -> Aval:
+    return Aval(tuple(int(d) for d in arr.shape), np.asarray(arr).dtype)
+
+
+def _mstype(dtype: Any):
+    from .. import dtype as mstype
+
+    return mstype.from_numpy(dtype)
+
+
+def _shape_attr(aval: Any, name: str = "shape") -> pb.AttributeProto:
+    """MindSpore's abstract of a value: its dims and dtype, a TUPLE of abstracts, or UMONAD."""
+    if aval is MONAD or isinstance(aval, Aval):
+        return abstract(name, [aval], is_tuple=False)
+    a = pb.AttributeProto(name=name, type=pb.AttributeProto.TUPLE)
+    for item in aval:
+        a.values.append(_shape_attr(item, ""))
+    a.seq_info.is_dyn_len = False
     return a
 
 
@@ -236,12 +454,14 @@ def build_model(tr: Trace, graph_name: str) -> tuple[pb.ModelProto, list[tuple[p
     >>> from distinfer import nn
     >>> from distinfer.exporter.trace import trace_network
     >>> model, weights = build_model(trace_network(nn.Dense(3, 2), [ms.Tensor(np.ones((1, 3), np.float32))]), "net")
-    >>> model.producer_name, [node.op_type for node in model.graph.node]
-    ('distinfer', ['REF::MatMul:1', 'REF::BiasAdd:2'])
+    >>> [n.op_type.split(":")[2] if n.op_type != "Constant" else "Constant" for n in model.graph.node]  # REF::<op>:<id>
+    ['Constant', 'Load', 'Constant', 'Constant', 'MatMul', 'Load', 'Constant', 'BiasAdd', 'MakeTuple', 'UpdateState', 'Depend']
     >>> [(proto.name, block.shape) for proto, block in weights]  # not in the model until write_mindir
     [('net:weight', (2, 3)), ('net:bias', (2,))]
     """
-    return _Builder(tr, graph_name).build()
+    from .._version import __version__ as version
+
+    return _Builder(tr, graph_name, version).build()
 
 
 def write_mindir(path: str, model: pb.ModelProto, weights: list[tuple[pb.TensorProto, np.ndarray]],

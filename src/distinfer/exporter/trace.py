@@ -71,9 +71,6 @@ class OpStep:
     in_shapes: list
     out_shapes: list
     out_dtypes: list
-    in_layouts: list  # Layout or None per tensor input
-    out_layouts: list
-    partial: list  # per output, pending partial-sum device axes
     out_arrays: list  # local kernel outputs (shapes/dtypes for the file)
 
 
@@ -181,8 +178,7 @@ class _Tracer:
         partial = list(lay.partial) if lay is not None and lay.partial else [() for _ in outs]
         out_layouts = list(lay.outputs) if lay is not None else [None] * len(outs)
         self.tr.steps.append(OpStep(prim, inputs, dict(ctx.consts), raw, list(ctx.in_boxes), list(ctx.out_boxes),
-                                    list(ctx.in_shapes), list(ctx.out_shapes), list(ctx.out_dtypes), in_layouts,
-                                    out_layouts, partial, list(outs)))
+                                    list(ctx.in_shapes), list(ctx.out_shapes), list(ctx.out_dtypes), list(outs)))
         finals = lay.final if lay is not None and lay.final else [None] * len(outs)
         for j, (name, res, F) in enumerate(zip(raw, results, finals)):
             if F is not None:

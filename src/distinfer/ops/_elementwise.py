@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import dtype as mstype
 from ..errors import OnnxExportError, StrategyError
+from .mindspore_form import FORMATS, Input, MsOp, axes, from_type_id, one_axis, type_id
 from .primitive import Primitive, batch_split, build
 
 __all__ = ["Add", "Sub", "Mul", "RealDiv", "Div", "Maximum", "Minimum", "Pow", "Less", "Greater", "LessEqual",
@@ -32,6 +33,7 @@ class _Elementwise(Primitive):
     """n-ary broadcasting op; ``fn`` computes on local blocks (and Python scalars in place)."""
 
     output_bool = False
+    mindir = MsOp(2)
 
     def infer(self, shapes, dtypes, consts):
         try:
@@ -235,6 +237,7 @@ class Equal(_Compare):
 # ------------------------------------------------------------------------------ unary
 class _Unary(_Elementwise):
     tensor_args = (0,)
+    mindir = MsOp(1)
 
     def grad(self, x, y, g):
         raise NotImplementedError(f"{self.name} has no gradient")
@@ -365,6 +368,7 @@ class Exp(_Unary):
 
 
 class Log(_Unary):
+    mindir = MsOp(1, attrs=(("base", -1.0), ("scale", 1.0), ("shift", 0.0), ("cust_aicpu", "Log")))
     onnx_op = "Log"
 
     def fn(self, x):
@@ -429,6 +433,8 @@ class Abs(_Unary):
 class Cast(_Unary):
     """``Cast()(x, dtype)``."""
 
+    mindir = MsOp(1, (Input("dtype", arg=1, encode=type_id, decode=from_type_id),))
+
     def infer(self, shapes, dtypes, consts):
         return [(tuple(shapes[0]), mstype.get_dtype(consts[1]))]
 
@@ -474,6 +480,8 @@ class _AxisUnsplit(_Unary):
 
 
 class Softmax(_AxisUnsplit):
+    mindir = MsOp(1, (Input("axis", attr="axis", encode=axes),))
+
     _onnx_name = "Softmax"
 
     def fn(self, x):
@@ -487,6 +495,8 @@ class Softmax(_AxisUnsplit):
 
 
 class LogSoftmax(_AxisUnsplit):
+    mindir = MsOp(1, (Input("axis", attr="axis", encode=one_axis),))
+
     _onnx_name = "LogSoftmax"
 
     def fn(self, x):
@@ -501,6 +511,9 @@ class LogSoftmax(_AxisUnsplit):
 
 class BiasAdd(Primitive):
     """``BiasAdd(data_format="NCHW")(x, bias)``: bias added along dim 1 (the channel)."""
+
+    mindir = MsOp(2, (Input("data_format", attr="data_format", encode=lambda v, call: FORMATS.index(v),
+                            decode=lambda v: FORMATS[v]),))
 
     def __init__(self, data_format: str = "NCHW") -> None:
         super().__init__()

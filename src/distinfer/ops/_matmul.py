@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import dtype as mstype
 from ..errors import StrategyError
+from .mindspore_form import MsOp, flag
 from .primitive import Primitive, batch_split, build
 
 _LOW = (np.dtype(np.float16), mstype.bfloat16.np)
@@ -56,7 +57,7 @@ class MatMul(Primitive):
 
     amp = "white"
     # MindSpore 2.x writes the transpose flags as node inputs 2 and 3.
-    mindir_inputs = ((2, "transpose_a"), (3, "transpose_b"))
+    mindir = MsOp(2, (flag("transpose_a"), flag("transpose_b")))
     to_onnx = _to_onnx
 
     def __init__(self, transpose_a: bool = False, transpose_b: bool = False) -> None:
@@ -130,7 +131,7 @@ class BatchMatMul(Primitive):
 
     amp = "white"
     # MindSpore 2.x writes the transpose flags as node inputs 2 and 3.
-    mindir_inputs = ((2, "transpose_a"), (3, "transpose_b"))
+    mindir = MsOp(2, (flag("transpose_a"), flag("transpose_b")))
     to_onnx = _to_onnx
 
     def __init__(self, transpose_a: bool = False, transpose_b: bool = False) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from .. import dtype as mstype
 from .._random import flat_indices, next_seed, uniform01
 from ..errors import OnnxExportError, StrategyError
+from .mindspore_form import PRIMITIVE, Input, MsOp, as_tensor, integer, local_depth, scalar_tensor
 from .primitive import Primitive, batch_split, build
 
 __all__ = ["Gather", "OneHot", "LayerNorm", "Dropout", "SparseSoftmaxCrossEntropyWithLogits",
@@ -22,6 +23,8 @@ __all__ = ["Gather", "OneHot", "LayerNorm", "Dropout", "SparseSoftmaxCrossEntrop
 
 class Gather(Primitive):
     """``Gather(batch_dims=0)(input_params, input_indices, axis)``."""
+
+    mindir = MsOp(2, (Input("axis", arg=2, encode=lambda v, call: int(v)), integer("batch_dims")))
 
     tensor_args = (0, 1)
 
@@ -86,6 +89,10 @@ class Gather(Primitive):
 class OneHot(Primitive):
     """``OneHot(axis=-1)(indices, depth, on_value, off_value)``; strategy is for the output."""
 
+    mindir = MsOp(1, (Input("depth", arg=1, encode=local_depth),
+                      Input("on_value", arg=2, encode=scalar_tensor, decode=as_tensor),
+                      Input("off_value", arg=3, encode=scalar_tensor, decode=as_tensor), integer("axis")))
+
     tensor_args = (0,)
     repeat_left = True
     depth_split = 1  # from the last entry of the output strategy given to shard()
@@ -147,6 +154,9 @@ class OneHot(Primitive):
 class LayerNorm(Primitive):
     """``LayerNorm(begin_norm_axis=1, begin_params_axis=1, epsilon=1e-7)(x, gamma, beta)``
     -> ``(y, mean, variance)``; the normalised dims must not be split."""
+
+    mindir = MsOp(3, (integer("begin_norm_axis"), integer("begin_params_axis"),
+                      Input("epsilon", attr="epsilon", encode=lambda v, call: float(v))), tuple_output=True)
 
     def __init__(self, begin_norm_axis: int = 1, begin_params_axis: int = 1, epsilon: float = 1e-7) -> None:
         super().__init__()
@@ -226,6 +236,11 @@ class Dropout(Primitive):
     depend on how the tensor is laid out across ranks.
     """
 
+    mindir = MsOp(1, (Input("keep_prob", attr="keep_prob", encode=lambda v, call: float(v)),
+                      Input("Seed0", attr="Seed0", get=lambda p: p.seed >> 32),
+                      Input("Seed1", attr="Seed1", get=lambda p: p.seed & 0xFFFFFFFF)),
+                  attrs=(("side_effect_hidden", True),), tuple_output=True)
+
     tensor_args = (0,)
     onnx_refusal = ("its mask comes from distinfer's seeded generator, which ONNX's Dropout (random or identity) "
                     "cannot reproduce; export in inference mode (net.set_train(False)), where nn.Dropout skips it")
@@ -261,6 +276,8 @@ class SparseSoftmaxCrossEntropyWithLogits(Primitive):
     The class dim must be whole; a split batch gives a partial sum of per-rank losses over the
     global batch size.
     """
+
+    mindir = MsOp(2, prim_type=PRIMITIVE, attrs=(("sens", 1.0),), prim_attrs=("is_grad",))
 
     def __init__(self, is_grad: bool = False) -> None:
         super().__init__()
@@ -309,6 +326,8 @@ class SparseSoftmaxCrossEntropyWithLogits(Primitive):
 
 class SoftmaxCrossEntropyWithLogits(Primitive):
     """``SoftmaxCrossEntropyWithLogits()(logits, labels)`` -> ``(loss [N], dlogits [N, C])``."""
+
+    mindir = MsOp(2, prim_type=PRIMITIVE, tuple_output=True)
 
     def infer(self, shapes, dtypes, consts):
         if tuple(shapes[0]) != tuple(shapes[1]) or len(shapes[0]) != 2:

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from .. import dtype as mstype
+from .mindspore_form import Input, MsOp, axes, flag, integer
 from .primitive import Primitive, build
 
 __all__ = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMaxWithValue"]
@@ -28,8 +30,13 @@ def _axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+# MindSpore's reductions take the axes and keep_dims as node inputs.
+_REDUCE_INPUTS = (Input("axis", arg=1, encode=axes), flag("keep_dims"))
+
+
 class _Reduce(Primitive):
     tensor_args = (0,)
+    mindir = MsOp(1, _REDUCE_INPUTS)
     partial_op = "sum"
     # ONNX: the reduction of the same name; opset 13 made ReduceSum's axes an input, the others keep
     # them as an attribute until opset 18 (the writer's opset is 17).
@@ -81,6 +88,8 @@ class _Reduce(Primitive):
 
 
 class ReduceSum(_Reduce):
+    mindir = MsOp(1, _REDUCE_INPUTS + (Input("skip_mode", value=False),))
+
     _onnx_name, _onnx_axes_input = "ReduceSum", True
 
     def reduce(self, x, axes, ctx):
@@ -128,6 +137,8 @@ class ReduceMin(_Reduce):
 
 class ArgMaxWithValue(Primitive):
     """``ArgMaxWithValue(axis=0, keep_dims=False)(x)`` -> (index, value); the axis must be whole."""
+
+    mindir = MsOp(1, (integer("axis"), flag("keep_dims")), out_dtypes=(mstype.int64, None), tuple_output=True)
 
     def __init__(self, axis: int = 0, keep_dims: bool = False) -> None:
         super().__init__()

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import StrategyError
 from ..layout import Layout
+from .mindspore_form import GetItem, Input, MsOp, axes, integer, local_shape
 from .primitive import FollowsInput, Primitive, build
 
 __all__ = ["Reshape", "Flatten", "Transpose", "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem",
@@ -71,6 +72,8 @@ class _FollowInput(FollowsInput, Primitive):
 class Reshape(_FollowInput):
     """``Reshape()(x, shape)``; one ``-1`` may be inferred."""
 
+    mindir = MsOp(1, (Input("shape", arg=1, encode=local_shape),))
+
     def infer(self, shapes, dtypes, consts):
         src = tuple(shapes[0])
         shape = list(consts[1].asnumpy().tolist() if hasattr(consts[1], "asnumpy") else consts[1])
@@ -102,6 +105,8 @@ class Reshape(_FollowInput):
 class Flatten(_FollowInput):
     """``Flatten()(x)``: ``[N, ...] -> [N, prod(...)]``."""
 
+    mindir = MsOp(1)
+
     def infer(self, shapes, dtypes, consts):
         s = tuple(shapes[0])
         if not s:
@@ -123,6 +128,8 @@ class Flatten(_FollowInput):
 
 class Transpose(_FollowInput):
     """``Transpose()(x, perm)``; with a strategy it splits x as given, else it keeps x's layout."""
+
+    mindir = MsOp(1, (Input("input_perm", arg=1, encode=axes),))
 
     def infer(self, shapes, dtypes, consts):
         perm = tuple(consts[1])
@@ -155,6 +162,8 @@ class Transpose(_FollowInput):
 class ExpandDims(_FollowInput):
     """``ExpandDims()(x, axis)``."""
 
+    mindir = MsOp(1, (Input("axis", arg=1, encode=lambda v, call: int(v)),))
+
     def infer(self, shapes, dtypes, consts):
         s = list(shapes[0])
         a = consts[1]
@@ -181,6 +190,8 @@ class ExpandDims(_FollowInput):
 
 class Squeeze(_FollowInput):
     """``Squeeze(axis=())(x)``: removes the given size-1 dims (all of them by default)."""
+
+    mindir = MsOp(1, (Input("axis", attr="axis", encode=axes),))
 
     def __init__(self, axis=()) -> None:
         super().__init__()
@@ -216,6 +227,8 @@ class Squeeze(_FollowInput):
 
 class Concat(Primitive):
     """``Concat(axis=0)((x1, x2, ...))``; the axis must not be split."""
+
+    mindir = MsOp(0, (integer("axis"),), tuple_input=True)
 
     def __init__(self, axis: int = 0) -> None:
         super().__init__()
@@ -262,6 +275,8 @@ class Concat(Primitive):
 
 class Split(Primitive):
     """``Split(axis=0, output_num=1)(x)``: equal pieces; the axis must not be split."""
+
+    mindir = MsOp(1, (integer("axis"), integer("output_num")), tuple_output=True)
 
     tensor_args = (0,)
 
@@ -340,6 +355,9 @@ class TensorGetItem(_FollowInput):
     Dims cut by the index are made whole first; the others keep their split. The index is passed
     as :func:`encode_index` entries.
     """
+
+    mindir = GetItem(1, tuple(Input(n) for n in ("begin", "end", "strides", "begin_mask", "end_mask", "ellipsis_mask",
+                                                 "new_axis_mask", "shrink_axis_mask")), name="StridedSlice")
 
     def _dims(self, shape, entries):
         """Per entry: the input dim it reads (None for a new axis) and whether it keeps that dim whole."""

@@ -265,7 +265,7 @@ class Primitive:
 
     A public subclass defined in ``distinfer.ops`` is an op: it registers itself in
     :mod:`distinfer.ops.registry` and declares its other facts as class attributes (``ms_aliases``,
-    ``mindir_inputs``, ``amp``, ``onnx_op`` / ``to_onnx`` / ``onnx_refusal``).
+    ``mindir``, ``amp``, ``onnx_op`` / ``to_onnx`` / ``onnx_refusal``).
 
     >>> import numpy as np, distinfer as ms
     >>> mm = ms.ops.MatMul().shard(((2, 1), (1, 1)))
@@ -281,9 +281,9 @@ class Primitive:
     # ------------------------------------------------------------ registry facts (see ops/registry.py)
     #: Other names MindSpore gives this op in MindIR files (its class name is always one).
     ms_aliases: tuple[str, ...] = ()
-    #: Constructor arguments MindSpore 2.x writes as node inputs after the call's own arguments:
-    #: ``(input position, attribute)`` pairs, e.g. MatMul's ``((2, "transpose_a"), (3, "transpose_b"))``.
-    mindir_inputs: tuple[tuple[int, str], ...] = ()
+    #: How MindSpore 2.10 writes the op in a MindIR file (a :class:`~distinfer.ops.mindspore_form.MsOp`:
+    #: primitive name, constant node inputs, attributes); None: the op cannot be exported to MindIR.
+    mindir: Any = None
     #: The MindSpore amp list the op is on: "white" runs it in float16 under ``amp_level="O1"``.
     amp: str | None = None
     #: The ONNX operator computing the op from the call's arguments in order, with no attributes.

@@ -5,8 +5,9 @@ Where is a new op registered? In its own class, and nowhere else. Defining a pub
 class name and its ``ms_aliases`` (``Primitive.__init_subclass__`` calls :func:`register`). The class
 carries every other fact about the op as class attributes and methods: layout rule, kernel and
 ``bprop``; ``amp`` (the MindSpore amp list it is on); ``onnx_op`` or ``to_onnx`` (its ONNX form) or
-``onnx_refusal`` (why it has none); ``mindir_inputs`` (constructor arguments that MindSpore 2.x
-writes as node inputs). Code that holds a primitive asks the primitive; code that only has a name
+``onnx_refusal`` (why it has none); ``mindir`` (how MindSpore writes it in a MindIR file: primitive
+name, constant node inputs, attributes; a MindSpore primitive name other than the class name is
+registered as an alias). Code that holds a primitive asks the primitive; code that only has a name
 (a node of a MindIR file) asks :func:`lookup`. Classes whose names start with ``_`` are shared
 bases, not ops.
 
@@ -18,7 +19,7 @@ bases, not ops.
 """
 from __future__ import annotations
 
-__all__ = ["register", "lookup", "ops", "amp_ops", "converts_to_onnx"]
+__all__ = ["register", "lookup", "ops", "amp_ops", "converts_to_onnx", "mindir_form"]
 
 # Primitive subclasses (primitive.py imports this module, so it names no type from there).
 _OPS: dict[str, type] = {}  # class name -> class
@@ -35,7 +36,8 @@ def register(cls: type) -> None:
     ...
     ValueError: op registry: the name 'Add' of my_ops.Add is already taken by distinfer.ops._elementwise.Add
     """
-    names = (cls.__name__, *cls.ms_aliases)
+    form = cls.__dict__.get("mindir")  # a form the class declares itself may name MindSpore's primitive
+    names = (cls.__name__, *cls.ms_aliases) + ((form.name,) if form is not None and form.name else ())
     for name in names:
         other = _BY_NAME.get(name)
         if other is not None and other is not cls:
@@ -68,6 +70,17 @@ def converts_to_onnx(cls: type) -> bool:
     (True, True)
     """
     return cls.onnx_refusal is None and (cls.onnx_op is not None or cls.to_onnx is not None)
+
+
+def mindir_form(cls: type):
+    """How MindSpore writes ``cls`` (its ``mindir`` form, named after the class unless the form names
+    MindSpore's primitive itself), or None if the op has no MindIR form.
+
+    >>> from distinfer.ops import registry
+    >>> registry.mindir_form(registry.lookup("Div")).name, registry.mindir_form(registry.lookup("TensorGetItem")).name
+    ('Div', 'StridedSlice')
+    """
+    return None if cls.mindir is None else cls.mindir.named(cls.__name__)
 
 
 def _qualname(cls: type) -> str:
