@@ -1,7 +1,7 @@
 """Export and load: ``distinfer.export`` (MindIR per rank, or ONNX), ``distinfer.load``, ``nn.GraphCell``.
 
 Modules: :mod:`.trace` (one concrete run under an executor observer), :mod:`.mindir_writer`
-(MindSpore 2.10's graph of a trace), :mod:`.mindspore_ops` (MindSpore's primitive per op),
+(MindSpore 2.10's graph of a trace), :mod:`.mindspore_ops` (MindSpore's primitives, found through the op registry),
 :mod:`.collectives` (redistributions as MindSpore's collectives), :mod:`.mindir_reader`,
 :mod:`.interpreter` (GraphCell), :mod:`.onnx_writer` and :mod:`.verify` (reassembling an
 export's weights and comparing them with checkpoints; the ``verify`` CLI).
