@@ -20,3 +20,13 @@ def ms_fixtures() -> Path:
     if not MS_FIXTURES.is_dir():
         pytest.fail(f"MindSpore fixtures not found at {MS_FIXTURES}; set DISTINFER_MS_FIXTURES")
     return MS_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def mindspore_python() -> str:
+    """A Python with real MindSpore installed (``DISTINFER_MINDSPORE_PYTHON``, else /work/msenv/bin/python),
+    for optional side-by-side tests; they are skipped without one."""
+    path = os.environ.get("DISTINFER_MINDSPORE_PYTHON", "/work/msenv/bin/python")
+    if not Path(path).is_file():
+        pytest.skip(f"no MindSpore interpreter at {path} (set DISTINFER_MINDSPORE_PYTHON to compare with MindSpore)")
+    return path

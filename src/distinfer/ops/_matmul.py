@@ -14,12 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtype as mstype
+from .._cpu import flushing
 from ..errors import StrategyError
 from .primitive import Primitive, batch_split, build
 
 _LOW = (np.dtype(np.float16), mstype.bfloat16.np)
 
 
+@flushing  # subnormal operands and products are zero, as in MindSpore's matmul kernels
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``np.matmul``; float16/bfloat16 operands are multiplied in float32 and the product rounded
     back, as low-precision matrix units accumulate (numpy's own float16 matmul has no BLAS and

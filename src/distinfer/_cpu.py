@@ -1,0 +1,196 @@
+"""The CPU a rank computes on: how many BLAS threads it runs, and subnormal numbers.
+
+**Threads per rank.** BLAS (and OpenMP) libraries start one thread per core in every process,
+so N ranks on one node would run N times more compute threads than there are cores and spend
+their time fighting over them. :func:`share_cores` gives each rank its share of the node's
+cores, counting the ranks on the node through MPI itself (``MPI_COMM_TYPE_SHARED``), so it
+works however the job was started: plain ``mpirun``, ``distinfer.launch`` or a cluster's own
+launcher. A thread count the user set (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ...) is
+kept, and a rank never runs more threads than the cores it is bound to.
+
+**Subnormals.** Float32 values below 1.2e-38 (e.g. the softmax probabilities of a large
+vocabulary that underflow) take a slow path in many CPUs' arithmetic units. MindSpore's CPU
+kernels flush them to zero in their matmuls and exponentials; :func:`flush_subnormals` does
+the same for the kernel it wraps by setting the thread's flush-to-zero and
+denormals-are-zero modes (x86 MXCSR FTZ/DAZ, ARM FPCR FZ) for its duration, through the C
+library's ``fegetenv``/``fesetenv``. BLAS worker threads are started once more under that
+mode (new threads inherit the floating-point environment of the thread that creates them),
+so the part of a matmul they compute flushes too. Elementwise ops outside these kernels keep
+subnormals, as MindSpore's do.
+
+>>> import numpy as np
+>>> from distinfer._cpu import flush_subnormals
+>>> tiny = np.full(2, 1e-39, np.float32)  # subnormal
+>>> with flush_subnormals():
+...     flushed = tiny * np.float32(1.0)
+>>> flushed.tolist(), (tiny * np.float32(1.0)).tolist() == tiny.tolist()
+([0.0, 0.0], True)
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import logging
+import os
+import platform
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["flush_subnormals", "flushing", "share_cores", "blas_threads", "THREAD_VARS"]
+
+# Thread-count variables a user (or distinfer.launch) may set; any of them set means "keep mine".
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+               "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+# ------------------------------------------------------------------------------ subnormals
+class _FloatEnv:
+    """The calling thread's floating-point environment through glibc's ``fenv_t``, where the
+    flush bits sit at a known place: x86-64 keeps MXCSR at byte 28 (FTZ bit 15, DAZ bit 6),
+    AArch64 keeps FPCR at byte 0 (FZ bit 24)."""
+
+    _LAYOUT = {"x86_64": (32, 28, 0x8040), "amd64": (32, 28, 0x8040), "aarch64": (8, 0, 1 << 24),
+               "arm64": (8, 0, 1 << 24)}
+
+    def __init__(self) -> None:
+        size, self.offset, self.bits = self._LAYOUT[platform.machine().lower()]
+        self.libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+        self.buffer = ctypes.c_ubyte * size
+        saved = self.get()
+        if self.set(self.with_flush(saved)) or not self.flushing():
+            raise OSError("fesetenv did not set the flush-to-zero mode")
+        self.set(saved)
+
+    def get(self):
+        env = self.buffer()
+        self.libm.fegetenv(env)
+        return env
+
+    def set(self, env) -> int:
+        return self.libm.fesetenv(env)
+
+    def with_flush(self, env):
+        word = int.from_bytes(bytes(env[self.offset:self.offset + 4]), "little") | self.bits
+        out = self.buffer.from_buffer_copy(env)
+        out[self.offset:self.offset + 4] = list(word.to_bytes(4, "little"))
+        return out
+
+    def flushing(self) -> bool:
+        env = self.get()
+        return int.from_bytes(bytes(env[self.offset:self.offset + 4]), "little") & self.bits == self.bits
+
+
+@functools.lru_cache(maxsize=None)
+def _float_env() -> _FloatEnv | None:
+    try:
+        return _FloatEnv()
+    except (KeyError, OSError, AttributeError) as exc:
+        log.info("subnormals are not flushed on this platform (%s): %s", platform.machine(), exc)
+        return None
+
+
+@contextlib.contextmanager
+def flush_subnormals() -> Iterator[None]:
+    """Run the block with subnormal inputs and results of float arithmetic taken as zero, in
+    this thread and in the BLAS threads its matmuls use (a no-op where the platform has no such mode)."""
+    fenv = _float_env()
+    if fenv is None or fenv.flushing():
+        yield
+        return
+    saved = fenv.get()
+    fenv.set(fenv.with_flush(saved))
+    try:
+        _restart_blas_threads()
+        yield
+    finally:
+        fenv.set(saved)
+
+
+def flushing(function):
+    """Decorator: ``function`` runs inside :func:`flush_subnormals` (for kernels that flush as MindSpore's do)."""
+
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        with flush_subnormals():
+            return function(*args, **kwargs)
+
+    return run
+
+
+_BLAS_RESTARTED = False
+
+
+def _restart_blas_threads() -> None:
+    """Once, from inside a flushing block: stop OpenBLAS's worker threads and start them again,
+    so they inherit the flush mode. Other BLAS libraries keep their threads as they are."""
+    global _BLAS_RESTARTED
+    if _BLAS_RESTARTED:
+        return
+    _BLAS_RESTARTED = True
+    for lib in _openblas_pthread_libs():
+        lib.blas_thread_shutdown_()
+        lib.blas_thread_init()
+
+
+def _openblas_pthread_libs() -> list:
+    """The loaded OpenBLAS libraries with their own (pthreads) thread pool."""
+    try:
+        import numpy  # noqa: F401  (loads numpy's BLAS)
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return []
+    libs = []
+    for info in threadpool_info():
+        if info.get("internal_api") != "openblas" or info.get("threading_layer") != "pthreads":
+            continue
+        lib = ctypes.CDLL(info["filepath"])
+        if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
+            libs.append(lib)
+        else:
+            log.info("%s has no thread-pool restart: its worker threads keep subnormals", info["filepath"])
+    return libs
+
+
+# ---------------------------------------------------------------------------- threads
+def _bound_cores() -> int:
+    """Cores this process may run on (its affinity mask; a launcher may bind ranks to cores)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def share_cores(ranks_on_node: int, cores: int | None = None) -> int | None:
+    """Limit this process's BLAS/OpenMP threads to its share of the node's ``cores``
+    (``os.cpu_count()`` by default) among ``ranks_on_node`` ranks, and to the cores it is bound
+    to. Returns the thread count set, or None when a thread variable in the environment
+    says the user chose (then nothing changes).
+
+    """
+    if any(os.environ.get(v) for v in THREAD_VARS):
+        return None
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, min(cores // max(ranks_on_node, 1), _bound_cores()))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    global _BLAS_RESTARTED
+    _BLAS_RESTARTED = False  # a larger pool may have started threads outside any flushing block
+    log.info("%d rank(s) on this node, %d core(s): %d compute thread(s) per rank", ranks_on_node, cores, threads)
+    return threads
+
+
+def blas_threads() -> int:
+    """The BLAS thread count now in force (the largest over the loaded BLAS libraries).
+
+    >>> from distinfer._cpu import blas_threads
+    >>> blas_threads() >= 1
+    True
+    """
+    import numpy  # noqa: F401  (loads numpy's BLAS)
+    from threadpoolctl import threadpool_info
+
+    return max((i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"), default=1)
