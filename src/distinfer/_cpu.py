@@ -29,12 +29,9 @@ subnormals, as MindSpore's do.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import functools
 import logging
 import os
-import platform
 from typing import Iterator
 
 log = logging.getLogger(__name__)
@@ -56,7 +53,9 @@ class _FloatEnv:
                "arm64": (8, 0, 1 << 24)}
 
     def __init__(self) -> None:
-        size, self.offset, self.bits = self._LAYOUT[platform.machine().lower()]
+        import ctypes.util  # here, not at import: only kernels that flush need it
+
+        size, self.offset, self.bits = self._LAYOUT[os.uname().machine.lower()]
         self.libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
         self.buffer = ctypes.c_ubyte * size
         saved = self.get()
@@ -74,7 +73,7 @@ class _FloatEnv:
 
     def with_flush(self, env):
         word = int.from_bytes(bytes(env[self.offset:self.offset + 4]), "little") | self.bits
-        out = self.buffer.from_buffer_copy(env)
+        out = self.buffer.from_buffer_copy(env)  # a ctypes array type
         out[self.offset:self.offset + 4] = list(word.to_bytes(4, "little"))
         return out
 
@@ -88,7 +87,7 @@ def _float_env() -> _FloatEnv | None:
     try:
         return _FloatEnv()
     except (KeyError, OSError, AttributeError) as exc:
-        log.info("subnormals are not flushed on this platform (%s): %s", platform.machine(), exc)
+        log.info("subnormals are not flushed on this platform (%s): %s", os.uname().machine, exc)
         return None
 
 
@@ -146,6 +145,8 @@ def _openblas_pthread_libs() -> list:
     for info in threadpool_info():
         if info.get("internal_api") != "openblas" or info.get("threading_layer") != "pthreads":
             continue
+        import ctypes
+
         lib = ctypes.CDLL(info["filepath"])
         if hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
             libs.append(lib)

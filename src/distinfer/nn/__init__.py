@@ -13,6 +13,7 @@ __all__ = ["Cell", "CellList", "SequentialCell", "Dense", "ReLU", "GELU", "Sigmo
            "WithLossCell", "WithEvalCell", "TrainOneStepCell", "DistributedGradReducer", "PipelineCell",
            "TrainOneStepWithLossScaleCell", "DynamicLossScaleUpdateCell", "FixedLossScaleUpdateCell"]
 
-from ..exporter.interpreter import GraphCell  # noqa: E402
+from .._lazy import lazy_exports  # noqa: E402
 
 __all__ += ["GraphCell"]
+__getattr__, __dir__ = lazy_exports(__name__, {"GraphCell": "..exporter.interpreter"})  # reads MindIR: protobuf
