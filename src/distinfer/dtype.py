@@ -36,12 +36,14 @@ class Type:
     (True, 'Float32')
     """
 
-    __slots__ = ("name", "_np", "_make_np", "safetensors")
+    __slots__ = ("name", "_np", "_make_np", "_itemsize", "safetensors")
 
-    def __init__(self, name: str, np_dtype: Any, safetensors: str | None, make_np=None) -> None:
+    def __init__(self, name: str, np_dtype: Any, safetensors: str | None, make_np=None,
+                 itemsize: int | None = None) -> None:
         self.name = name
         self._np = np.dtype(np_dtype) if np_dtype is not None else None
-        self._make_np = make_np  # gives the numpy type on first use (bfloat16)
+        self._make_np = make_np  # gives the numpy type on first use (bfloat16), whose size is ``itemsize``
+        self._itemsize = itemsize
         self.safetensors = safetensors
 
     @property
@@ -68,7 +70,7 @@ class Type:
 
     @property
     def itemsize(self) -> int:
-        return self.np.itemsize
+        return self._itemsize if self._np is None and self._itemsize else self.np.itemsize
 
 
 bool_ = Type("Bool", np.bool_, "BOOL")
@@ -91,7 +93,7 @@ def _ml_dtypes_bfloat16() -> type:
     return ml_dtypes.bfloat16
 
 
-bfloat16 = Type("BFloat16", None, "BF16", make_np=_ml_dtypes_bfloat16)
+bfloat16 = Type("BFloat16", None, "BF16", make_np=_ml_dtypes_bfloat16, itemsize=2)
 # Two 4-bit integers per byte; kept as packed uint8 bytes (MindSpore's "Int4" records).
 qint4x2 = Type("Int4", np.uint8, None)
 # ckpt string records ("str"): UTF-32-LE code units, numpy's native unicode layout.
