@@ -17,11 +17,13 @@ other sides read them:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -44,6 +46,30 @@ def add_size_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--ffn", type=int, default=3072)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--batch", type=int, default=4)
+
+
+def bench_args(description: str, repeat: int, argv=None, extra=lambda ap: None) -> argparse.Namespace:
+    """The options bench_predict.py and bench_train.py share (and ``extra`` ones)."""
+    ap = argparse.ArgumentParser(description=description)
+    add_size_args(ap)
+    ap.add_argument("--ranks", default="1,2,4,8", help="distinfer rank counts (1 = one plain process)")
+    ap.add_argument("--rounds", type=int, default=3, help="fresh-process rounds per contender")
+    ap.add_argument("--repeat", type=int, default=repeat, help="timed calls per process")
+    ap.add_argument("--mindspore-python", help="a Python with MindSpore installed")
+    ap.add_argument("--no-mindspore", action="store_true", help="skip the MindSpore contender")
+    extra(ap)
+    return ap.parse_args(argv)
+
+
+@contextlib.contextmanager
+def prepared(a: argparse.Namespace, task: str):
+    """A temporary folder with the weights, inputs and ONNX export (``--side prepare``)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_{task}_") as tmp:
+        d = Path(tmp)
+        prep = run_side(side_command(sys.executable, "prepare", a, d, task))
+        if "error" in prep:
+            raise SystemExit(f"prepare failed: {prep['error']}")
+        yield d
 
 
 def net_config(a: argparse.Namespace) -> dict:
@@ -97,22 +123,6 @@ def side_prepare(a: argparse.Namespace, d: Path) -> dict:
     return {"params": len(full_params(net))}
 
 
-class _TokenLoss:
-    """Cross entropy over every token (logits [B, S, V], labels [B, S]), for either framework."""
-
-    @staticmethod
-    def make(nn):
-        class TokenLoss(nn.Cell):
-            def __init__(self):
-                super().__init__()
-                self.ce = nn.CrossEntropyLoss()
-
-            def construct(self, logits, labels):
-                return self.ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
-
-        return TokenLoss()
-
-
 def side_distinfer(a: argparse.Namespace, d: Path) -> dict:
     """Predict or one training step, in one process or as one rank of an MPI job."""
     sys.path.insert(0, str(ROOT / "examples"))
@@ -120,7 +130,7 @@ def side_distinfer(a: argparse.Namespace, d: Path) -> dict:
     from distinfer import nn
     from distinfer.communication import _backend, init
     from distinfer.parallel import _executor as ex
-    from gpt_block import GPTBlock, shard_gpt
+    from gpt_block import GPTBlock, TokenLoss, shard_gpt
 
     init()
     world = _backend.world()
@@ -138,8 +148,7 @@ def side_distinfer(a: argparse.Namespace, d: Path) -> dict:
         out["seconds"] = _timed(lambda: model.predict(x), a.repeat, world.barrier)
         out.update(_comm_counts(world, ex, lambda: model.predict(x)))
     else:
-        step = nn.TrainOneStepCell(nn.WithLossCell(net, _TokenLoss.make(nn)),
-                                   nn.Momentum(net.trainable_params(), 0.01, 0.9))
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, TokenLoss()), nn.Momentum(net.trainable_params(), 0.01, 0.9))
         feed = [ms.Tensor(ids), ms.Tensor(labels)]
         if world.size > 1:
             from distinfer.train.model import _distribute_inputs
@@ -216,7 +225,7 @@ def side_mindspore(a: argparse.Namespace, d: Path) -> dict:
         np.save(d / "mindspore_out.npy", model.predict(x).asnumpy())
         out["seconds"] = _timed(lambda: model.predict(x).asnumpy(), a.repeat)
     else:
-        step = nn.TrainOneStepCell(nn.WithLossCell(net, _TokenLoss.make(nn)),
+        step = nn.TrainOneStepCell(nn.WithLossCell(net, gpt_block.TokenLoss()),
                                    nn.Momentum(net.trainable_params(), 0.01, 0.9))
         x, y = ms.Tensor(ids), ms.Tensor(labels)
         out["first_loss"] = float(step(x, y).asnumpy())

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,15 +30,10 @@ LAUNCH, PLAIN, ONE = "distinfer {n} ranks (launch)", "distinfer 2 ranks (plain m
 
 
 def _args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    gb.add_size_args(ap)
-    ap.add_argument("--ranks", default="1,2,4,8", help="distinfer rank counts (1 = one plain process)")
-    ap.add_argument("--rounds", type=int, default=3, help="fresh-process rounds per contender")
-    ap.add_argument("--repeat", type=int, default=5, help="timed calls per process")
-    ap.add_argument("--mindspore-python", help="a Python with MindSpore installed")
-    ap.add_argument("--no-mindspore", action="store_true", help="skip the MindSpore contender")
-    ap.add_argument("--no-onnxruntime", action="store_true", help="skip the onnxruntime contender")
-    return ap.parse_args(argv)
+    def extra(ap):
+        ap.add_argument("--no-onnxruntime", action="store_true", help="skip the onnxruntime contender")
+
+    return gb.bench_args(__doc__.splitlines()[0], 5, argv, extra)
 
 
 def contenders(a: argparse.Namespace, d: Path, task: str) -> dict:
@@ -71,12 +65,7 @@ def report_imports(a: argparse.Namespace) -> None:
 
 def main(argv=None) -> int:
     a = _args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
-        d = Path(tmp)
-        prep = gb.run_side(gb.side_command(sys.executable, "prepare", a, d, "predict"))
-        if "error" in prep:
-            print(f"prepare failed: {prep['error']}")
-            return 1
+    with gb.prepared(a, "predict") as d:
         runs = contenders(a, d, "predict")
         if not a.no_onnxruntime:
             runs["onnxruntime (distinfer's ONNX)"] = (gb.side_command(sys.executable, "onnxruntime", a, d, "predict"),

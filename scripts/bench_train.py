@@ -20,9 +20,7 @@ Informational only; nothing asserts on timings.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,14 +33,7 @@ from bench_predict import ONE, contenders  # noqa: E402
 
 
 def _args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    gb.add_size_args(ap)
-    ap.add_argument("--ranks", default="1,2,4,8", help="distinfer rank counts (1 = one plain process)")
-    ap.add_argument("--rounds", type=int, default=3, help="fresh-process rounds per contender")
-    ap.add_argument("--repeat", type=int, default=3, help="timed steps per process")
-    ap.add_argument("--mindspore-python", help="a Python with MindSpore installed")
-    ap.add_argument("--no-mindspore", action="store_true", help="skip the MindSpore contender")
-    return ap.parse_args(argv)
+    return gb.bench_args(__doc__.splitlines()[0], 3, argv)
 
 
 def subnormal_products(a: argparse.Namespace) -> tuple[float, float, float]:
@@ -80,12 +71,7 @@ def subnormal_products(a: argparse.Namespace) -> tuple[float, float, float]:
 
 def main(argv=None) -> int:
     a = _args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        d = Path(tmp)
-        prep = gb.run_side(gb.side_command(sys.executable, "prepare", a, d, "train"))
-        if "error" in prep:
-            print(f"prepare failed: {prep['error']}")
-            return 1
+    with gb.prepared(a, "train") as d:
         res = gb.measure(contenders(a, d, "train"), a.rounds)
     print(f"GPT block vocab={a.vocab} hidden={a.hidden} heads={a.heads} ffn={a.ffn} seq={a.seq} batch={a.batch}: "
           f"one Momentum training step, median of {a.rounds} fresh-process rounds x {a.repeat} steps")
