@@ -165,6 +165,13 @@ def test_matmul_flushes_subnormal_operands_in_every_blas_thread(threads):
     assert np.count_nonzero((grad @ weight)[1::2]) > 0  # plain numpy (no flush mode) keeps them
 
 
+def test_exp_and_softmax_flush_underflowing_results_as_mindspore_does():
+    """MindSpore 2.10 on CPU: Exp(-100) is 0 (not 3.8e-44), Softmax([0, -100]) is [1, 0]."""
+    assert ops.Exp()(ms.Tensor(np.array([-100.0, -80.0], np.float32))).asnumpy()[0] == 0.0
+    assert ops.Softmax()(ms.Tensor(np.array([[0.0, -100.0]], np.float32))).asnumpy().tolist() == [[1.0, 0.0]]
+    assert np.exp(np.float32(-100.0)) != 0  # numpy alone gives a subnormal
+
+
 def test_elementwise_ops_keep_subnormals_as_mindspore_does():
     x = np.full(4, 1e-39, np.float32)
     assert ops.Add()(ms.Tensor(x), ms.Tensor(x)).asnumpy().tolist() == (x + x).tolist()
