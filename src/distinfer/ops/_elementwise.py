@@ -7,8 +7,6 @@ dim 0 of every input whose broadcast-expanded dim 0 is not 1.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import dtype as mstype
