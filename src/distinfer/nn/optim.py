@@ -203,10 +203,11 @@ class Momentum(Optimizer):
 
     def update(self, i, value, grad, lr):
         mom = float(self.momentum.asnumpy())
-        m = np.multiply(self.moments[i].asnumpy(), mom, dtype=self.moments[i].dtype.np)
+        moment = self.moments[i].asnumpy()
+        m = np.multiply(moment, mom, dtype=np.result_type(moment, grad))
         m += grad
-        self.moments[i]._set_local(m)
-        new = np.multiply(grad + mom * m if self.use_nesterov else m, -lr, dtype=value.dtype)
+        self.moments[i]._set_local(m.astype(moment.dtype, copy=False))
+        new = np.multiply(grad + mom * m if self.use_nesterov else m, -lr)
         new += value  # value - lr * step, without a temporary the size of the parameter
         return new
 
