@@ -13,10 +13,13 @@ vocabulary that underflow) take a slow path in many CPUs' arithmetic units. Mind
 kernels flush them to zero in their matmuls and exponentials; :func:`flush_subnormals` does
 the same for the kernel it wraps by setting the thread's flush-to-zero and
 denormals-are-zero modes (x86 MXCSR FTZ/DAZ, ARM FPCR FZ) for its duration, through the C
-library's ``fegetenv``/``fesetenv``. BLAS worker threads are started once more under that
-mode (new threads inherit the floating-point environment of the thread that creates them),
-so the part of a matmul they compute flushes too. Elementwise ops outside these kernels keep
-subnormals, as MindSpore's do.
+library's ``fegetenv``/``fesetenv``. OpenBLAS's worker threads are started once more under that
+mode by the first flushing kernel (new threads inherit the floating-point environment of the
+thread that creates them), so the part of a matmul they compute flushes too; they keep the
+mode afterwards, so a plain numpy matmul elsewhere in the process flushes subnormals in the
+rows those threads compute. Elementwise ops outside these kernels keep subnormals, as
+MindSpore's do. (The restart must not race with a BLAS call in another thread; distinfer's
+kernels run in the thread that runs the network.)
 
 >>> import numpy as np
 >>> from distinfer._cpu import flush_subnormals
