@@ -2,10 +2,12 @@
 the node has cores, and a thread count the user set is kept."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from distinfer import _cpu, launch
@@ -37,6 +39,38 @@ def test_share_cores_keeps_the_users_setting(monkeypatch, restore_threads):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert _cpu.share_cores(4, cores=4) is None
     assert _cpu.blas_threads() == before
+
+
+@pytest.mark.parametrize("m,k,n", [(512, 768, 8192), (768, 512, 8192), (512, 8192, 768), (4096, 64, 96), (7, 5, 3)])
+def test_split_matmul_gives_numpys_product(monkeypatch, m, k, n):
+    """Large products are cut into one piece per compute thread (forced to 3 here), also for
+    transposed operands; small ones are one BLAS call."""
+    monkeypatch.setattr(_cpu, "_THREADS", 3)
+    rng = np.random.RandomState(m + n)
+    a, b = rng.randn(m, k).astype(np.float32), rng.randn(k, n).astype(np.float32)
+    for x, y in ((a, b), (np.ascontiguousarray(a.T).T, b), (a, np.ascontiguousarray(b.T).T)):
+        got = _cpu.matmul(x, y)
+        assert got.shape == (m, n) and got.flags.c_contiguous
+        np.testing.assert_allclose(got, x @ y, rtol=1e-6, atol=1e-5)
+
+
+def _product_in_child(conn):
+    a = np.ones((512, 256), np.float32)
+    conn.send(float(_cpu.matmul(a, np.ones((256, 1024), np.float32)).sum()))
+
+
+def test_split_matmul_works_in_a_forked_child(monkeypatch):
+    """The worker threads do not survive a fork: a child makes its own."""
+    monkeypatch.setattr(_cpu, "_THREADS", 2)
+    a = np.ones((512, 256), np.float32)
+    assert float(_cpu.matmul(a, np.ones((256, 1024), np.float32)).sum()) == 512 * 1024 * 256  # parent's pool
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_product_in_child, args=(child,))
+    proc.start()
+    assert parent.poll(120), "the child's matmul hung"
+    assert parent.recv() == 512 * 1024 * 256
+    proc.join(30)
 
 
 PROBE = ("import os, sys; from distinfer.communication import init, get_rank; from distinfer._cpu import blas_threads; "

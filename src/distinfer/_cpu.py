@@ -8,6 +8,12 @@ works however the job was started: plain ``mpirun``, ``distinfer.launch`` or a c
 launcher. A thread count the user set (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ...) is
 kept, and a rank never runs more threads than the cores it is bound to.
 
+**Large matmuls** (:func:`matmul`) are cut into one piece per compute thread, each computed
+by single-threaded BLAS in a thread of its own. The pieces never wait for each other, so when
+other processes share the cores a product slows down no more than one thread does; OpenBLAS's
+own threads work in lockstep and wait for each other whenever one of them is descheduled (on
+this 2-core machine, busy with other jobs, that made a predict 4-6x slower than its CPU time).
+
 **Subnormals.** Float32 values below 1.2e-38 (e.g. the softmax probabilities of a large
 vocabulary that underflow) take a slow path in many CPUs' arithmetic units. MindSpore's CPU
 kernels flush them to zero in their matmuls and exponentials; :func:`flush_subnormals` does
@@ -35,11 +41,15 @@ import contextlib
 import functools
 import logging
 import os
+import threading
 from typing import Iterator
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["flush_subnormals", "flushing", "share_cores", "blas_threads", "THREAD_VARS"]
+__all__ = ["flush_subnormals", "flushing", "share_cores", "blas_threads", "compute_threads", "matmul",
+           "THREAD_VARS"]
 
 # Thread-count variables a user (or distinfer.launch) may set; any of them set means "keep mine".
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -87,8 +97,6 @@ class _FloatEnv:
 
 
 def _subnormal_product_is_zero() -> bool:
-    import numpy as np
-
     return float(np.float32(1e-39) * np.float32(1.0)) == 0.0
 
 
@@ -102,9 +110,10 @@ def _float_env() -> _FloatEnv | None:
 
 
 @contextlib.contextmanager
-def flush_subnormals() -> Iterator[None]:
+def flush_subnormals(blas_threads: bool = True) -> Iterator[None]:
     """Run the block with subnormal inputs and results of float arithmetic taken as zero, in
-    this thread and in the BLAS threads its matmuls use (a no-op where the platform has no such mode)."""
+    this thread and (``blas_threads``) in the BLAS threads its matmuls use (a no-op where the
+    platform has no such mode)."""
     fenv = _float_env()
     if fenv is None or fenv.flushing():
         yield
@@ -112,7 +121,8 @@ def flush_subnormals() -> Iterator[None]:
     saved = fenv.get()
     fenv.set(fenv.with_flush(saved))
     try:
-        _restart_blas_threads()
+        if blas_threads:
+            _restart_blas_threads()
         yield
     finally:
         fenv.set(saved)
@@ -147,7 +157,6 @@ def _restart_blas_threads() -> None:
 def _openblas_pthread_libs() -> list:
     """The loaded OpenBLAS libraries with their own (pthreads) thread pool."""
     try:
-        import numpy  # noqa: F401  (loads numpy's BLAS)
         from threadpoolctl import threadpool_info
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         return []
@@ -188,8 +197,9 @@ def share_cores(ranks_on_node: int, cores: int | None = None) -> int | None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
-    global _BLAS_RESTARTED
+    global _BLAS_RESTARTED, _THREADS
     _BLAS_RESTARTED = False  # a larger pool may have started threads outside any flushing block
+    _THREADS = threads
     log.info("%d rank(s) on this node, %d core(s): %d compute thread(s) per rank", ranks_on_node, cores, threads)
     return threads
 
@@ -201,7 +211,77 @@ def blas_threads() -> int:
     >>> blas_threads() >= 1
     True
     """
-    import numpy  # noqa: F401  (loads numpy's BLAS)
     from threadpoolctl import threadpool_info
 
     return max((i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"), default=1)
+
+
+# ----------------------------------------------------------------------------- matmuls
+_THREADS: int | None = None  # compute threads of this process, known once asked (or set by share_cores)
+_SPLIT_MIN = 1 << 24  # multiply-adds below which one BLAS call is quicker than several
+_POOL: tuple[int, int, object] | None = None  # (pid, workers, executor)
+_SPLITTING = threading.Lock()  # one split product at a time: each sets the process's BLAS threads to 1
+
+
+def compute_threads() -> int:
+    """The threads this process computes with: its BLAS thread count when first asked, or the
+    share :func:`share_cores` gave it."""
+    global _THREADS
+    if _THREADS is None:
+        _THREADS = blas_threads()
+    return _THREADS
+
+
+def _pool(workers: int):
+    """The worker threads of :func:`matmul` (made again after a fork: threads do not survive it)."""
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), workers):
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="distinfer-matmul"))
+    return _POOL[2]
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def _piece(a, b, out, flush: bool) -> None:
+    if flush:
+        with flush_subnormals(blas_threads=False):
+            np.matmul(a, b, out=out)
+    else:
+        np.matmul(a, b, out=out)
+
+
+def matmul(a, b):
+    """``np.matmul(a, b)`` for 2-D ``a`` and ``b``; a product of at least 2**24 multiply-adds is cut
+    along its larger output dim into one piece per compute thread, each multiplied by
+    single-threaded BLAS in its own thread (every output element is the same dot product).
+
+    >>> import numpy as np
+    >>> from distinfer._cpu import matmul
+    >>> a, b = np.ones((512, 256), np.float32), np.ones((256, 1024), np.float32)
+    >>> bool((matmul(a, b) == a @ b).all())
+    True
+    """
+    threads = compute_threads()
+    m, k = a.shape
+    n = b.shape[1]
+    if threads < 2 or m * k * n < _SPLIT_MIN:
+        return np.matmul(a, b)
+    out = np.empty((m, n), np.result_type(a, b))
+    cuts = np.linspace(0, max(m, n), threads + 1).astype(int)
+    pieces = [(a, b[:, lo:hi], out[:, lo:hi]) if n >= m else (a[lo:hi], b, out[lo:hi])
+              for lo, hi in zip(cuts[:-1], cuts[1:])]
+    fenv = _float_env()
+    flush = fenv is not None and fenv.flushing()  # the pieces flush subnormals as the caller does
+    with _SPLITTING, _blas_controller().limit(limits=1):
+        done = [_pool(threads - 1).submit(_piece, *p, flush) for p in pieces[1:]]
+        _piece(*pieces[0], False)
+        for d in done:
+            d.result()
+    return out
