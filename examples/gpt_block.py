@@ -29,7 +29,7 @@ import distinfer as ms
 from distinfer import nn, ops
 from distinfer.common.initializer import Normal, initializer
 
-__all__ = ["GPTBlock", "shard_gpt", "gpt_reference", "causal_mask"]
+__all__ = ["GPTBlock", "TokenLoss", "shard_gpt", "gpt_reference", "causal_mask"]
 
 MASK_VALUE = -1e9
 
@@ -129,6 +129,17 @@ class GPTBlock(nn.Cell):
         h = self.residual2(h, self.mlp(self.ln2(h, self.ln2_gamma, self.ln2_beta)[0]))
         logits = self.head(self.lnf(h, self.lnf_gamma, self.lnf_beta)[0], self.w_head)
         return self.reshape(logits, (b, self.seq, self.vocab))
+
+
+class TokenLoss(nn.Cell):
+    """Cross entropy over every token: ``construct(logits[B, S, V], labels[B, S])``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ce = nn.CrossEntropyLoss()
+
+    def construct(self, logits, labels):
+        return self.ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 def shard_gpt(net: GPTBlock, dp: int, mp: int) -> GPTBlock:

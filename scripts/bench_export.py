@@ -16,6 +16,7 @@ the cores.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -24,8 +25,59 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_predict import CONFIGS, _args, _ids, _net_cfg, _time_predict, rank_results  # noqa: E402
+from _gpt_bench import MESH as CONFIGS  # noqa: E402
+
+def _args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--ranks", default="1,2,4,8")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def _net_cfg(a: argparse.Namespace) -> dict:
+    return dict(vocab=a.vocab, hidden=a.hidden, heads=a.heads, seq=a.seq, ffn=4 * a.hidden)
+
+
+def _ids(a: argparse.Namespace) -> np.ndarray:
+    return np.random.RandomState(0).randint(0, a.vocab, size=(a.batch, a.seq)).astype(np.int32)
+
+
+def _time_predict(model, x, repeat: int, sync=lambda: None) -> float:
+    model.predict(x)  # materialise parameters, warm caches
+    times = []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        model.predict(x)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rank_results(script: str, a: argparse.Namespace):
+    """Run ``script --worker`` (and this run's arguments) at each rank count of ``a.ranks``; yield
+    ``(ranks, the JSON line rank 0 printed, None)`` or ``(ranks, None, why it failed)``."""
+    from distinfer import launch
+
+    argv = [str(Path(script).resolve()), "--worker"] + sys.argv[1:]
+    for n in (int(r) for r in a.ranks.split(",")):
+        res = launch.run(n, argv, capture_output=True, text=True, timeout=600)
+        line = next((ln for ln in res.stdout.splitlines() if ln.startswith("{")), None)
+        if res.returncode or line is None:
+            yield n, None, f"failed (exit {res.returncode}): {res.stderr[-800:]}"
+        else:
+            yield n, json.loads(line), None
+
+
 
 
 def _time_calls(fn, repeat: int, sync) -> float:

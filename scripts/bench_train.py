@@ -1,104 +1,95 @@
-"""Training throughput of the tutorials' seed network at 1, 2, 4 and 8 ranks, in one run.
+#!/usr/bin/env python3
+"""One training step of the GPT block side by side: distinfer at 1/2/4/8 ranks and MindSpore 2.x
+stand-alone (GRAPH_MODE) when a Python with MindSpore is found (``--mindspore-python``,
+``DISTINFER_MINDSPORE_PYTHON``, /work/msenv/bin/python).
 
-Semi-auto parallel, ``data_parallel`` dataset strategy (each rank feeds its own batch of 32, so
-the global batch is 32 x ranks), the tutorial strategies where they fit (layer1
-``((2, 1), (1, 2))``, layer3 ``((2, 2), (2, 1))`` from 4 ranks; 2-way variants at 2 ranks), SGD.
-The parent launches each rank count through :func:`distinfer.launch.run`; every child times its
-steps in 3 rounds and rank 0 prints one ``BENCH`` line (per round the slowest rank's time; the
-fastest round is reported, as other jobs may share the cores). The table gives steps per
-second and samples per second relative to one process.
+The step is ``TrainOneStepCell(WithLossCell(net, token cross-entropy), Momentum(lr=0.01,
+momentum=0.9))`` on the same weights and tokens in every contender; default size GPT-2-small
+width (hidden 768, 12 heads, FFN 3072), vocabulary 8,192, batch 4, sequence 128. Contenders
+run in fresh processes, alternating over ``--rounds`` rounds, each reporting the median of
+``--repeat`` timed steps after 2 warm-up steps (the first step's loss is printed to show they
+compute the same thing). Multi-rank runs use ``distinfer.launch``; 2 ranks also plain ``mpirun``.
 
-    .venv/bin/python scripts/bench_train.py [--ranks 1,2,4,8] [--steps 20]
+It also times the two LM-head gradient products of a softmax cross-entropy gradient full of
+subnormal numbers, with distinfer's MatMul and with plain numpy (no flush mode).
+
+Informational only; nothing asserts on timings.
+
+    .venv/bin/python scripts/bench_train.py [--ranks 1,2,4,8] [--rounds 3] [--repeat 3]
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-BATCH = 32
-WARMUP = 2
-ROUNDS = 3  # timed rounds; the fastest is reported (the machine may be shared)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _gpt_bench as gb  # noqa: E402
+from bench_predict import ONE, contenders  # noqa: E402
 
 
-def strategies(n: int) -> tuple | None:
-    """The tutorial strategies when ``n >= 4``; 2-way versions at 2 ranks; none at 1."""
-    if n >= 4:
-        return ((2, 1), (1, 2)), ((2, 2), (2, 1))
-    if n == 2:
-        return ((2, 1), (1, 1)), ((1, 2), (2, 1))
-    return None
+def _args(argv=None) -> argparse.Namespace:
+    return gb.bench_args(__doc__.splitlines()[0], 3, argv)
 
 
-def child(steps: int) -> None:
-    """One rank: train WARMUP steps, then time ROUNDS x ``steps`` steps; rank 0 prints the result."""
-    sys.path.insert(0, str(ROOT / "examples"))
+def subnormal_products(a: argparse.Namespace) -> tuple[float, float, float]:
+    """Seconds of ``h.T @ g`` plus ``g @ w.T`` (the LM head's weight and input gradients) for a
+    cross-entropy gradient ``g`` whose probabilities underflow: distinfer's MatMul (subnormals
+    flushed), the same with normal numbers, and plain numpy on the subnormals."""
     import distinfer as ms
-    import distinfer.dataset as ds
-    from distinfer import nn
-    from distinfer.communication import _backend, get_group_size, get_rank, init
-    from seed_net import seed_network
+    from distinfer import ops
 
-    init()
-    n, rank = get_group_size(), get_rank()
-    ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", dataset_strategy="data_parallel")
-    ms.set_seed(1)
-    net = seed_network(shard=False)
-    shard = strategies(n)
-    if shard:
-        net.layer1.matmul.shard(shard[0])
-        net.layer3.matmul.shard(shard[1])
-    model = ms.Model(net, nn.CrossEntropyLoss(), nn.SGD(net.trainable_params(), 0.01))
-    rng = np.random.RandomState(rank)
-    rows = BATCH * max(steps, WARMUP)
-    data = ds.NumpySlicesDataset({"image": rng.rand(rows, 1, 28, 28).astype(np.float32),
-                                  "label": rng.randint(0, 10, rows).astype(np.int32)}, shuffle=False)
-    model.train(1, data.take(BATCH * WARMUP).batch(BATCH))
-    world = _backend.world()
-    rounds = []
-    for _ in range(ROUNDS):
-        world.allgather_object(None)  # barrier
-        start = time.perf_counter()
-        model.train(1, data.take(BATCH * steps).batch(BATCH))
-        rounds.append(max(world.allgather_object(time.perf_counter() - start)))
-    if rank == 0:
-        print("BENCH " + json.dumps({"ranks": n, "steps": steps, "seconds": min(rounds), "rounds": rounds}),
-              flush=True)
+    rows = a.batch * a.seq
+    rng = np.random.RandomState(0)
+    logits = rng.randn(rows, a.vocab) * 30
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    g = (p / p.sum(1, keepdims=True) / rows).astype(np.float32)  # ~half of it subnormal
+    normal = (rng.randn(rows, a.vocab) * 1e-4).astype(np.float32)
+    h = rng.randn(rows, a.hidden).astype(np.float32)
+    w = rng.randn(a.hidden, a.vocab).astype(np.float32)
+    ht, wt = ms.Tensor(h), ms.Tensor(w)
+    mm_tn, mm_nt = ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
+
+    def best(call) -> float:
+        call()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    ours = best(lambda: (mm_tn(ht, ms.Tensor(g)), mm_nt(ms.Tensor(g), wt)))
+    base = best(lambda: (mm_tn(ht, ms.Tensor(normal)), mm_nt(ms.Tensor(normal), wt)))
+    plain = best(lambda: (h.T @ g, g @ w.T))
+    return ours, base, plain
 
 
-def measure(ranks: int, steps: int) -> dict:
-    from distinfer.launch import run
-
-    proc = run(ranks, [__file__, "--child", "--steps", str(steps)], capture_output=True, text=True, timeout=1800)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH ")]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{ranks} ranks failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n"
-                           f"{proc.stderr[-2000:]}")
-    return json.loads(lines[-1][len("BENCH "):])
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ranks", default="1,2,4,8", help="comma-separated rank counts (default 1,2,4,8)")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per rank count (default 20)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child(args.steps)
-        return 0
-    results = [measure(int(r), args.steps) for r in args.ranks.split(",")]
-    base = results[0]["steps"] / results[0]["seconds"]
-    print(f"seed network, SGD, batch {BATCH} per rank (data_parallel), {args.steps} timed steps")
-    print(f"{'ranks':>5} {'ms/step':>9} {'steps/s':>9} {'rel steps/s':>11} {'samples/s':>10} {'rel samples/s':>13}")
-    for r in results:
-        sps = r["steps"] / r["seconds"]
-        print(f"{r['ranks']:>5} {1000 / sps:>9.1f} {sps:>9.2f} {sps / base:>11.2f} {sps * BATCH * r['ranks']:>10.0f} "
-              f"{sps * r['ranks'] / (base * results[0]['ranks']):>13.2f}")
+def main(argv=None) -> int:
+    a = _args(argv)
+    with gb.prepared(a, "train") as d:
+        res = gb.measure(contenders(a, d, "train"), a.rounds)
+    print(f"GPT block vocab={a.vocab} hidden={a.hidden} heads={a.heads} ffn={a.ffn} seq={a.seq} batch={a.batch}: "
+          f"one Momentum training step, median of {a.rounds} fresh-process rounds x {a.repeat} steps")
+    one = res.get(ONE, {}).get("seconds")
+    print(f"{'contender':<34} {'ms/step':>9} {'vs 1 proc':>9} {'BLAS thr':>8} {'first loss':>11}")
+    for name, r in res.items():
+        if r.get("seconds") is None:
+            print(f"{name:<34} failed: {r.get('error', '')[-600:]}")
+            continue
+        print(f"{name:<34} {r['seconds'] * 1e3:>9.1f} {gb.ratio(r['seconds'], one):>9} {r.get('blas_threads', ''):>8} "
+              f"{r.get('first_loss', float('nan')):>11.6f}")
+    ms_s = res.get("MindSpore (GRAPH_MODE)", {}).get("seconds")
+    print("\nratio (issue 15 judges: <= 1.0):")
+    print(f"  train step distinfer / MindSpore:  {gb.ratio(one, ms_s)}")
+    ours, base, plain = subnormal_products(a)
+    print(f"\nLM-head gradient products of a subnormal-filled gradient: {ours * 1e3:.1f} ms flushed "
+          f"({ours / base:.2f}x the same products on normal numbers); numpy without the flush mode "
+          f"{plain * 1e3:.1f} ms ({plain / base:.2f}x)")
     return 0
 
 

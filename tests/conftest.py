@@ -25,3 +25,11 @@ def ms_fixtures() -> Path:
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "mindspore: needs real MindSpore 2.10 in its own Python "
                                        "(DISTINFER_MINDSPORE_PYTHON); skipped without it")
+@pytest.fixture(scope="session")
+def mindspore_python() -> str:
+    """A Python with real MindSpore installed (``DISTINFER_MINDSPORE_PYTHON``, else /work/msenv/bin/python),
+    for optional side-by-side tests; they are skipped without one."""
+    path = os.environ.get("DISTINFER_MINDSPORE_PYTHON", "/work/msenv/bin/python")
+    if not Path(path).is_file():
+        pytest.skip(f"no MindSpore interpreter at {path} (set DISTINFER_MINDSPORE_PYTHON to compare with MindSpore)")
+    return path

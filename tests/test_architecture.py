@@ -23,7 +23,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
     "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
-    "distinfer.launch": 1, "distinfer._version": 1, "distinfer._random": 1,
+    "distinfer.launch": 1, "distinfer._version": 1, "distinfer._random": 1, "distinfer._cpu": 1, "distinfer._lazy": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
     "distinfer._initializers": 2,
     "distinfer.io": 2,

@@ -15,11 +15,12 @@ from .context import (GRAPH_MODE, PYNATIVE_MODE, ParallelMode, get_auto_parallel
                       reset_auto_parallel_context, set_auto_parallel_context, set_context)
 from .tensor import Parameter, ParameterTuple, Tensor
 from .common.initializer import get_seed, set_seed as _set_init_seed
-from . import ops, nn, parallel, communication, dataset, train  # noqa: E402
+from . import ops, nn, parallel, communication, train  # noqa: E402
 from .train import Model
 from . import amp  # noqa: E402
 from .amp import DynamicLossScaleManager, FixedLossScaleManager, LossScaleManager  # noqa: E402
 from .autograd import grad, value_and_grad
+from ._lazy import lazy_exports
 
 from ._version import __version__  # noqa: E402
 
@@ -39,23 +40,19 @@ __all__ = [
     "ops", "nn", "communication", "parallel", "Type", "float16", "float32", "float64", "bfloat16", "int8", "int16",
     "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool_", "qint4x2", "dtype_to_nptype", "pytype_to_dtype",
     "amp", "LossScaleManager", "FixedLossScaleManager", "DynamicLossScaleManager", "Layout",
+    "save_checkpoint", "load_checkpoint", "load_param_into_net", "load_segmented_checkpoints",
+    "ckpt_to_safetensors", "safetensors_to_ckpt", "export", "load",
+    "load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
+    "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
+    "transform_checkpoints", "unified_safetensors",
 ]
 
-from .serialization import (ckpt_to_safetensors, load_checkpoint, load_param_into_net,  # noqa: E402
-                            load_segmented_checkpoints, safetensors_to_ckpt, save_checkpoint)
-
-__all__ += ["save_checkpoint", "load_checkpoint", "load_param_into_net", "load_segmented_checkpoints",
-            "ckpt_to_safetensors", "safetensors_to_ckpt"]
-
-from .exporter import export, load  # noqa: E402
-
-__all__ += ["export", "load"]
-
-from .reshard.api import (build_searched_strategy, load_distributed_checkpoint,  # noqa: E402
-                          merge_pipeline_strategys, merge_sliced_parameter, rank_list_for_transform,
-                          transform_checkpoint_by_rank, transform_checkpoints, unified_safetensors)
-from .parallel.shard_layout import Layout  # noqa: E402
-
-__all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
-            "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-            "transform_checkpoints", "unified_safetensors"]
+# Imported on first use: file formats pull in protobuf and safetensors, export pulls in onnx.
+_SERIALIZATION = ("save_checkpoint", "load_checkpoint", "load_param_into_net", "load_segmented_checkpoints",
+                  "ckpt_to_safetensors", "safetensors_to_ckpt")
+_CHECKPOINT = ("build_searched_strategy", "load_distributed_checkpoint", "merge_pipeline_strategys",
+               "merge_sliced_parameter", "rank_list_for_transform", "transform_checkpoint_by_rank",
+               "transform_checkpoints", "unified_safetensors")
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "dataset": ".dataset", "export": ".exporter", "load": ".exporter", "Layout": ".parallel.shard_layout",
+    **dict.fromkeys(_SERIALIZATION, ".serialization"), **dict.fromkeys(_CHECKPOINT, ".reshard.api")})

@@ -260,15 +260,16 @@ def _(p: argparse.ArgumentParser) -> None:
 
 
 # -------------------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every registered subcommand."""
+def build_parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The argument parser with every registered subcommand (with ``only``, only that one gets its
+    options: a short command does not import what the others need)."""
     parser = argparse.ArgumentParser(prog="distinfer", description="MindSpore-compatible checkpoint tools")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
     for sub in SUBCOMMANDS.values():
         sp = subs.add_parser(sub.name, help=sub.help, description=sub.help)
-        if sub.configure_fn is not None:
+        if sub.configure_fn is not None and only in (None, sub.name):
             sub.configure_fn(sp)
         sp.set_defaults(_run=sub.run)
     return parser
@@ -276,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``distinfer`` with ``argv``; returns the exit code (0 ok, 1 error, 2 usage)."""
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(only=next((w for w in words if w in SUBCOMMANDS), None))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)

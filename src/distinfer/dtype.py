@@ -2,7 +2,9 @@
 
 ``str(distinfer.float32) == "Float32"`` exactly as in MindSpore; that string is also the
 ``tensor_type`` a ``.ckpt`` record stores. bfloat16 is ml_dtypes' numpy type, so bf16
-arrays are ordinary numpy arrays (round-to-nearest-even on conversion, as MindSpore does).
+arrays are ordinary numpy arrays (round-to-nearest-even on conversion, as MindSpore does);
+ml_dtypes is imported when bfloat16's numpy type is first needed (it takes longer to import
+than the rest of distinfer).
 
 >>> import distinfer as ms
 >>> ms.float32, ms.dtype_to_nptype(ms.bfloat16).__name__
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 __all__ = [
@@ -35,12 +36,21 @@ class Type:
     (True, 'Float32')
     """
 
-    __slots__ = ("name", "np", "safetensors")
+    __slots__ = ("name", "_np", "_make_np", "_itemsize", "safetensors")
 
-    def __init__(self, name: str, np_dtype: Any, safetensors: str | None) -> None:
+    def __init__(self, name: str, np_dtype: Any, safetensors: str | None, make_np=None,
+                 itemsize: int | None = None) -> None:
         self.name = name
-        self.np = np.dtype(np_dtype) if np_dtype is not None else None
+        self._np = np.dtype(np_dtype) if np_dtype is not None else None
+        self._make_np = make_np  # gives the numpy type on first use (bfloat16), whose size is ``itemsize``
+        self._itemsize = itemsize
         self.safetensors = safetensors
+
+    @property
+    def np(self) -> np.dtype | None:
+        if self._np is None and self._make_np is not None:
+            self._np = np.dtype(self._make_np())
+        return self._np
 
     def __repr__(self) -> str:
         return self.name
@@ -60,7 +70,7 @@ class Type:
 
     @property
     def itemsize(self) -> int:
-        return self.np.itemsize
+        return self._itemsize if self._np is None and self._itemsize else self.np.itemsize
 
 
 bool_ = Type("Bool", np.bool_, "BOOL")
@@ -75,7 +85,15 @@ uint64 = Type("UInt64", np.uint64, "U64")
 float16 = Type("Float16", np.float16, "F16")
 float32 = Type("Float32", np.float32, "F32")
 float64 = Type("Float64", np.float64, "F64")
-bfloat16 = Type("BFloat16", ml_dtypes.bfloat16, "BF16")
+
+
+def _ml_dtypes_bfloat16() -> type:
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16
+
+
+bfloat16 = Type("BFloat16", None, "BF16", make_np=_ml_dtypes_bfloat16, itemsize=2)
 # Two 4-bit integers per byte; kept as packed uint8 bytes (MindSpore's "Int4" records).
 qint4x2 = Type("Int4", np.uint8, None)
 # ckpt string records ("str"): UTF-32-LE code units, numpy's native unicode layout.
@@ -85,7 +103,7 @@ _ALL = [bool_, int8, int16, int32, int64, uint8, uint16, uint32, uint64,
         float16, float32, float64, bfloat16, qint4x2, string]
 _BY_NAME = {t.name: t for t in _ALL}
 _BY_NAME.update({"Float": float32, "Int": int64, "Number": float32})
-_BY_NP = {t.np: t for t in _ALL if t.np is not None and t is not qint4x2}
+_BY_NP = {t._np: t for t in _ALL if t._np is not None and t is not qint4x2}  # bfloat16: by name
 
 float_types = (float16, float32, float64, bfloat16)
 int_types = (int8, int16, int32, int64, uint8, uint16, uint32, uint64, qint4x2)
@@ -122,9 +140,13 @@ def from_numpy(dtype: Any) -> Type:
     ...
     TypeError: numpy dtype complex64 has no MindSpore equivalent
     """
+    if isinstance(dtype, str) and dtype == "bfloat16":
+        return bfloat16
     key = np.dtype(dtype)
     if key in _BY_NP:
         return _BY_NP[key]
+    if key.name == "bfloat16":  # an array of it exists, so ml_dtypes is loaded
+        return bfloat16
     raise TypeError(f"numpy dtype {key} has no MindSpore equivalent")
 
 

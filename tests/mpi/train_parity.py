@@ -18,7 +18,7 @@ from distinfer import nn  # noqa: E402
 from distinfer.communication import get_group_size, get_rank, init  # noqa: E402
 from distinfer.layout import replicated  # noqa: E402
 from distinfer.parallel import _executor as ex  # noqa: E402
-from gpt_block import GPTBlock, shard_gpt  # noqa: E402
+from gpt_block import GPTBlock, TokenLoss, shard_gpt  # noqa: E402
 from seed_net import seed_network  # noqa: E402
 
 STEPS = 3
@@ -44,17 +44,6 @@ def make_opt(kind, params):
 
 GPT = dict(vocab=64, hidden=32, heads=4, seq=8)
 GPT_MESH = {1: (1, 1), 2: (1, 2), 4: (2, 2), 8: (2, 4)}
-
-
-class TokenLoss(nn.Cell):
-    """Cross entropy over every token: logits [B, S, V], labels [B, S]."""
-
-    def __init__(self):
-        super().__init__()
-        self.ce = nn.CrossEntropyLoss()
-
-    def construct(self, logits, labels):
-        return self.ce(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 def build(model, sharded, n):

@@ -20,6 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .._cpu import share_cores
+
 log = logging.getLogger(__name__)
 
 # Environment variables that mpirun/mpiexec launchers set for every process.
@@ -203,6 +205,15 @@ class MPIBackend(Backend):
     def barrier(self) -> None:
         self.comm.Barrier()
 
+    def ranks_on_node(self) -> int:
+        """How many ranks of the job share this rank's node (its shared-memory group), whatever
+        launched them."""
+        node = self.comm.Split_type(self.MPI.COMM_TYPE_SHARED)
+        try:
+            return node.Get_size()
+        finally:
+            node.Free()
+
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
 
@@ -217,6 +228,7 @@ def world() -> Backend:
         _WORLD = MPIBackend() if launched_size() > 1 else Backend()
         if _WORLD.size > 1:
             _install_abort_on_error(_WORLD)
+            share_cores(_WORLD.ranks_on_node())  # BLAS threads: this rank's share of the node's cores
     return _WORLD
 
 

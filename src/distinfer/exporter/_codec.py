@@ -26,7 +26,7 @@ from .._proto import mind_ir_pb2 as pb
 from ..errors import FormatError
 
 __all__ = ["encode_value", "decode_value", "tensor_proto", "tensor_array", "np_to_data_type", "MONAD",
-           "DATA_TYPES", "abstract", "abstract_specs", "attr_dict"]
+           "DATA_TYPES", "abstract", "abstract_specs", "attr_dict", "data_type_dtype"]
 
 A = pb.AttributeProto
 T = pb.TensorProto
@@ -41,14 +41,19 @@ class _Monad:
 
 MONAD = _Monad()
 
-# TensorProto.DataType -> numpy dtype (little-endian).
+# TensorProto.DataType -> numpy dtype (little-endian); BFLOAT16 through data_type_dtype, which
+# makes bfloat16's numpy type (ml_dtypes) only when a file has one.
 DATA_TYPES: dict[int, np.dtype] = {
     T.FLOAT: np.dtype("<f4"), T.UINT8: np.dtype("u1"), T.INT8: np.dtype("i1"), T.UINT16: np.dtype("<u2"),
     T.INT16: np.dtype("<i2"), T.INT32: np.dtype("<i4"), T.INT64: np.dtype("<i8"), T.BOOL: np.dtype("?"),
     T.FLOAT16: np.dtype("<f2"), T.DOUBLE: np.dtype("<f8"), T.UINT32: np.dtype("<u4"), T.UINT64: np.dtype("<u8"),
-    T.COMPLEX64: np.dtype("<c8"), T.COMPLEX128: np.dtype("<c16"), T.BFLOAT16: np.dtype(mstype.bfloat16.np),
-    T.FLOAT64: np.dtype("<f8"),
+    T.COMPLEX64: np.dtype("<c8"), T.COMPLEX128: np.dtype("<c16"), T.FLOAT64: np.dtype("<f8"),
 }
+
+
+def data_type_dtype(data_type: int) -> np.dtype | None:
+    """The numpy dtype of a TensorProto data_type (None if it has none)."""
+    return mstype.bfloat16.np if data_type == T.BFLOAT16 else DATA_TYPES.get(data_type)
 
 
 def np_to_data_type(dtype: Any, what: str = "tensor") -> int:
@@ -57,6 +62,8 @@ def np_to_data_type(dtype: Any, what: str = "tensor") -> int:
     >>> np_to_data_type(np.float32), np_to_data_type(np.int64)
     (1, 7)
     """
+    if getattr(dtype, "name", dtype) == "bfloat16":
+        return T.BFLOAT16
     key = np.dtype(dtype)
     key = key.newbyteorder("=") if key.byteorder not in ("|", "=") else key
     for k, v in DATA_TYPES.items():
@@ -85,9 +92,9 @@ def _le_bytes(arr: np.ndarray) -> bytes:
 
 def tensor_array(t: "pb.TensorProto", where: str, raw: bytes | memoryview | None = None) -> np.ndarray:
     """The numpy array of a TensorProto (``raw`` overrides ``raw_data``, for external data)."""
-    if t.data_type not in DATA_TYPES:
+    dt = data_type_dtype(t.data_type)
+    if dt is None:
         raise FormatError(f"{where}: tensor {t.name or '<unnamed>'} has unsupported data_type {t.data_type}")
-    dt = DATA_TYPES[t.data_type]
     shape = tuple(int(d) for d in t.dims)
     if any(d < 0 for d in shape):
         raise FormatError(f"{where}: tensor {t.name or '<unnamed>'} has negative dims {list(shape)}")

@@ -173,13 +173,13 @@ def _weights(path: str, graph: pb.GraphProto) -> tuple[dict[str, np.ndarray], di
 
 
 def _inputs(path: str, graph: pb.GraphProto) -> list[tuple[str, tuple[int, ...], Any]]:
-    from ._codec import DATA_TYPES
+    from ._codec import data_type_dtype
 
     out = []
     for vi in graph.input:
         if vi.tensor:
             t = vi.tensor[0]
-            out.append((vi.name, tuple(int(d) for d in t.dims), DATA_TYPES.get(t.data_type)))
+            out.append((vi.name, tuple(int(d) for d in t.dims), data_type_dtype(t.data_type)))
         else:
             out.append((vi.name, None, None))
     return out

@@ -13,14 +13,7 @@ __all__ = ["Cell", "CellList", "SequentialCell", "Dense", "ReLU", "GELU", "Sigmo
            "WithLossCell", "WithEvalCell", "TrainOneStepCell", "DistributedGradReducer", "PipelineCell",
            "TrainOneStepWithLossScaleCell", "DynamicLossScaleUpdateCell", "FixedLossScaleUpdateCell"]
 
+from .._lazy import lazy_exports  # noqa: E402
+
 __all__ += ["GraphCell"]
-
-
-def __getattr__(name: str):
-    # GraphCell runs a loaded MindIR graph, so it lives with load() in the exporter (floor 5); it is
-    # imported on first use, so that importing an nn module never runs the exporter.
-    if name == "GraphCell":
-        from ..exporter.interpreter import GraphCell
-
-        return GraphCell
-    raise AttributeError(f"module 'distinfer.nn' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"GraphCell": "..exporter.interpreter"})  # reads MindIR: protobuf

@@ -202,9 +202,13 @@ class Momentum(Optimizer):
 
     def update(self, i, value, grad, lr):
         mom = float(self.momentum.asnumpy())
-        m = mom * self.moments[i].asnumpy() + grad
-        self.moments[i]._set_local(m.astype(self.moments[i].dtype.np))
-        return value - lr * (grad + mom * m if self.use_nesterov else m)
+        moment = self.moments[i].asnumpy()
+        m = np.multiply(moment, mom, dtype=np.result_type(moment, grad))
+        m += grad
+        self.moments[i]._set_local(m.astype(moment.dtype, copy=False))
+        new = np.multiply(grad + mom * m if self.use_nesterov else m, -lr)
+        new += value  # value - lr * step, without a temporary the size of the parameter
+        return new
 
 
 class Adam(Optimizer):
@@ -243,8 +247,8 @@ class Adam(Optimizer):
         b1p, b2p = float(self.beta1_power.asnumpy()), float(self.beta2_power.asnumpy())
         m = self.beta1 * self.moment1[i].asnumpy() + (1 - self.beta1) * grad
         v = self.beta2 * self.moment2[i].asnumpy() + (1 - self.beta2) * grad * grad
-        self.moment1[i]._set_local(m.astype(np.float32))
-        self.moment2[i]._set_local(v.astype(np.float32))
+        self.moment1[i]._set_local(m.astype(np.float32, copy=False))
+        self.moment2[i]._set_local(v.astype(np.float32, copy=False))
         lr_t = lr * np.sqrt(1 - b2p) / (1 - b1p)
         step = (self.beta1 * m + (1 - self.beta1) * grad) if self.use_nesterov else m
         return value - lr_t * step / (np.sqrt(v) + self.eps)
@@ -276,7 +280,7 @@ class AdamWeightDecay(Optimizer):
     def update(self, i, value, grad, lr):
         m = self.beta1 * self.moments1[i].asnumpy() + (1 - self.beta1) * grad
         v = self.beta2 * self.moments2[i].asnumpy() + (1 - self.beta2) * grad * grad
-        self.moments1[i]._set_local(m.astype(np.float32))
-        self.moments2[i]._set_local(v.astype(np.float32))
+        self.moments1[i]._set_local(m.astype(np.float32, copy=False))
+        self.moments2[i]._set_local(v.astype(np.float32, copy=False))
         decay = self.decay * value if self.decay_flags[i] else 0.0
         return value - lr * (m / (np.sqrt(v) + self.eps) + decay)

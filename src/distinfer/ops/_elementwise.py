@@ -15,7 +15,9 @@ import math
 import numpy as np
 
 from .. import dtype as mstype
+from .._cpu import flushing
 from ..errors import OnnxExportError, StrategyError
+from . import _special
 from .mindspore_form import FORMATS, Input, MsOp, axes, from_type_id, one_axis, type_id
 from .primitive import Primitive, batch_split, build
 
@@ -268,32 +270,23 @@ class ReLU(_Unary):
 
 
 class GeLU(_Unary):
-    """GeLU with the tanh approximation, as MindSpore's ``ops.GeLU``."""
+    """GeLU with the tanh approximation, as MindSpore's ``ops.GeLU``; computed as ``x * sigmoid(2u)``
+    in float32 (see :func:`distinfer.ops._special.gelu_tanh`)."""
 
-    _C = math.sqrt(2.0 / math.pi)
+    def kernel(self, ctx, x):
+        y, ctx.saved["exp_m2u"] = _special.gelu_tanh(x)
+        return y.astype(ctx.out_dtypes[0].np, copy=False)
 
-    def fn(self, x):
-        x64 = x.astype(np.float64)
-        out = 0.5 * x64 * (1.0 + np.tanh(self._C * (x64 + 0.044715 * x64 ** 3)))
-        return out.astype(x.dtype)
-
-    def grad(self, x, y, g):
-        x64 = x.astype(np.float64)
-        inner = self._C * (x64 + 0.044715 * x64 ** 3)
-        t = np.tanh(inner)
-        d = 0.5 * (1 + t) + 0.5 * x64 * (1 - t * t) * self._C * (1 + 3 * 0.044715 * x64 ** 2)
-        return (g * d).astype(x.dtype)
+    def bprop(self, ctx, xs, out, douts):
+        x, g, e = xs[0], douts[0], ctx.saved["exp_m2u"]
+        y = out.astype(e.dtype, copy=False)
+        return [_special.gelu_tanh_grad(x, y, e, g).astype(x.dtype, copy=False)]
 
     def to_onnx(self, g):
         (x,), c = g.inputs, lambda v: _onnx_scalar(g, v)  # noqa: E731
         x3 = g.one("Mul", [g.one("Mul", [x, x]), x])
-        inner = g.one("Mul", [g.one("Add", [x, g.one("Mul", [x3, c(0.044715)])]), c(self._C)])
+        inner = g.one("Mul", [g.one("Add", [x, g.one("Mul", [x3, c(0.044715)])]), c(math.sqrt(2.0 / math.pi))])
         g.one("Mul", [g.one("Mul", [x, c(0.5)]), g.one("Add", [g.one("Tanh", [inner]), c(1.0)])], g.outputs[0])
-
-
-# numpy has no erf; the C library's (math.erf) is exact to double precision. np.frompyfunc runs it
-# from numpy's C loop, at ~0.1 us per element: fine for activations, and no hand-written series.
-_ERF = np.frompyfunc(math.erf, 1, 1)
 
 
 class Erf(_Unary):
@@ -307,19 +300,27 @@ class Erf(_Unary):
     onnx_op = "Erf"
 
     def fn(self, x):
-        return _ERF(x.astype(np.float64)).astype(x.dtype)
+        return _special.erf(x)
 
     def grad(self, x, y, g):
-        x64 = x.astype(np.float64)
-        return (g * (2.0 / math.sqrt(math.pi)) * np.exp(-x64 * x64)).astype(x.dtype)
+        return _special.erf_grad(x, g).astype(x.dtype, copy=False)
 
 
 class FastGeLU(_Unary):
-    """``x / (1 + exp(-1.702 |x|)) * exp(0.851 (x - |x|))``, as MindSpore's ``ops.FastGeLU``."""
+    """``x / (1 + exp(-1.702 |x|)) * exp(0.851 (x - |x|))``, as MindSpore's ``ops.FastGeLU``, in float32
+    for float32 blocks."""
 
     def fn(self, x):
-        x64 = x.astype(np.float64)
-        return (x64 / (1 + np.exp(-1.702 * np.abs(x64))) * np.exp(0.851 * (x64 - np.abs(x64)))).astype(x.dtype)
+        xw = x.astype(_special.work_dtype(x.dtype), copy=False)
+        a = np.abs(xw)
+        den = np.exp(a * xw.dtype.type(-1.702))
+        den += 1
+        num = np.subtract(xw, a, out=a)
+        num *= xw.dtype.type(0.851)
+        np.exp(num, out=num)
+        num *= xw
+        num /= den
+        return num
 
     def to_onnx(self, g):
         (x,), c = g.inputs, lambda v: _onnx_scalar(g, v)  # noqa: E731
@@ -360,6 +361,7 @@ class Tanh(_Unary):
 class Exp(_Unary):
     onnx_op = "Exp"
 
+    @flushing  # results below float32's normal range are zero, as in MindSpore's kernel
     def fn(self, x):
         return np.exp(x)
 
@@ -484,14 +486,21 @@ class Softmax(_AxisUnsplit):
 
     _onnx_name = "Softmax"
 
+    @flushing  # probabilities that underflow are zero, as in MindSpore's kernel
     def fn(self, x):
         axes = self._axes(x.ndim)
-        e = np.exp(x - x.max(axis=axes, keepdims=True))
-        return e / e.sum(axis=axes, keepdims=True)
+        e = np.subtract(x, x.max(axis=axes, keepdims=True), dtype=_special.work_dtype(x.dtype))
+        np.exp(e, out=e)
+        e /= e.sum(axis=axes, keepdims=True)
+        return e
 
+    @flushing
     def grad(self, x, y, g):
         axes = self._axes(x.ndim)
-        return y * (g - (g * y).sum(axis=axes, keepdims=True))
+        gy = g * y
+        dx = np.subtract(g, gy.sum(axis=axes, keepdims=True), out=gy)
+        dx *= y
+        return dx
 
 
 class LogSoftmax(_AxisUnsplit):
@@ -499,14 +508,21 @@ class LogSoftmax(_AxisUnsplit):
 
     _onnx_name = "LogSoftmax"
 
+    @flushing
     def fn(self, x):
         axes = self._axes(x.ndim)
-        shifted = x - x.max(axis=axes, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=axes, keepdims=True))
+        shifted = np.subtract(x, x.max(axis=axes, keepdims=True), dtype=_special.work_dtype(x.dtype))
+        lse = np.log(np.exp(shifted).sum(axis=axes, keepdims=True))
+        shifted -= lse
+        return shifted
 
+    @flushing
     def grad(self, x, y, g):
         axes = self._axes(x.ndim)
-        return g - np.exp(y) * g.sum(axis=axes, keepdims=True)
+        dx = np.exp(y)
+        dx *= g.sum(axis=axes, keepdims=True)
+        np.subtract(g, dx, out=dx)
+        return dx
 
 
 class BiasAdd(Primitive):

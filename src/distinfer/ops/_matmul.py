@@ -15,21 +15,25 @@ import dataclasses
 
 import numpy as np
 
-from .. import dtype as mstype
+from .._cpu import flushing, matmul
 from ..errors import StrategyError
 from .mindspore_form import MsOp, flag
 from .primitive import Primitive, batch_split, build
 
-_LOW = (np.dtype(np.float16), mstype.bfloat16.np)
+_LOW = ("float16", "bfloat16")  # by name: bfloat16's numpy type is loaded only when used
 
 
+@flushing  # subnormal operands and products are zero, as in MindSpore's matmul kernels
 def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``np.matmul``; float16/bfloat16 operands are multiplied in float32 and the product rounded
-    back, as low-precision matrix units accumulate (numpy's own float16 matmul has no BLAS and
-    runs ~200x slower than float32 here)."""
-    if a.dtype in _LOW and b.dtype == a.dtype:
-        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
-    return np.matmul(a, b)
+    """``np.matmul`` (a large 2-D product split over the compute threads, see :func:`distinfer._cpu.matmul`);
+    float16/bfloat16 operands are multiplied in float32 and the product rounded back, as
+    low-precision matrix units accumulate (numpy's own float16 matmul has no BLAS and runs ~200x
+    slower than float32 here)."""
+    low = a.dtype.name in _LOW and b.dtype == a.dtype
+    x, y = (a.astype(np.float32), b.astype(np.float32)) if low else (a, b)
+    out = matmul(x, y) if x.ndim == 2 and y.ndim == 2 else np.matmul(x, y)
+    return out.astype(a.dtype) if low else out
+
 
 __all__ = ["MatMul", "BatchMatMul"]
 

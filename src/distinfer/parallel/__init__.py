@@ -5,6 +5,7 @@ so that importing the executor (as every op does) does not load the resharding e
 """
 from . import _executor  # noqa: F401  (registers the primitive executor)
 from .shard_layout import Layout
+from .._lazy import lazy_exports
 
 _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
             "transform_checkpoint_by_rank", "transform_checkpoints", "build_searched_strategy",
@@ -13,18 +14,7 @@ _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_
 
 __all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout"]
 
-
-def __getattr__(name: str):
-    if name in _RESHARD:
-        from ..reshard import api
-
-        return getattr(api, name)
-    if name == "load_segmented_checkpoints":  # MindSpore lists it under mindspore.parallel too
-        from ..serialization import load_segmented_checkpoints
-
-        return load_segmented_checkpoints
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {
+    **dict.fromkeys(_RESHARD, "..reshard.api"),
+    "load_segmented_checkpoints": "..serialization",  # MindSpore lists it under mindspore.parallel too
+})
