@@ -21,7 +21,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 # beside the runtime (4): neither imports the other.
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
-    "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
+    "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer.communication._guard": 1,
+    "distinfer.communication._agree": 1, "distinfer._logging": 1,
     "distinfer.launch": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
     "distinfer.io": 2,

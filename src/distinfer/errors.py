@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "check_type", "type_error"]
+__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "DivergenceError",
+           "check_type", "type_error"]
 
 
 def type_error(api: str, name: str, value: Any, expected: str) -> TypeError:
@@ -94,4 +95,14 @@ class CommError(DistinferError, RuntimeError):
     ... except CommError as e:
     ...     print(isinstance(e, RuntimeError), "must be distinct ranks in 0..0" in str(e))
     True True
+    """
+
+
+class DivergenceError(CommError):
+    """Ranks that should be doing the same thing are not: a different op, plan, shape or dtype at
+    a communication step, or different inputs to a collective load. The message gives each view.
+
+    >>> from distinfer.errors import CommError, DivergenceError
+    >>> issubclass(DivergenceError, CommError)
+    True
     """

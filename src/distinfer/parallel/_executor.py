@@ -285,6 +285,12 @@ def _op_layouts(prim, tensors, consts, n_args: int, out_shapes) -> tuple[OpLayou
 
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
+    first = next((a.name for a in args if isinstance(a, Parameter)), None)  # names the op in comm errors
+    with _backend.op_scope(prim.name, f"{prim.name}({first})" if first else prim.name):
+        return _execute(prim, args)
+
+
+def _execute(prim, args) -> Any:
     if _State.mixed_precision and prim.name != "Cast":
         mode = _State.mixed_precision[-1]
         if mode is not AMP_O1:
@@ -351,11 +357,11 @@ def output_block(t: Tensor, target: Layout, broadcast: bool | None = None) -> np
         broadcast = context.get_auto_parallel_context("pipeline_result_broadcast")
     if not broadcast:
         return local if local is not None else np.zeros(target.local_shape, dtype=t.dtype.np)
-    world = _backend.world()
+    world, what = _backend.world(), f"pipeline result {target!r}"
     if local is not None:
-        world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {})
+        world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {}, what=what)
         return local
-    got = world.exchange({}, {t._stage * n + me: [(target.local_shape, t.dtype.np)]})
+    got = world.exchange({}, {t._stage * n + me: [(target.local_shape, t.dtype.np)]}, what=what)
     return got[t._stage * n + me][0]
 
 
@@ -378,7 +384,7 @@ def receive_from_stage(plan: Plan, src_stage: int, dtype) -> np.ndarray:
     recvs: dict[int, list] = {}
     for p in plan.pieces_for(me):
         recvs.setdefault(src_offset + p.src, []).append((p.shape, dtype))
-    received = _backend.world().exchange({}, recvs)
+    received = _backend.world().exchange({}, recvs, what=f"from stage {src_stage}: {plan.src!r} -> {plan.dst!r}")
     incoming = {src - src_offset: iter(arrays) for src, arrays in received.items()}
     return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=dtype)
 
@@ -390,7 +396,7 @@ def send_to_stage(plan: Plan, local: np.ndarray, dst_stage: int) -> None:
     sends: dict[int, list] = {}
     for p in plan.pieces_from(me):
         sends.setdefault(dst_offset + p.dst, []).append(extract(local, plan.src, me, p.box))
-    _backend.world().exchange(sends, {})
+    _backend.world().exchange(sends, {}, what=f"from stage {my_stage()}: {plan.src!r} -> {plan.dst!r}")
 
 
 def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
@@ -504,7 +510,8 @@ def _resolve_partial(t: Tensor, src: Layout, target: Layout):
         partition = _world_groups(_backend.partition_along(src.dev_matrix, (p,)))
         _notify_comm("reduce_scatter", layout=src, partition=partition, axis=d, op=t._partial_op,
                      result_layout=scattered)
-        return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op), scattered
+        return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op,
+                                               what=f"partial sums of {src!r}"), scattered
     if t._reduced is None:
         reduced = _reduce_partial(t._local, src, t._partial, t._partial_op)
         if _State.abstract:
@@ -518,7 +525,7 @@ def _reduce_partial(local, layout: Layout, axes, op: str):
         return None
     partition = _world_groups(_backend.partition_along(layout.dev_matrix, axes))
     _notify_comm("allreduce", layout=layout, partition=partition, op=op)
-    return _backend.world().allreduce(local, partition, op)
+    return _backend.world().allreduce(local, partition, op, what=f"partial sums of {layout!r}")
 
 
 def _world_groups(partition):
@@ -538,7 +545,8 @@ def run_plan(plan: Plan, local: np.ndarray, me: int, offset: int | None = None) 
             sends.setdefault(offset + p.dst, []).append(extract(local, plan.src, me, p.box))
         elif p.dst == me and p.src != me:
             recvs.setdefault(offset + p.src, []).append((p.shape, local.dtype))
-    received = _backend.world().exchange(sends, recvs) if sends or recvs else {}
+    received = _backend.world().exchange(sends, recvs, what=f"redistribute {plan.src!r} -> {plan.dst!r}") \
+        if sends or recvs else {}
     incoming = {src - offset: iter(arrays) for src, arrays in received.items()}
 
     def fetch(piece):
