@@ -157,49 +157,44 @@ class MPIBackend(Backend):
             comm = self._groups[mine] = self.create_comm(mine, "create the communicator of a reduction group")
         return comm
 
+    def _begin(self, kind: str, what: str, partition: Partition, *facts: Any):
+        """This rank's group communicator and the step of a collective on it."""
+        comm = self.group_comm(partition)
+        return comm, self.guard.begin(kind, what, *facts, group=next(g for g in partition if self.rank in g))
+
     def _arrive(self, kind: str, what: str, partition: Partition, *facts: Any):
         """This rank's group communicator, once every member has arrived at the same step."""
-        comm = self.group_comm(partition)
-        step = self.guard.begin(kind, what, *facts, group=next(g for g in partition if self.rank in g))
+        comm, step = self._begin(kind, what, partition, *facts)
         self.guard.arrive(comm, step)
         return comm
 
     def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum", what: str = "allreduce") -> np.ndarray:
         self.stats.allreduces += 1
         self.stats.allreduce_bytes += arr.nbytes
-        comm = self._arrive("allreduce", what, partition, np.shape(arr), np.asarray(arr).dtype.name, op)
         src = np.ascontiguousarray(arr).reshape(np.shape(arr))  # reshape: ascontiguousarray makes 0-d 1-d
-        out = np.empty_like(src)
-        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
-        if src.dtype.kind == "V" or src.dtype.name in _WIDEN:
-            wide = src.astype(np.float32)
-            res = np.empty_like(wide)
-            comm.Allreduce(wide, res, op=mpi_op)
-            return res.astype(src.dtype)
-        comm.Allreduce(src, out, op=mpi_op)
-        return out.reshape(arr.shape)
+        comm, step = self._begin("allreduce", what, partition, src.shape, src.dtype.name, op)
+        out = self.guard.reduce(comm, step, src.reshape(-1), op, _reduced_dtype(src.dtype))
+        return out.astype(src.dtype, copy=False).reshape(src.shape)
 
     def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum",
                        what: str = "reduce_scatter") -> np.ndarray:
         self.stats.reduce_scatters += 1
-        comm = self._arrive("reduce_scatter", what, partition, arr.shape, arr.dtype.name, axis, op)
+        comm, step = self._begin("reduce_scatter", what, partition, arr.shape, arr.dtype.name, axis, op)
         size = comm.Get_size()
-        # Put the scattered axis first so each member's piece is one contiguous run.
+        # Put the scattered axis first so each member's piece is one contiguous run (a row).
         moved = np.moveaxis(arr, axis, 0)
-        wide = moved.dtype.name in _WIDEN
-        send = np.ascontiguousarray(moved, dtype=np.float32 if wide else moved.dtype)
-        self.stats.allreduce_bytes += send.nbytes
-        recv = np.empty((send.shape[0] // size,) + send.shape[1:], dtype=send.dtype)
-        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
-        comm.Reduce_scatter_block(send, recv, op=mpi_op)
-        return np.ascontiguousarray(np.moveaxis(recv.astype(arr.dtype, copy=False), 0, axis))
+        self.stats.allreduce_bytes += moved.size * _reduced_dtype(moved.dtype).itemsize
+        out = self.guard.reduce(comm, step, moved, op, _reduced_dtype(moved.dtype), scatter=True)
+        piece = out.reshape((moved.shape[0] // size,) + moved.shape[1:]).astype(arr.dtype, copy=False)
+        return np.ascontiguousarray(np.moveaxis(piece, 0, axis))
 
     def exchange(self, sends, recvs, what: str = "exchange"):
         MPI, guard = self.MPI, self.guard
         step = guard.begin("exchange", what)
         send_tags, recv_tags = guard.message_tags(
-            step, {dst: [(tuple(map(int, a.shape)), a.dtype.name) for a in arrays] for dst, arrays in sends.items()},
-            {src: [(tuple(map(int, shape)), np.dtype(dt).name) for shape, dt in specs] for src, specs in recvs.items()})
+            step, {dst: tuple((tuple(map(int, a.shape)), a.dtype.str) for a in arrays) for dst, arrays in sends.items()},
+            {src: tuple((tuple(map(int, shape)), np.dtype(dt).str) for shape, dt in specs)
+             for src, specs in recvs.items()})
         requests, receives = [], {}
         received: dict[int, np.ndarray] = {}
         layout: dict[int, list[tuple[int, tuple[int, ...], np.dtype]]] = {}
@@ -218,7 +213,7 @@ class MPIBackend(Backend):
             self.stats.bytes_sent += payload.nbytes
             requests.append(guard.p2p.Isend([payload, MPI.BYTE], dest=dst, tag=send_tags[dst]))
         guard.wait(requests, step, (received, keep), receives)
-        guard.completed(step)
+        guard.passed(step)
         out: dict[int, list[np.ndarray]] = {}
         for src, buf in received.items():
             arrays, offset = [], 0
@@ -252,6 +247,11 @@ class MPIBackend(Backend):
 
     def abort(self, code: int = 1) -> None:
         self.comm.Abort(code)
+
+
+def _reduced_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a reduction adds in: float32 for the 16-bit floats (see ``_WIDEN``)."""
+    return np.dtype(np.float32) if dtype.kind == "V" or dtype.name in _WIDEN else dtype
 
 
 def _payload(arrays: list[np.ndarray]) -> np.ndarray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -44,16 +45,46 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "DISTINFER_COMM_TIMEOUT"
 DEFAULT_TIMEOUT = 600.0  # seconds a step may wait before the watchdog ends the job
-_SPIN = 0.001  # seconds of testing (yielding the core) before sleeping
+_SPIN = 0.02  # seconds of testing before sleeping: about as long as a collective takes on a busy machine
+_OVERSUBSCRIBED = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1")) > (os.cpu_count() or 1)
 _PATIENCE = 1.0  # seconds a step waits before asking the ranks it waits for what they are doing
 _ANSWER_WAIT = 3.0  # seconds to collect answers before reporting a timeout or a divergence
 _QUERY, _STATUS, _LEFT = 1, 2, 3  # control message tags
 _TEXT = 240  # longest description sent in a control message
 
 
+STAMP = 32  # elements of the fingerprint's stamp at the head of reduced data
+
+
+def stamp(fingerprint: int, op: str, dtype: Any) -> np.ndarray:
+    """The fingerprint as 16 four-bit digits, then their squares (``op="sum"``) or negations
+    (max, min): reduced over ``n`` ranks, every rank can tell whether all stamps were equal.
+
+    >>> s = stamp(0x2A, "sum", np.float32)
+    >>> s[:3].tolist(), s[16:19].tolist()
+    ([10.0, 2.0, 0.0], [100.0, 4.0, 0.0])
+    >>> bool(stamps_agree(2 * s, "sum", 2)), bool(stamps_agree(s + stamp(0x2B, "sum", np.float32), "sum", 2))
+    (True, False)
+    """
+    digits = np.array([(fingerprint >> shift) & 0xF for shift in range(0, 64, 4)], np.int64)
+    return np.concatenate([digits, digits * digits if op == "sum" else -digits]).astype(dtype)
+
+
+def stamps_agree(reduced: np.ndarray, op: str, n: int) -> bool:
+    """Whether ``n`` reduced stamps were all equal: a sum of digits squared equals ``n`` times the
+    sum of their squares only then (Cauchy-Schwarz); a max (min) of digits equals minus the max
+    (min) of their negations only then. Every rank gets the same answer."""
+    with np.errstate(invalid="ignore"):
+        first, second = reduced[:16].astype(np.int64), reduced[16:STAMP].astype(np.int64)
+    if op == "sum":
+        return bool(np.all(first * first == n * second))
+    return bool(np.all(first == -second))
+
+
+@functools.lru_cache(maxsize=8192)
 def digest(*parts: Any) -> int:
     """A 62-bit fingerprint of ``parts`` that every rank and host computes alike (``hash()`` of a
-    str is salted per process).
+    str is salted per process). Steps repeat (every predict runs the same plans), so it is cached.
 
     >>> digest("allreduce", (8, 16), "<f4") == digest("allreduce", (8, 16), "<f4")
     True
@@ -76,7 +107,7 @@ class op_scope:
     ...     current_op()
     ('MatMul', 'MatMul(layer1.weight)')
     >>> current_op()
-    (None, 'no op')
+    (None, 'no op (a network output or a gradient)')
     """
 
     __slots__ = ("entry",)
@@ -92,7 +123,7 @@ class op_scope:
 
 
 def current_op() -> tuple[str | None, str]:
-    return _OPS[-1] if _OPS else (None, "no op")
+    return _OPS[-1] if _OPS else (None, "no op (a network output or a gradient)")
 
 
 # ----------------------------------------------------------------------------------------- steps
@@ -120,9 +151,16 @@ class Step:
         return f"{self.kind}{where} in {self.op}: {self.what} [fingerprint {self.fingerprint & 0xFFFFFFFF:08x}]"
 
     def to_json(self) -> dict:
-        return {"describe": self.describe()[:_TEXT], "group": list(self.group), "index": self.index,
+        return {"describe": self.describe()[:_TEXT], "fingerprint": self.fingerprint, "group": list(self.group),
+                "index": self.index,
                 "sends": {str(k): v for k, v in self.sends.items()},
                 "recvs": {str(k): v for k, v in self.recvs.items()}}
+
+
+def _tag(base: int, number: int) -> int:
+    """The MPI tag of message ``number`` of a pair, for a step and message shapes with digest ``base``:
+    consecutive numbers always give different tags (an odd multiplier is a bijection mod 2**31)."""
+    return (base + number * 0x9E3779B1) & 0x7FFFFFFF
 
 
 def _group_key(group: Sequence[int]) -> str:
@@ -163,7 +201,7 @@ class Guard:
         self.answers: dict[int, dict] = {}  # rank -> its latest status answer
         self.queries = 0
         self.step: Step | None = None  # the step being waited for
-        self.last = "no communication yet"
+        self.last: Step | None = None  # the last step passed
         self.failed: str | None = None
         self.outbox: list = []  # (request, buffer) of control messages in flight
         self.kept: list = []  # buffers of requests abandoned after a failure (MPI may still write them)
@@ -186,33 +224,73 @@ class Guard:
         for dst, specs in sends.items():
             self.sent[dst] += 1
             step.sends[dst] = self.sent[dst]
-            send_tags[dst] = digest(step.fingerprint, self.sent[dst], specs) & 0x7FFFFFFF
+            send_tags[dst] = _tag(digest(step.fingerprint, specs), self.sent[dst])
             self.sent_log[dst].append((self.sent[dst], send_tags[dst], step))
         for src, specs in recvs.items():
             self.received[src] += 1
             step.recvs[src] = self.received[src]
-            step.recv_tags[src] = digest(step.fingerprint, self.received[src], specs) & 0x7FFFFFFF
+            step.recv_tags[src] = _tag(digest(step.fingerprint, specs), self.received[src])
         return send_tags, step.recv_tags
 
     def arrive(self, comm: Any, step: Step) -> None:
         """Every member of ``step.group`` (``comm``) reaches this collective with the same
         fingerprint, or every member raises :class:`DivergenceError` naming each view."""
+        self._check_fingerprints(comm, step)
+        self.passed(step)
+
+    def reduce(self, comm: Any, step: Step, data: np.ndarray, op: str, dtype: np.dtype,
+               scatter: bool = False) -> np.ndarray:
+        """``data`` summed (maxed, minned) over the group in ``dtype``, as a flat array: all of it,
+        or with ``scatter`` this member's piece of ``data``'s first axis (cut evenly). The
+        fingerprint's stamp rides at the head of every member's piece, so one reduction both
+        moves the data and shows every member whether all agreed (dtypes that cannot carry it
+        exactly check the fingerprint first, with one more reduction)."""
+        MPI = self.MPI
+        pieces = comm.Get_size() if scatter else 1
+        head = STAMP if dtype.kind in "fiu" and dtype.itemsize >= 4 else 0
+        if not head:
+            self._check_fingerprints(comm, step)
+        buf = np.empty((pieces, head + data.size // pieces), dtype)
+        buf[:, :head] = stamp(step.fingerprint, op, dtype)
+        # Splitting the contiguous last axis of the body is always a view: one copy, with the cast.
+        buf[:, head:].reshape((pieces, data.shape[0] // pieces) + data.shape[1:])[...] = \
+            data.reshape((pieces, data.shape[0] // pieces) + data.shape[1:])
+        mpi_op = {"sum": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}[op]
+        if scatter:
+            out = np.empty(buf.shape[1], dtype)
+            request = comm.Ireduce_scatter_block(buf, out, op=mpi_op)
+        else:
+            out = buf.reshape(-1)
+            request = comm.Iallreduce(MPI.IN_PLACE, out, op=mpi_op)
+        self.wait([request], step, (buf, out))
+        if head and not stamps_agree(out[:head], op, comm.Get_size()):
+            self._diverged(comm, step)
+        self.passed(step)
+        return out[head:]
+
+    def _check_fingerprints(self, comm: Any, step: Step) -> None:
         mine = np.array([step.fingerprint, -step.fingerprint], np.int64)
         seen = np.empty_like(mine)
         self.wait([comm.Iallreduce(mine, seen, op=self.MPI.MAX)], step, (mine, seen))
-        if seen[0] == step.fingerprint and -seen[1] == step.fingerprint:
-            self.done[step.group] += 1
-            self.last = step.describe()
-            return
-        views = comm.allgather(step.describe())  # every member found the mismatch, so all are here
+        if seen[0] != step.fingerprint or -seen[1] != step.fingerprint:
+            self._diverged(comm, step)
+
+    def _diverged(self, comm: Any, step: Step) -> None:
+        views = comm.allgather(step.describe())  # every member saw the mismatch, so all are here
         by_view: dict[str, list[int]] = {}
         for member, view in zip(step.group, views):
             by_view.setdefault(view, []).append(member)
         lines = "\n".join(f"  {name_ranks(members)}: {view}" for view, members in by_view.items())
         self.fail(DivergenceError(f"ranks disagree at {step.kind} #{step.index} on ranks {list(step.group)}:\n{lines}"))
 
-    def completed(self, step: Step) -> None:
-        self.last = step.describe()
+    def passed(self, step: Step) -> None:
+        """``step`` completed on this rank."""
+        if step.group:
+            self.done[step.group] += 1
+        self.last = step
+
+    def _last(self) -> str:
+        return self.last.describe()[:_TEXT] if self.last is not None else "no communication yet"
 
     # -------------------------------------------------------------------------------- waiting
     def wait(self, requests: list, step: Step, buffers: Any = (), receives: dict | None = None) -> None:
@@ -226,7 +304,8 @@ class Guard:
                 return
             deadline = time.monotonic() + _SPIN
             while time.monotonic() < deadline:
-                os.sched_yield()
+                if _OVERSUBSCRIBED:  # let the ranks sharing this core run (as Open MPI's own wait does)
+                    os.sched_yield()
                 if MPI.Request.Testall(requests):
                     return
             self.step = step
@@ -236,7 +315,7 @@ class Guard:
                 self.step = None
         except MPI.Exception as exc:
             self._abandon(requests, buffers)
-            self.fail(CommError(f"rank {self.rank}: {step.describe()} failed in MPI: {exc}"))
+            self._failed_in_mpi(step, exc)
         except BaseException:
             self._abandon(requests, buffers)
             raise
@@ -261,6 +340,16 @@ class Guard:
             waited = now - t0
             time.sleep(nap)
             nap = min(2 * nap, 0.002 if waited < 1 else 0.02 if waited < 60 else 0.1)
+
+    def _failed_in_mpi(self, step: Step, exc: Exception) -> None:
+        """An MPI error (a message of another size, a lost peer): ask the ranks of the step what
+        they were doing, so that ranks that diverged are named with their views."""
+        peers = [p for p in self._peers(step) if p not in self.left]
+        self.query(peers)
+        views = [f"  rank {p}: {a['step']['describe'] if a.get('step') else 'computing; last: ' + a['last']}"
+                 for p, a in sorted(self._collect(peers, self.queries).items())]
+        self.fail(CommError(f"rank {self.rank}: {step.describe()} failed in MPI: {exc}"
+                            + ("\nthe other ranks of the step:\n" + "\n".join(views) if views else "")))
 
     def _abandon(self, requests: list, buffers: Any) -> None:
         """Cancel what can be cancelled; keep every buffer alive, as MPI may still use it."""
@@ -312,7 +401,7 @@ class Guard:
         return {"done": {_group_key(g): n for g, n in self.done.items() if peer in g},
                 "sent": self.sent[peer], "received": self.received[peer],
                 "log": [(n, tag, st.describe()[:_TEXT]) for n, tag, st in self.sent_log[peer]],
-                "last": self.last[:_TEXT]}
+                "last": self._last()}
 
     def query(self, peers: Sequence[int]) -> None:
         """Ask ``peers`` what they are doing (answers arrive through :meth:`poll`)."""
@@ -379,10 +468,17 @@ class Guard:
                 f"rank {src} {sent}"))
 
     def _check_deadlock(self, step: Step, first_query: int) -> None:
-        """Two ranks each blocked in a different step that needs the other: they diverged."""
+        """Two ranks in the same collective with different fingerprints (sizes that differ can
+        keep it from completing), or each blocked in a different step that needs the other:
+        they diverged."""
         for peer in self._peers(step):
             answer = self._fresh(peer, first_query)
             other = answer and answer.get("step")
+            if other and step.group and (tuple(other["group"]), other["index"]) == (step.group, step.index) \
+                    and other["fingerprint"] != step.fingerprint:
+                self.fail(DivergenceError(
+                    f"ranks disagree at {step.kind} #{step.index} on ranks {list(step.group)}:\n"
+                    f"  rank {self.rank}: {step.describe()}\n  rank {peer}: {other['describe']}"))
             if other and self._needs(step, peer, answer) and self._waits_for_me(peer, other):
                 self.fail(DivergenceError(
                     f"ranks {self.rank} and {peer} wait for each other in different steps:\n"

@@ -13,6 +13,7 @@ A *layout-only* run (``abstract()``) does all of that except arithmetic and mess
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -384,7 +385,7 @@ def receive_from_stage(plan: Plan, src_stage: int, dtype) -> np.ndarray:
     recvs: dict[int, list] = {}
     for p in plan.pieces_for(me):
         recvs.setdefault(src_offset + p.src, []).append((p.shape, dtype))
-    received = _backend.world().exchange({}, recvs, what=f"from stage {src_stage}: {plan.src!r} -> {plan.dst!r}")
+    received = _backend.world().exchange({}, recvs, what=f"from stage {src_stage}: {_moving(plan.src, plan.dst)}")
     incoming = {src - src_offset: iter(arrays) for src, arrays in received.items()}
     return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=dtype)
 
@@ -396,7 +397,7 @@ def send_to_stage(plan: Plan, local: np.ndarray, dst_stage: int) -> None:
     sends: dict[int, list] = {}
     for p in plan.pieces_from(me):
         sends.setdefault(dst_offset + p.dst, []).append(extract(local, plan.src, me, p.box))
-    _backend.world().exchange(sends, {}, what=f"from stage {my_stage()}: {plan.src!r} -> {plan.dst!r}")
+    _backend.world().exchange(sends, {}, what=f"from stage {my_stage()}: {_moving(plan.src, plan.dst)}")
 
 
 def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
@@ -511,7 +512,7 @@ def _resolve_partial(t: Tensor, src: Layout, target: Layout):
         _notify_comm("reduce_scatter", layout=src, partition=partition, axis=d, op=t._partial_op,
                      result_layout=scattered)
         return _backend.world().reduce_scatter(t._local, partition, d, t._partial_op,
-                                               what=f"partial sums of {src!r}"), scattered
+                                               what=_summing(src)), scattered
     if t._reduced is None:
         reduced = _reduce_partial(t._local, src, t._partial, t._partial_op)
         if _State.abstract:
@@ -525,7 +526,18 @@ def _reduce_partial(local, layout: Layout, axes, op: str):
         return None
     partition = _world_groups(_backend.partition_along(layout.dev_matrix, axes))
     _notify_comm("allreduce", layout=layout, partition=partition, op=op)
-    return _backend.world().allreduce(local, partition, op, what=f"partial sums of {layout!r}")
+    return _backend.world().allreduce(local, partition, op, what=_summing(layout))
+
+
+@functools.lru_cache(maxsize=4096)
+def _moving(src: Layout, dst: Layout) -> str:
+    """What a redistribution is, as a communication step names it (its fingerprint and errors)."""
+    return f"redistribute {src!r} -> {dst!r}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _summing(layout: Layout) -> str:
+    return f"partial sums of {layout!r}"
 
 
 def _world_groups(partition):
@@ -545,8 +557,7 @@ def run_plan(plan: Plan, local: np.ndarray, me: int, offset: int | None = None) 
             sends.setdefault(offset + p.dst, []).append(extract(local, plan.src, me, p.box))
         elif p.dst == me and p.src != me:
             recvs.setdefault(offset + p.src, []).append((p.shape, local.dtype))
-    received = _backend.world().exchange(sends, recvs, what=f"redistribute {plan.src!r} -> {plan.dst!r}") \
-        if sends or recvs else {}
+    received = _backend.world().exchange(sends, recvs, what=_moving(plan.src, plan.dst)) if sends or recvs else {}
     incoming = {src - offset: iter(arrays) for src, arrays in received.items()}
 
     def fetch(piece):

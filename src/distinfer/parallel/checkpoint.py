@@ -487,6 +487,9 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
         suffix = f"_part{stage}"
     from ..communication import _backend
 
+    _backend.agree("transform_checkpoints", {"src": os.path.realpath(src_dir), "dst": os.path.realpath(
+        dst_checkpoints_dir), "prefix": ckpt_prefix, "strategies": [_real(src_strategy_file), _real(dst_strategy_file)],
+        "output_format": output_format})
     world = _backend.world() if _backend.launched_size() > 1 else None
     ranks = sorted(job.layouts)
     if world is not None and world.size > 1:
@@ -501,6 +504,10 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
         job.close()
     if world is not None and world.size > 1:
         world.barrier()
+
+
+def _real(path: Optional[PathLike]) -> Optional[str]:
+    return None if path is None else os.path.realpath(path)
 
 
 def _run_jobs(job: TransformJob, outputs: Mapping[int, str], output_format: str, process_num: int) -> None:
@@ -660,6 +667,16 @@ def _predict_layout(name: str, value: Any, shape: tuple[int, ...]) -> Layout:
     return lay
 
 
+def _agree_on_inputs(api: str, files: Sequence[str], train_strategy: Any, predict: Any) -> None:
+    """Under mpirun, the ranks given the same checkpoint files (one pipeline stage's) must list them in
+    the same order with the same strategies; a DivergenceError names the ranks and both views."""
+    from ..communication import _backend
+
+    real = [os.path.realpath(f) for f in files]
+    _backend.agree(api, {"checkpoint_filenames": real, "train_strategy_filename": os.path.realpath(train_strategy),
+                         "predict_strategy": predict}, key=sorted(real))
+
+
 def _check_files(checkpoint_filenames: Any, fmt: str) -> list[str]:
     if not isinstance(checkpoint_filenames, (list, tuple)):
         raise TypeError(f"For 'load_distributed_checkpoint', 'checkpoint_filenames' must be a list of file paths, got "
@@ -745,6 +762,8 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
     if train_strategy_filename is None:
         raise ValueError("For 'load_distributed_checkpoint', 'train_strategy_filename' is None and "
                          "strategy_ckpt_config['load_file'] is not set")
+    if rank_id is None:  # under mpirun, ranks given the same files must agree on their order and the strategies
+        _agree_on_inputs("load_distributed_checkpoint", files, train_strategy_filename, predict)
     train = TrainStrategy.from_file(train_strategy_filename)
     if not len(train):
         return {} if return_param_dict else True

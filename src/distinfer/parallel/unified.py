@@ -392,13 +392,16 @@ def unified_safetensors(src_dir: str, src_strategy_file: str, dst_dir: str, merg
     """
     current, total = _check_unified_args(src_dir, src_strategy_file, dst_dir, file_suffix, max_process_num,
                                          choice_func, split_dst_file)
+    from ..communication import _backend
+
+    _backend.agree("unified_safetensors", {"src": os.path.realpath(src_dir), "dst": os.path.realpath(dst_dir),
+                   "strategy": os.path.realpath(src_strategy_file), "redundancy": bool(merge_with_redundancy),
+                   "suffix": file_suffix, "split": [current, total]})
     src_dir, dst_dir = os.fspath(src_dir), os.fspath(dst_dir)
     plan, hyper = _plan_unify(src_dir, os.fspath(src_strategy_file), bool(merge_with_redundancy), file_suffix,
                               choice_func)
     mine = list(_split_range((current, total), len(plan.parts)))
     writes_map = current == 1
-    from ..communication import _backend
-
     world = _backend.world() if _backend.launched_size() > 1 else None
     if world is not None and world.size > 1:
         mine = mine[world.rank::world.size]
@@ -542,6 +545,16 @@ class _Renamed:
     def read_block(self, name: str, dst: Optional[Layout], dst_rank: int, hint: Optional[int] = None,
                    out: Optional[np.ndarray] = None) -> np.ndarray:
         return self.src.read_block(self.stored_of[name], dst, dst_rank, hint, out=out)
+
+
+def _agree_on_unified(job: "_UnifiedJob", dst_dir: Optional[PathLike], output_format: str) -> None:
+    from ..communication import _backend
+
+    predict = os.path.realpath(job.predict_arg) if isinstance(job.predict_arg, str) else job.predict
+    _backend.agree("load_distributed_checkpoint", {
+        "unified_safetensors_dir": os.path.realpath(job.unified_dir), "predict_strategy": predict,
+        "name_map": job.name_map, "dst_safetensors_dir": dst_dir and os.path.realpath(dst_dir),
+        "output_format": output_format}, key=[os.path.realpath(job.unified_dir), sorted(job.predict or {})])
 
 
 class _UnifiedJob:
@@ -700,6 +713,8 @@ def load_unified(network: Any, unified_dir: PathLike, predict_strategy: Any = No
     [[4.0, 5.0], [6.0, 7.0]]
     """
     job = _UnifiedJob(unified_dir, predict_strategy, name_map)
+    if rank_id is None:  # under mpirun: the ranks slicing for the same parameters must agree on how
+        _agree_on_unified(job, dst_safetensors_dir, output_format)
     try:
         if network is not None or dst_safetensors_dir is None:
             from ..communication import get_rank
