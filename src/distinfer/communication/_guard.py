@@ -321,8 +321,12 @@ class Guard:
             raise
 
     def _wait_slowly(self, requests: list, step: Step, receives: dict) -> None:
+        """Sleep between tests (up to 2 ms for a second, 20 ms for a minute, then 0.1 s), and
+        meanwhile: read control messages, look for a rank that left or that sent something else,
+        ask the ranks waited for what they are doing (after 1 s, then less and less often), and
+        end the step at the watchdog limit."""
         t0 = step.started
-        nap, next_query, next_probe = 5e-5, t0 + _PATIENCE, t0
+        nap, next_query, next_probe, warned = 5e-5, t0 + _PATIENCE, t0, False
         first_query = self.queries + 1
         while not self.MPI.Request.Testall(requests):
             now = time.monotonic()
@@ -335,9 +339,13 @@ class Guard:
                 self.query(self._peers(step))
                 next_query = now + min(2 * (now - t0), 30.0)
             self._check_deadlock(step, first_query)
-            if self.limit and now - t0 > self.limit:
-                self._timeout(step, first_query)
             waited = now - t0
+            if self.limit and waited > self.limit:
+                self._timeout(step, first_query)
+            if waited > 60 and not warned:
+                warned = True
+                log.warning("waiting %.0f s so far in %s (the watchdog ends the job at %s s)", waited,
+                            step.describe(), self.limit or "no limit")
             time.sleep(nap)
             nap = min(2 * nap, 0.002 if waited < 1 else 0.02 if waited < 60 else 0.1)
 
