@@ -6,8 +6,10 @@ plan, the shapes and dtype), with a fingerprint of those facts that every rank c
 * Point-to-point messages carry their step's fingerprint, the per-pair message number, and the
   message's shapes in their MPI tag, so a message only matches the receive of a rank doing the
   same thing: a different plan, shape or dtype is never copied into a wrong-sized buffer.
-* A collective starts with a two-number MAX reduction of the fingerprint (the ranks' arrival),
-  and only then moves data, so ranks that disagree find out there and every view is printed.
+* A reduction carries the fingerprint as a stamp at the head of its data: from the reduced stamp
+  every member tells whether all stamps were equal (one reduction both checks and moves data).
+  Other collectives first reduce the fingerprint alone (MAX of it and of its negation). Ranks
+  that disagree find out at that step, and every view is printed.
 * Waiting never blocks inside MPI: requests are tested, first in a short spin, then with growing
   sleeps, and while a step waits the guard reads control messages (another rank's status, a
   rank that left), asks the ranks it waits for what they are doing, finds two ranks waiting for
@@ -50,7 +52,7 @@ _OVERSUBSCRIBED = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", "1")) > (os.c
 _PATIENCE = 1.0  # seconds a step waits before asking the ranks it waits for what they are doing
 _ANSWER_WAIT = 3.0  # seconds to collect answers before reporting a timeout or a divergence
 _QUERY, _STATUS, _LEFT = 1, 2, 3  # control message tags
-_TEXT = 240  # longest description sent in a control message
+_TEXT = 300  # longest description in a control message (which stay below Open MPI's eager limits)
 
 
 STAMP = 32  # elements of the fingerprint's stamp at the head of reduced data
@@ -148,7 +150,7 @@ class Step:
 
     def describe(self) -> str:
         where = f" #{self.index} on ranks {list(self.group)}" if self.group else ""
-        return f"{self.kind}{where} in {self.op}: {self.what} [fingerprint {self.fingerprint & 0xFFFFFFFF:08x}]"
+        return f"{self.kind}{where} in {self.op} (fingerprint {self.fingerprint & 0xFFFFFFFF:08x}): {self.what}"
 
     def to_json(self) -> dict:
         return {"describe": self.describe()[:_TEXT], "fingerprint": self.fingerprint, "group": list(self.group),
@@ -196,7 +198,7 @@ class Guard:
         self.done: collections.Counter = collections.Counter()  # collectives passed, per group
         self.sent = [0] * self.size  # messages posted to each rank
         self.received = [0] * self.size  # receives posted from each rank
-        self.sent_log = [collections.deque(maxlen=8) for _ in range(self.size)]  # (number, tag, description)
+        self.sent_log = [collections.deque(maxlen=4) for _ in range(self.size)]  # (number, tag, step)
         self.left: dict[int, dict] = {}  # rank -> its goodbye
         self.answers: dict[int, dict] = {}  # rank -> its latest status answer
         self.queries = 0
@@ -276,9 +278,24 @@ class Guard:
             self._diverged(comm, step)
 
     def _diverged(self, comm: Any, step: Step) -> None:
-        views = comm.allgather(step.describe())  # every member saw the mismatch, so all are here
+        """Raise :class:`DivergenceError` with every member's view of ``step``. Every member saw the
+        same reduced fingerprints, so all gather their views here (unless data of another size
+        garbled the result differently: then after a few seconds with the views that came)."""
+        mine = np.zeros(1024, np.uint8)
+        text = step.describe().encode()[:1024]
+        mine[:len(text)] = np.frombuffer(text, np.uint8)
+        views = np.zeros((comm.Get_size(), 1024), np.uint8)
+        request = comm.Iallgather(mine, views)
+        deadline = time.monotonic() + _ANSWER_WAIT
+        while not request.Test() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if request.Get_status():
+            texts = [bytes(v).rstrip(b"\0").decode(errors="replace") for v in views]
+        else:
+            self.kept.append((request, mine, views))
+            texts = [step.describe() if m == self.rank else "(no answer)" for m in step.group]
         by_view: dict[str, list[int]] = {}
-        for member, view in zip(step.group, views):
+        for member, view in zip(step.group, texts):
             by_view.setdefault(view, []).append(member)
         lines = "\n".join(f"  {name_ranks(members)}: {view}" for view, members in by_view.items())
         self.fail(DivergenceError(f"ranks disagree at {step.kind} #{step.index} on ranks {list(step.group)}:\n{lines}"))
