@@ -92,13 +92,19 @@ def reference_weights() -> dict:
     return {name: p.asnumpy() for name, p in seed_network(shard=False).parameters_and_names()}
 
 
-def predict(fault: str = "", batch: int = BATCH, rank2_strategy=None) -> None:
+def setup(fault: str, rank2_strategy) -> tuple[dict, Network]:
+    """The single-process reference weights, and the sharded network (rank 2's own strategy if given)."""
     want = reference_weights()
     sharded()
     ms.set_seed(1)
     net = Network(fault)
     if rank2_strategy and get_rank() == FAULTY:
         net.net.layer1.matmul.shard(rank2_strategy)
+    return want, net
+
+
+def predict(fault: str = "", batch: int = BATCH, rank2_strategy=None) -> None:
+    want, net = setup(fault, rank2_strategy)
     x = np.random.default_rng(0).standard_normal((batch, 1, 28, 28)).astype(np.float32)
     y = ms.Model(net).predict(ms.Tensor(x)).asnumpy()
     err = float(np.abs(y - forward(x, want)).max())
@@ -107,12 +113,7 @@ def predict(fault: str = "", batch: int = BATCH, rank2_strategy=None) -> None:
 
 
 def train(fault: str = "", rank2_strategy=None, steps: int = 2) -> None:
-    start = reference_weights()
-    sharded()
-    ms.set_seed(1)
-    net = Network(fault)
-    if rank2_strategy and get_rank() == FAULTY:
-        net.net.layer1.matmul.shard(rank2_strategy)
+    start, net = setup(fault, rank2_strategy)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
     label = rng.integers(0, 10, BATCH).astype(np.int32)
