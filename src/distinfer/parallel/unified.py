@@ -713,9 +713,9 @@ def load_unified(network: Any, unified_dir: PathLike, predict_strategy: Any = No
     [[4.0, 5.0], [6.0, 7.0]]
     """
     job = _UnifiedJob(unified_dir, predict_strategy, name_map)
-    if rank_id is None:  # under mpirun: the ranks slicing for the same parameters must agree on how
-        _agree_on_unified(job, dst_safetensors_dir, output_format)
     try:
+        if rank_id is None:  # under mpirun: the ranks slicing for the same parameters must agree on how
+            _agree_on_unified(job, dst_safetensors_dir, output_format)
         if network is not None or dst_safetensors_dir is None:
             from ..communication import get_rank
 
