@@ -147,6 +147,8 @@ def side_distinfer(a: argparse.Namespace, d: Path) -> dict:
         x = ms.Tensor(ids)
         out["seconds"] = _timed(lambda: model.predict(x), a.repeat, world.barrier)
         out.update(_comm_counts(world, ex, lambda: model.predict(x)))
+        if world.size > 1:
+            out["checked"], out["plain"] = _checking_cost(lambda: model.predict(x), world, a.repeat)
     else:
         step = nn.TrainOneStepCell(nn.WithLossCell(net, TokenLoss()), nn.Momentum(net.trainable_params(), 0.01, 0.9))
         feed = [ms.Tensor(ids), ms.Tensor(labels)]
@@ -182,6 +184,66 @@ def _comm_counts(world, ex, call) -> dict:
     sent = world.allgather_object((st.bytes_sent, st.messages, st.allreduces, st.allreduce_bytes))
     return dict(bytes_sent=sum(s[0] for s in sent), minimum=Tally.moved * 4, messages=sum(s[1] for s in sent),
                 allreduces=sent[0][2], allreduce_bytes=sent[0][3])
+
+
+class _Unchecked:
+    """The backend's data calls as plain blocking mpi4py calls with no step checks: the baseline
+    the checking cost is measured against (float32/int32 data, as the GPT block moves)."""
+
+    def __init__(self, world) -> None:
+        self._world = world
+        self._ops = {"sum": world.MPI.SUM, "max": world.MPI.MAX, "min": world.MPI.MIN}
+
+    def __getattr__(self, name: str):
+        return getattr(self._world, name)
+
+    def allreduce(self, arr, partition, op="sum", what=""):
+        src = np.ascontiguousarray(arr).reshape(np.shape(arr))
+        out = np.empty_like(src)
+        self._world.group_comm(partition).Allreduce(src, out, op=self._ops[op])
+        return out
+
+    def reduce_scatter(self, arr, partition, axis, op="sum", what=""):
+        comm = self._world.group_comm(partition)
+        send = np.ascontiguousarray(np.moveaxis(arr, axis, 0))
+        recv = np.empty((send.shape[0] // comm.Get_size(),) + send.shape[1:], send.dtype)
+        comm.Reduce_scatter_block(send, recv, op=self._ops[op])
+        return np.ascontiguousarray(np.moveaxis(recv, 0, axis))
+
+    def exchange(self, sends, recvs, what=""):
+        """One message per peer (the arrays back to back), as the checked backend sends them."""
+        MPI, comm = self._world.MPI, self._world.comm
+        sizes = {src: [int(np.prod(shape)) * np.dtype(dt).itemsize for shape, dt in specs]
+                 for src, specs in recvs.items()}
+        inbox = {src: np.empty(sum(n), np.uint8) for src, n in sizes.items()}
+        outbox = [np.concatenate([np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays])
+                  for arrays in sends.values()]
+        reqs = [comm.Irecv([buf, MPI.BYTE], source=src, tag=17) for src, buf in inbox.items()]
+        reqs += [comm.Isend([buf, MPI.BYTE], dest=dst, tag=17) for dst, buf in zip(sends, outbox)]
+        MPI.Request.Waitall(reqs)
+        out = {}
+        for src, specs in recvs.items():
+            cuts = np.cumsum([0] + sizes[src])
+            out[src] = [inbox[src][lo:hi].view(dt).reshape(shape) for lo, hi, (shape, dt) in zip(cuts, cuts[1:], specs)]
+        return out
+
+
+def _checking_cost(call, world, repeat: int) -> tuple[float, float]:
+    """Median seconds per predict with the checked backend and with ``_Unchecked``, alternating."""
+    from distinfer.communication import _backend
+
+    plain = _Unchecked(world)
+    times: dict[str, list[float]] = {"checked": [], "plain": []}
+    for i in range(2 * repeat):
+        mode = ("checked", "plain")[(i + i // 2) % 2]  # checked, plain, plain, checked, ...
+        _backend.reset_for_tests(world if mode == "checked" else plain)
+        world.barrier()
+        t0 = time.perf_counter()
+        call()
+        world.barrier()
+        times[mode].append(time.perf_counter() - t0)
+    _backend.reset_for_tests(world)
+    return statistics.median(times["checked"]), statistics.median(times["plain"])
 
 
 def side_onnxruntime(a: argparse.Namespace, d: Path) -> dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "examples")]
 from _gpt_bench import MESH as CONFIGS  # noqa: E402
 
 def _args(argv=None) -> argparse.Namespace:

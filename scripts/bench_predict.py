@@ -12,7 +12,10 @@ plain ``mpirun -n 2`` with no thread variables, as MindSpore's tutorials start j
 also give the point-to-point bytes of one predict against the planner's minimum, and the
 allreduces. It ends with the ratios issue 15 judges, and the import time of distinfer.
 
-Informational only; nothing asserts on timings.
+Informational only; nothing asserts on timings. At 2 ranks and more it also prints the cost of the
+communication checks (step fingerprints, stamps on reductions, waits that poll instead of blocking in
+MPI): predict time with the checked backend over predict time with plain blocking mpi4py calls,
+the two timed alternately in the same job (``checked/plain``).
 
     .venv/bin/python scripts/bench_predict.py [--ranks 1,2,4,8] [--rounds 3] [--repeat 5]
 """
@@ -75,12 +78,13 @@ def main(argv=None) -> int:
               f"batch={a.batch}: predict, median of {a.rounds} fresh-process rounds x {a.repeat} calls")
         one = res.get(ONE, {}).get("seconds")
         print(f"{'contender':<34} {'ms':>8} {'vs 1 proc':>9} {'BLAS thr':>8} {'p2p bytes':>11} {'planner min':>11} "
-              f"{'AR/predict':>10} {'AR bytes/rank':>13}")
+              f"{'AR/predict':>10} {'AR bytes/rank':>13} {'checked/plain':>13}")
         for name, r in res.items():
             if r.get("seconds") is None:
                 print(f"{name:<34} failed: {r.get('error', '')[-600:]}")
                 continue
-            comm = (f"{r['bytes_sent']:>11,} {r['minimum']:>11,} {r['allreduces']:>10} {r['allreduce_bytes']:>13,}"
+            comm = (f"{r['bytes_sent']:>11,} {r['minimum']:>11,} {r['allreduces']:>10} {r['allreduce_bytes']:>13,} "
+                    f"{gb.ratio(r.get('checked'), r.get('plain')):>13}"
                     if "bytes_sent" in r and r.get("ranks", 1) > 1 else "")
             print(f"{name:<34} {r['seconds'] * 1e3:>8.1f} {gb.ratio(r['seconds'], one):>9} "
                   f"{r.get('blas_threads', ''):>8} {comm}")

@@ -22,7 +22,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 # through serialization, so they are on floor 5.
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
-    "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
+    "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer.communication._guard": 1,
+    "distinfer.communication._agree": 1, "distinfer._logging": 1,
     "distinfer.launch": 1, "distinfer._version": 1, "distinfer._random": 1, "distinfer._cpu": 1, "distinfer._lazy": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
     "distinfer._initializers": 2,

@@ -48,6 +48,7 @@ _CONTEXT_DEFAULTS: dict[str, Any] = {
     "enable_compile_cache": False, "compile_cache_path": ".", "inter_op_parallel_num": 0,
     "aoe_tune_mode": "", "op_timeout": 900, "mempool_block_size": "1GB", "enable_reduce_precision": True,
     "enable_dump": False, "save_dump_path": ".", "variable_memory_max_size": "30GB", "gpu_config": {},
+    "comm_timeout": None,  # distinfer's watchdog (seconds); None: DISTINFER_COMM_TIMEOUT, else 600
 }
 _context: dict[str, Any] = dict(_CONTEXT_DEFAULTS)
 # The types MindSpore's set_context checks (a wrong type is a TypeError); bool passes for int, as there.
@@ -60,6 +61,7 @@ _CONTEXT_TYPES: dict[str, tuple] = {
     "reserve_class_name_in_scope": (bool,), "check_bprop": (bool,), "enable_compile_cache": (bool,),
     "inter_op_parallel_num": (int,), "aoe_tune_mode": (str,), "op_timeout": (int,), "mempool_block_size": (str,),
     "enable_reduce_precision": (bool,), "variable_memory_max_size": (str,), "gpu_config": (dict,),
+    "comm_timeout": (int, float),
 }
 
 
@@ -91,7 +93,28 @@ def set_context(**kwargs: Any) -> None:
             _reject("set_context", key, value, "GRAPH_MODE (0) or PYNATIVE_MODE (1)")
         if key == "device_target" and value not in ("CPU", "GPU", "Ascend"):
             _reject("set_context", key, value, "one of 'CPU', 'GPU', 'Ascend'")
+        if key == "comm_timeout":
+            _set_comm_timeout(value)
         _context[key] = value
+
+
+def _set_comm_timeout(value: Any) -> None:
+    """distinfer's watchdog: a communication step (collective, exchange, the wait for the other
+    ranks at exit) that waits longer than ``value`` seconds ends the job, naming the step and the
+    ranks that have not arrived. 0 waits forever; None restores ``DISTINFER_COMM_TIMEOUT`` (else
+    600 s). Under MindSpore this key does not exist.
+
+    >>> import distinfer as ms
+    >>> ms.set_context(comm_timeout=120)
+    >>> ms.get_context("comm_timeout")
+    120
+    >>> ms.set_context(comm_timeout=None)
+    """
+    if isinstance(value, bool) or (value is not None and value < 0):
+        _reject("set_context", "comm_timeout", value, "a number of seconds >= 0 (0 waits forever) or None")
+    from .communication import _backend
+
+    _backend.set_comm_timeout(value)
 
 
 def get_context(key: str) -> Any:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "OnnxExportError",
-           "check_type", "type_error"]
+__all__ = ["DistinferError", "FormatError", "StrategyError", "LayoutError", "CommError", "DivergenceError",
+           "OnnxExportError", "check_type", "type_error"]
 
 
 def type_error(api: str, name: str, value: Any, expected: str) -> TypeError:
@@ -111,4 +111,14 @@ class OnnxExportError(DistinferError, ValueError):
     ... except OnnxExportError as e:
     ...     print(isinstance(e, ValueError), str(e).split(";")[0])
     True ONNX export: the network runs on 2 devices with communication (parallel_mode semi_auto_parallel)
+    """
+
+
+class DivergenceError(CommError):
+    """Ranks that should be doing the same thing are not: a different op, plan, shape or dtype at
+    a communication step, or different inputs to a collective load. The message gives each view.
+
+    >>> from distinfer.errors import CommError, DivergenceError
+    >>> issubclass(DivergenceError, CommError)
+    True
     """

@@ -203,9 +203,9 @@ def create_group(group: str, rank_ids: Sequence[int], options=None) -> None:
         raise CommError(f"create_group {group!r}: rank {world.rank} is not in rank_ids {list(ranks)} "
                         "(only member ranks call create_group)")
     _GROUPS[group] = ranks
-    if isinstance(world, _backend.MPIBackend):
-        mpi_group = world.comm.Get_group().Incl(list(ranks))
-        _GROUP_COMMS[group] = world.comm.Create_group(mpi_group)
+    comm = world.create_comm(ranks, f"create_group({group!r})")
+    if comm is not None:
+        _GROUP_COMMS[group] = comm
 
 
 def destroy_group(group: str) -> None:

@@ -2,8 +2,9 @@
 
 Importing ``mpi4py.MPI`` starts MPI (about a second), so nothing here imports it until
 :func:`world` is first called inside an MPI launch. Every collective in distinfer is called by
-all ranks in the same order (eager SPMD), so group communicators are built for a whole
-partition of the ranks at once with ``Comm.Split``.
+all ranks in the same order (eager SPMD); a reduction names the partition of the ranks into
+groups, and each group gets its own communicator. Under MPI every call is a step watched by
+:mod:`._guard`: ranks that diverge, leave or wait too long end the job with a message.
 
 Counters (:attr:`Backend.stats`) record the point-to-point messages and bytes each rank sends,
 so tests can assert what a redistribution cost.
@@ -12,15 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import threading
-import traceback
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .._cpu import share_cores
+from ..errors import DivergenceError
+from . import _agree, _guard
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,11 @@ Partition = tuple[tuple[int, ...], ...]
 
 
 class Backend:
-    """Collectives on numpy arrays over the world or over groups of a rank partition."""
+    """Collectives on numpy arrays over the world or over groups of a rank partition.
+
+    Every call takes ``what``: a short description of what it is for (``"partial sums of ..."``,
+    ``"redistribute ..."``) that enters the step's fingerprint under MPI (see :mod:`._guard`).
+    """
 
     rank: int = 0
     size: int = 1
@@ -79,37 +83,47 @@ class Backend:
         self.stats = CommStats()
 
     # Overridden by the MPI backend; the single-rank versions are exact.
-    def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
+    def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum", what: str = "allreduce") -> np.ndarray:
         self.stats.allreduces += 1
         return np.array(arr, copy=True)
 
-    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum") -> np.ndarray:
+    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum",
+                       what: str = "reduce_scatter") -> np.ndarray:
         """Sum over this rank's group, keeping piece ``index in group`` of ``axis`` (cut evenly)."""
         self.stats.reduce_scatters += 1
         return np.array(arr, copy=True)
 
     def exchange(self, sends: dict[int, list[np.ndarray]],
-                 recvs: dict[int, list[tuple[tuple[int, ...], np.dtype]]]) -> dict[int, list[np.ndarray]]:
+                 recvs: dict[int, list[tuple[tuple[int, ...], np.dtype]]],
+                 what: str = "exchange") -> dict[int, list[np.ndarray]]:
         """Send ``sends[dst]`` arrays to each ``dst``; receive arrays of the given shapes from each source."""
         if sends or recvs:
             raise RuntimeError("a world of one rank cannot exchange messages")
         return {}
 
-    def allgather_object(self, obj):
+    def allgather_object(self, obj, what: str = "allgather"):
         return [obj]
 
-    def bcast_object(self, obj, root: int = 0):
+    def bcast_object(self, obj, root: int = 0, what: str = "bcast"):
         return obj
 
-    def barrier(self) -> None:
+    def barrier(self, what: str = "barrier") -> None:
         pass
+
+    def agree(self, what: str, value: Any, key: Any = None) -> None:
+        """Raise :class:`~distinfer.errors.DivergenceError` unless every rank that passes the same
+        ``key`` passes the same ``value`` (JSON-like values; one small collective under MPI)."""
+
+    def create_comm(self, ranks: Sequence[int], what: str = "create a communicator"):
+        """A communicator of world ``ranks`` (called by those ranks only); None without MPI."""
+        return None
 
     def abort(self, code: int = 1) -> None:
         os._exit(code)
 
 
 class MPIBackend(Backend):
-    """:class:`Backend` over ``MPI.COMM_WORLD``."""
+    """:class:`Backend` over ``MPI.COMM_WORLD``; every call is a guarded step (:mod:`._guard`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -120,56 +134,69 @@ class MPIBackend(Backend):
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self._groups: dict[tuple[int, ...], object] = {}
+        self.guard = _guard.Guard(MPI, self.comm, _TIMEOUT)
+
+    def create_comm(self, ranks: Sequence[int], what: str = "create a communicator"):
+        """Built with ``Create_group``, which only the group's members call (ranks of other pipeline
+        stages never join a stage's reductions); the members first meet by messages, so a member
+        that never comes is diagnosed like any other step instead of blocking inside MPI."""
+        ranks = tuple(ranks)
+        others = [r for r in ranks if r != self.rank]
+        self.exchange({r: [] for r in others}, {r: [] for r in others}, what=f"{what} for ranks {list(ranks)}")
+        group = self.comm.Get_group().Incl(list(ranks))
+        comm = self.comm.Create_group(group, tag=hash(ranks) & 0x7FFF)
+        group.Free()
+        return comm
 
     def group_comm(self, partition: Partition):
-        """Communicator of this rank's group in ``partition`` (world ranks), cached.
-
-        Built with ``Create_group``, which only the group's members call: ranks of other pipeline
-        stages never join a stage's reductions.
-        """
+        """Communicator of this rank's group in ``partition`` (world ranks), cached."""
         mine = next(g for g in partition if self.rank in g)
         if len(mine) == self.size:
             return self.comm
         comm = self._groups.get(mine)
         if comm is None:
-            group = self.comm.Get_group().Incl(list(mine))
-            comm = self.comm.Create_group(group, tag=hash(mine) & 0x7FFF)
-            group.Free()
-            self._groups[mine] = comm
+            comm = self._groups[mine] = self.create_comm(mine, "create the communicator of a reduction group")
         return comm
 
-    def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum") -> np.ndarray:
+    def _begin(self, kind: str, what: str, partition: Partition, *facts: Any):
+        """This rank's group communicator and the step of a collective on it."""
+        comm = self.group_comm(partition)
+        return comm, self.guard.begin(kind, what, *facts, group=next(g for g in partition if self.rank in g))
+
+    def _arrive(self, kind: str, what: str, partition: Partition, *facts: Any):
+        """This rank's group communicator, once every member has arrived at the same step."""
+        comm, step = self._begin(kind, what, partition, *facts)
+        self.guard.arrive(comm, step)
+        return comm
+
+    def allreduce(self, arr: np.ndarray, partition: Partition, op: str = "sum", what: str = "allreduce") -> np.ndarray:
         self.stats.allreduces += 1
         self.stats.allreduce_bytes += arr.nbytes
         src = np.ascontiguousarray(arr).reshape(np.shape(arr))  # reshape: ascontiguousarray makes 0-d 1-d
-        out = np.empty_like(src)
-        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
-        comm = self.group_comm(partition)
-        if src.dtype.kind == "V" or src.dtype.name in _WIDEN:
-            wide = src.astype(np.float32)
-            res = np.empty_like(wide)
-            comm.Allreduce(wide, res, op=mpi_op)
-            return res.astype(src.dtype)
-        comm.Allreduce(src, out, op=mpi_op)
-        return out.reshape(arr.shape)
+        comm, step = self._begin("allreduce", what, partition, src.shape, src.dtype.name, op)
+        out = self.guard.reduce(comm, step, src.reshape(-1), op, _reduced_dtype(src.dtype))
+        return out.astype(src.dtype, copy=False).reshape(src.shape)
 
-    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum") -> np.ndarray:
+    def reduce_scatter(self, arr: np.ndarray, partition: Partition, axis: int, op: str = "sum",
+                       what: str = "reduce_scatter") -> np.ndarray:
         self.stats.reduce_scatters += 1
-        comm = self.group_comm(partition)
+        comm, step = self._begin("reduce_scatter", what, partition, arr.shape, arr.dtype.name, axis, op)
         size = comm.Get_size()
-        # Put the scattered axis first so each member's piece is one contiguous run.
+        # Put the scattered axis first so each member's piece is one contiguous run (a row).
         moved = np.moveaxis(arr, axis, 0)
-        wide = moved.dtype.name in _WIDEN
-        send = np.ascontiguousarray(moved, dtype=np.float32 if wide else moved.dtype)
-        self.stats.allreduce_bytes += send.nbytes
-        recv = np.empty((send.shape[0] // size,) + send.shape[1:], dtype=send.dtype)
-        mpi_op = {"sum": self.MPI.SUM, "max": self.MPI.MAX, "min": self.MPI.MIN}[op]
-        comm.Reduce_scatter_block(send, recv, op=mpi_op)
-        return np.ascontiguousarray(np.moveaxis(recv.astype(arr.dtype, copy=False), 0, axis))
+        self.stats.allreduce_bytes += moved.size * _reduced_dtype(moved.dtype).itemsize
+        out = self.guard.reduce(comm, step, moved, op, _reduced_dtype(moved.dtype), scatter=True)
+        piece = out.reshape((moved.shape[0] // size,) + moved.shape[1:]).astype(arr.dtype, copy=False)
+        return np.ascontiguousarray(np.moveaxis(piece, 0, axis))
 
-    def exchange(self, sends, recvs):
-        MPI = self.MPI
-        requests = []
+    def exchange(self, sends, recvs, what: str = "exchange"):
+        MPI, guard = self.MPI, self.guard
+        step = guard.begin("exchange", what)
+        send_tags, recv_tags = guard.message_tags(
+            step, {dst: tuple((tuple(map(int, a.shape)), a.dtype.str) for a in arrays) for dst, arrays in sends.items()},
+            {src: tuple((tuple(map(int, shape)), np.dtype(dt).str) for shape, dt in specs)
+             for src, specs in recvs.items()})
+        requests, receives = [], {}
         received: dict[int, np.ndarray] = {}
         layout: dict[int, list[tuple[int, tuple[int, ...], np.dtype]]] = {}
         for src, specs in recvs.items():
@@ -177,16 +204,17 @@ class MPIBackend(Backend):
             buf = np.empty(sum(sizes), dtype=np.uint8)
             received[src] = buf
             layout[src] = [(n, shape, np.dtype(dt)) for n, (shape, dt) in zip(sizes, specs)]
-            requests.append(self.comm.Irecv([buf, MPI.BYTE], source=src, tag=17))
+            receives[src] = guard.p2p.Irecv([buf, MPI.BYTE], source=src, tag=recv_tags[src])
+            requests.append(receives[src])
         keep = []
         for dst, arrays in sends.items():
-            payload = np.concatenate([np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays]) \
-                if len(arrays) > 1 else np.ascontiguousarray(arrays[0]).reshape(-1).view(np.uint8)
+            payload = _payload(arrays)
             keep.append(payload)
             self.stats.messages += 1
             self.stats.bytes_sent += payload.nbytes
-            requests.append(self.comm.Isend([payload, MPI.BYTE], dest=dst, tag=17))
-        MPI.Request.Waitall(requests)
+            requests.append(guard.p2p.Isend([payload, MPI.BYTE], dest=dst, tag=send_tags[dst]))
+        guard.wait(requests, step, (received, keep), receives)
+        guard.passed(step)
         out: dict[int, list[np.ndarray]] = {}
         for src, buf in received.items():
             arrays, offset = [], 0
@@ -196,14 +224,27 @@ class MPIBackend(Backend):
             out[src] = arrays
         return out
 
-    def allgather_object(self, obj):
+    def allgather_object(self, obj, what: str = "allgather"):
+        self._arrive("allgather", what, (tuple(range(self.size)),))
         return self.comm.allgather(obj)
 
-    def bcast_object(self, obj, root: int = 0):
+    def bcast_object(self, obj, root: int = 0, what: str = "bcast"):
+        self._arrive("bcast", what, (tuple(range(self.size)),), root)
         return self.comm.bcast(obj, root=root)
 
-    def barrier(self) -> None:
-        self.comm.Barrier()
+    def barrier(self, what: str = "barrier") -> None:
+        self._arrive("barrier", what, (tuple(range(self.size)),))  # arriving is the barrier
+
+    def agree(self, what: str, value: Any, key: Any = None) -> None:
+        self._arrive("agree", what, (tuple(range(self.size)),))
+        text = _agree.canonical(value)
+        mine = np.array([_guard.digest(_agree.canonical(key)), _guard.digest(text)], np.int64)
+        everyone = np.empty((self.size, 2), np.int64)
+        self.comm.Allgather(mine, everyone)  # everyone has arrived
+        if _agree.consistent(everyone):
+            return
+        texts = self.comm.allgather(text)
+        self.guard.fail(DivergenceError(_agree.disagreement(what, everyone, texts)))
 
     def ranks_on_node(self) -> int:
         """How many ranks of the job share this rank's node (its shared-memory group), whatever
@@ -218,7 +259,22 @@ class MPIBackend(Backend):
         self.comm.Abort(code)
 
 
+def _reduced_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a reduction adds in: float32 for the 16-bit floats (see ``_WIDEN``)."""
+    return np.dtype(np.float32) if dtype.kind == "V" or dtype.name in _WIDEN else dtype
+
+
+def _payload(arrays: list[np.ndarray]) -> np.ndarray:
+    """The bytes of ``arrays`` back to back (no copy for one contiguous array)."""
+    if not arrays:
+        return np.empty(0, np.uint8)
+    if len(arrays) == 1:
+        return np.ascontiguousarray(arrays[0]).reshape(-1).view(np.uint8)
+    return np.concatenate([np.ascontiguousarray(a).reshape(-1).view(np.uint8) for a in arrays])
+
+
 _WORLD: Backend | None = None
+_TIMEOUT: float | None = None  # set_context(comm_timeout=...); None: DISTINFER_COMM_TIMEOUT or the default
 
 
 def world() -> Backend:
@@ -226,8 +282,8 @@ def world() -> Backend:
     global _WORLD
     if _WORLD is None:
         _WORLD = MPIBackend() if launched_size() > 1 else Backend()
-        if _WORLD.size > 1:
-            _install_abort_on_error(_WORLD)
+        if isinstance(_WORLD, MPIBackend) and _WORLD.size > 1:
+            _guard.install(_WORLD.guard)
             share_cores(_WORLD.ranks_on_node())  # BLAS threads: this rank's share of the node's cores
     return _WORLD
 
@@ -242,21 +298,24 @@ def reset_for_tests(backend: Backend | None = None) -> None:
     _WORLD = backend
 
 
-def _install_abort_on_error(backend: Backend) -> None:
-    """An uncaught exception on any rank prints that rank's traceback and aborts the whole job."""
-    previous = sys.excepthook
+def set_comm_timeout(seconds: float | None) -> None:
+    """The watchdog limit: a step waiting longer ends the job (0: wait forever; None: the
+    ``DISTINFER_COMM_TIMEOUT`` environment variable, else 600 s)."""
+    global _TIMEOUT
+    _TIMEOUT = seconds
+    if isinstance(_WORLD, MPIBackend):
+        _WORLD.guard.limit = _guard.timeout_from_env() if seconds is None else seconds
 
-    def hook(exc_type, exc, tb):
-        text = "".join(traceback.format_exception(exc_type, exc, tb))
-        sys.stderr.write(f"[distinfer rank {backend.rank}] uncaught exception, aborting all ranks:\n{text}")
-        sys.stderr.flush()
-        sys.stdout.flush()
-        if issubclass(exc_type, KeyboardInterrupt):
-            previous(exc_type, exc, tb)
-        backend.abort(1)
 
-    def thread_hook(args):
-        hook(args.exc_type, args.exc_value, args.exc_traceback)
+def agree(what: str, value: Any, key: Any = None) -> None:
+    """Under an MPI launch, raise :class:`~distinfer.errors.DivergenceError` unless every rank that
+    passes the same ``key`` passes the same ``value`` (a no-op in a world of one). A collective:
+    every rank calls it.
 
-    sys.excepthook = hook
-    threading.excepthook = thread_hook
+    >>> agree("load_distributed_checkpoint", {"checkpoint_filenames": ["a.ckpt", "b.ckpt"]})
+    """
+    if launched_size() > 1:
+        world().agree(what, value, key)
+
+
+op_scope = _guard.op_scope

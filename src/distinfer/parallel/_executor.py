@@ -15,6 +15,7 @@ A *layout-only* run (``abstract()``) does all of that except arithmetic and mess
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -275,6 +276,12 @@ def _adopt_user_layouts(prim, tensors, users: list[Layout]) -> None:
 
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
+    first = next((a.name for a in args if isinstance(a, Parameter)), None)  # names the op in comm errors
+    with _backend.op_scope(prim.name, f"{prim.name}({first})" if first else prim.name):
+        return _execute(prim, args)
+
+
+def _execute(prim, args) -> Any:
     if _State.mixed_precision and prim.name != "Cast":
         mode = _State.mixed_precision[-1]
         if mode is not AMP_O1:
@@ -340,11 +347,11 @@ def output_block(t: Tensor, target: Layout, broadcast: bool | None = None) -> np
         broadcast = context.get_auto_parallel_context("pipeline_result_broadcast")
     if not broadcast:
         return local if local is not None else np.zeros(target.local_shape, dtype=t.dtype.np)
-    world = _backend.world()
+    world, what = _backend.world(), f"pipeline result {target!r}"
     if local is not None:
-        world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {})
+        world.exchange({s * n + me: [local] for s in range(stages) if s != mine}, {}, what=what)
         return local
-    got = world.exchange({}, {held * n + me: [(target.local_shape, t.dtype.np)]})
+    got = world.exchange({}, {held * n + me: [(target.local_shape, t.dtype.np)]}, what=what)
     return got[held * n + me][0]
 
 
@@ -368,7 +375,7 @@ def receive_from_stage(plan: Plan, src_stage: int, dtype) -> np.ndarray:
     recvs: dict[int, list] = {}
     for p in plan.pieces_for(me):
         recvs.setdefault(src_offset + p.src, []).append((p.shape, dtype))
-    received = _backend.world().exchange({}, recvs)
+    received = _backend.world().exchange({}, recvs, what=f"from stage {src_stage}: {_moving(plan.src, plan.dst)}")
     incoming = {src - src_offset: iter(arrays) for src, arrays in received.items()}
     return assemble(plan, me, lambda piece: next(incoming[piece.src]), dtype=dtype)
 
@@ -380,7 +387,7 @@ def send_to_stage(plan: Plan, local: np.ndarray, dst_stage: int) -> None:
     sends: dict[int, list] = {}
     for p in plan.pieces_from(me):
         sends.setdefault(dst_offset + p.dst, []).append(extract(local, plan.src, me, p.box))
-    _backend.world().exchange(sends, {})
+    _backend.world().exchange(sends, {}, what=f"from stage {my_stage()}: {_moving(plan.src, plan.dst)}")
 
 
 def _send_to_stage(t: Tensor, target: Layout, stage: int) -> None:
@@ -476,13 +483,25 @@ def _reduce(step: Reduce, local: np.ndarray | None, t: Tensor) -> np.ndarray | N
         return None
     partition = _world_groups(step.groups)
     world = _backend.world()
+    what = _summing(step.layout)
     if step.scatter_dim is not None:
         _notify_comm("reduce_scatter", layout=step.layout, partition=partition, axis=step.scatter_dim, op=step.op,
                      result_layout=step.result)
-        return world.reduce_scatter(local, partition, step.scatter_dim, step.op)
+        return world.reduce_scatter(local, partition, step.scatter_dim, step.op, what=what)
     _notify_comm("allreduce", layout=step.layout, partition=partition, op=step.op)
-    reduced = _ALLREDUCED[t] = world.allreduce(local, partition, step.op)
+    reduced = _ALLREDUCED[t] = world.allreduce(local, partition, step.op, what=what)
     return reduced
+
+
+@functools.lru_cache(maxsize=4096)
+def _moving(src: Layout, dst: Layout) -> str:
+    """What a redistribution is, as a communication step names it (its fingerprint and errors)."""
+    return f"redistribute {src!r} -> {dst!r}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _summing(layout: Layout) -> str:
+    return f"partial sums of {layout!r}"
 
 
 def _world_groups(partition):
@@ -502,7 +521,7 @@ def run_plan(plan: Plan, local: np.ndarray, me: int, offset: int | None = None) 
             sends.setdefault(offset + p.dst, []).append(extract(local, plan.src, me, p.box))
         elif p.dst == me and p.src != me:
             recvs.setdefault(offset + p.src, []).append((p.shape, local.dtype))
-    received = _backend.world().exchange(sends, recvs) if sends or recvs else {}
+    received = _backend.world().exchange(sends, recvs, what=_moving(plan.src, plan.dst)) if sends or recvs else {}
     incoming = {src - offset: iter(arrays) for src, arrays in received.items()}
 
     def fetch(piece):

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import context
 from .. import dtype as mstype
-from ..communication import get_rank
+from ..communication import _backend, get_rank
 from ..io.strategy_file import ParamLayout, _layout_from_pb, build_searched_strategy, merge_pipeline_strategys
 from ..layout import replicated
 from ..nn.cell import Cell
@@ -198,6 +198,8 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     dst_dir = os.fspath(dst_checkpoints_dir)
     outputs = {r: os.path.join(dst_dir, f"rank_{r}", f"{ckpt_prefix}{r}{suffix}.{output_format}")
                for r in sorted(job.layouts)}
+    _agree("transform_checkpoints", src=_real(src_dir), dst=_real(dst_dir), prefix=ckpt_prefix,
+           strategies=[_real(src_strategy_file), _real(dst_strategy_file)], output_format=output_format)
     try:
         fan_out(job, outputs, process_num, desc="transform")
     finally:
@@ -364,6 +366,10 @@ def load_distributed_checkpoint(network, checkpoint_filenames=None, predict_stra
         raise ValueError(f"For 'Load_distributed_checkpoint', the length of 'checkpoint_filenames' should be equal to "
                          f"the device count of training process. But got the length of 'checkpoint_filenames' is "
                          f"{len(files)} and the device count is {train.stage_devices}.")
+    if rank_id is None:  # under mpirun, ranks given the same files must agree on their order and the strategies
+        real = [_real(f) for f in files]
+        _agree("load_distributed_checkpoint", key=sorted(real), checkpoint_filenames=real,
+               train_strategy_filename=_real(train_strategy_filename), predict_strategy=predict)
     rank = get_rank() if rank_id is None else int(rank_id)
     param_dict = rank_file_blocks(network, files, train, train_strategy_filename, predict, rank, strict_load)
     if return_param_dict:
@@ -439,6 +445,11 @@ def _load_unified(network: Any, unified_dir: PathLike, predict_strategy: Any = N
     """
     job = SliceJob(unified_dir, predict_strategy, name_map)
     try:
+        if rank_id is None:  # under mpirun: the ranks slicing for the same parameters must agree on how
+            predict = _real(job.predict_arg) if isinstance(job.predict_arg, str) else job.predict
+            _agree("load_distributed_checkpoint", key=[_real(job.unified_dir), sorted(job.predict or {})],
+                   unified_safetensors_dir=_real(job.unified_dir), predict_strategy=predict, name_map=job.name_map,
+                   dst_safetensors_dir=_real(dst_safetensors_dir), output_format=output_format)
         if network is not None or dst_safetensors_dir is None:
             rank = get_rank() if rank_id is None else int(rank_id)
             param_dict = unified_blocks(job, network, rank)
@@ -455,6 +466,17 @@ def _load_unified(network: Any, unified_dir: PathLike, predict_strategy: Any = N
         return True
     finally:
         job.close()
+
+
+def _real(path: Optional[PathLike]) -> Optional[str]:
+    return None if path is None else os.path.realpath(path)
+
+
+def _agree(api: str, key: Any = None, **inputs: Any) -> None:
+    """Under mpirun, every rank calling ``api`` with the same ``key`` must give the same ``inputs``
+    (file lists in the same order, the same strategies); otherwise a DivergenceError names the
+    ranks and both views instead of loading or writing different weights."""
+    _backend.agree(api, inputs, key=key)
 
 
 def _load_into(network, param_dict: dict, strict_load: bool) -> None:
@@ -534,6 +556,8 @@ def unified_safetensors(src_dir: str, src_strategy_file: str, dst_dir: str, merg
     """
     current, total = _check_unified_args(src_dir, src_strategy_file, dst_dir, file_suffix, max_process_num,
                                          choice_func, split_dst_file)
+    _agree("unified_safetensors", src=_real(src_dir), dst=_real(dst_dir), strategy=_real(src_strategy_file),
+           redundancy=bool(merge_with_redundancy), suffix=file_suffix, split=[current, total])
     src_dir, dst_dir = os.fspath(src_dir), os.fspath(dst_dir)
     plan = plan_unify(src_dir, os.fspath(src_strategy_file), bool(merge_with_redundancy), file_suffix, choice_func)
     os.makedirs(dst_dir, exist_ok=True)
