@@ -56,7 +56,8 @@ from .parallel.checkpoint import (build_searched_strategy, load_distributed_chec
                                   transform_checkpoint_by_rank, transform_checkpoints)
 from .parallel.unified import unified_safetensors  # noqa: E402
 from .parallel.shard_layout import Layout  # noqa: E402
+from .parallel.shard_region import shard  # noqa: E402
 
 __all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
             "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-            "transform_checkpoints", "unified_safetensors"]
+            "transform_checkpoints", "unified_safetensors", "shard"]
