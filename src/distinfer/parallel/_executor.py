@@ -275,14 +275,17 @@ def _op_layouts(prim, tensors, consts, n_args: int, out_shapes) -> tuple[OpLayou
     n = stage_devices()
     shapes = [t.global_shape for t in tensors]
     raw = _strategy_for(prim, tensors, shapes, n, consts)
-    if not isinstance(raw, Layout):
+    if isinstance(raw, tuple):
         raw = _drop_const_strategies(raw, n_args, consts)
     strategy, lay = _prim.layouts(prim, raw, shapes, out_shapes, n, consts)
     wanted = lay.inputs
     if prim.in_layouts is not None:
         wanted = _prim.user_input_layouts(prim, shapes, n)
         _adopt_user_layouts(prim, tensors, wanted)
-    _check_parameter_users(prim, tensors, wanted)
+    if not prim.follows_input:  # shape ops take a parameter as it is laid out
+        _check_parameter_users(prim, tensors, wanted)
+    if isinstance(strategy, _prim.Arranged):
+        strategy = strategy.strategy  # recorded as the split tuples it arranges
     return lay, (None if isinstance(strategy, Layout) else strategy)
 
 

@@ -275,6 +275,51 @@ def candidates(prim, shapes: Sequence[Sequence[int]], out_shapes: Sequence[Seque
     return found
 
 
+def _splits_of(strategy) -> tuple:
+    """A strategy as split tuples (an arranged one: the split tuples it arranges)."""
+    return strategy.strategy if isinstance(strategy, _prim.Arranged) else strategy
+
+
+def _arrangements(mine: Layout, target: Layout, dev: Sequence[int]) -> list[tuple[tuple[int, ...], ...]]:
+    """Ways to map the device axes ``dev`` of an op's rule onto ``target``'s so that its tensor laid
+    out as ``mine`` lands as ``target`` (same split counts): per rule axis, the target axes standing
+    for it. The axes splitting the tensor's dims map dim by dim, in order; the others share out the
+    target axes left over, each taking a group whose sizes multiply to its own."""
+    tdev = target.dev_matrix
+    axes: dict[int, tuple[int, ...]] = {}
+    used: set[int] = set()
+    for d in range(mine.ndim):
+        pool = [a for a in target.dim_axes(d) if tdev[a] > 1]
+        for q in mine.dim_axes(d):
+            group: list[int] = []
+            while math.prod(tdev[a] for a in group) < dev[q] and pool:
+                group.append(pool.pop(0))
+            if math.prod(tdev[a] for a in group) != dev[q]:
+                return []
+            axes[q] = tuple(group)
+            used.update(group)
+        if pool:
+            return []
+    rest = [q for q in range(len(dev)) if q not in axes and dev[q] > 1]
+    free = [a for a in range(len(tdev)) if a not in used and tdev[a] > 1]
+    out: list[tuple[tuple[int, ...], ...]] = []
+
+    def share(k: int, left: list[int], chosen: dict[int, tuple[int, ...]]) -> None:
+        if k == len(rest):
+            if not left:
+                full = {**axes, **chosen}
+                out.append(tuple(full.get(q, ()) for q in range(len(dev))))
+            return
+        q = rest[k]
+        for size in range(1, len(left) + 1):
+            for group in itertools.combinations(left, size):
+                if math.prod(tdev[a] for a in group) == dev[q]:
+                    share(k + 1, [a for a in left if a not in group], {**chosen, q: group})
+
+    share(0, free, {})
+    return out
+
+
 def _flat(strategy) -> tuple[int, ...]:
     return tuple(v for s in strategy for v in s)
 
@@ -467,13 +512,14 @@ class _Propagation:
                 s, c = self.edge_cost(out_spec, chain, got[1].inputs[i], node.out_itemsizes[j])
                 sent, copied = sent + s, copied + c
         own = _own_cost(lay, node.out_itemsizes)
-        flat = _flat(strategy)
+        flat = _flat(_splits_of(strategy))
         return conflicts, sent, copied, own, -math.prod(flat), tuple(-x for x in flat)
 
     def decide(self, v: int) -> list:
         """Give op ``v`` its cheapest strategy; returns the parameters it laid out (now decided)."""
         node = self.g.nodes[v]
         options = candidates(node.prim, node.shapes, node.out_shapes, self.n, node.consts)
+        options = options + self.arranged(v, options)
         if not options:
             log.info("%s: no strategy fits shapes %s on %d devices; it keeps its default", node.name, node.shapes,
                      self.n)
@@ -486,6 +532,49 @@ class _Propagation:
                 self.param_layout[base] = lay.inputs[i]
                 laid.append(base)
         return laid
+
+    def neighbour_layouts(self, v: int) -> list[tuple[Any, int, bool]]:
+        """Layouts decided neighbours give op ``v``'s tensors: ``(layout, index, is_output)`` for an
+        input as its producer delivers it and for an output as a consumer wants it."""
+        node = self.g.nodes[v]
+        found = []
+        for i, (base, chain) in enumerate(self.g.origin[v]):
+            spec = self.base_spec(base)
+            if spec is None:
+                continue
+            for f in chain:
+                spec = DistSpec(self.g.follow_layouts(f, spec.layout).outputs[0])
+            found.append((spec.layout, i, False))
+        for j in range(len(node.out_shapes)):
+            for chain, w, i in self.g.users.get(Out(v, j), ()):
+                if not chain and w in self.choice:
+                    found.append((self.choice[w][1].inputs[i], j, True))
+        return found
+
+    def arranged(self, v: int, options: list) -> list:
+        """Candidates running op ``v`` in a decided neighbour's device arrangement: each split strategy
+        whose layout of that tensor has the neighbour's split counts, its device axes mapped onto the
+        neighbour's so the tensor needs no move (MindSpore adds the same, "under the neighbour's
+        device matrix")."""
+        node = self.g.nodes[v]
+        found, keys = [], set()
+        for target, k, is_output in self.neighbour_layouts(v):
+            target = target.without_opt_shard()
+            for strategy, lay in options:
+                mine = (lay.outputs if is_output else lay.inputs)[k]
+                if mine is None or mine.splits != target.splits or mine.same_blocks(target):
+                    continue
+                for axes in _arrangements(mine, target, lay.dev_matrix):
+                    key = (strategy, target.dev_matrix, axes)
+                    if key in keys:
+                        continue
+                    keys.add(key)
+                    try:
+                        found.append(_prim._checked_rule(node.prim, _prim.Arranged(strategy, target.dev_matrix, axes),
+                                                         node.shapes, node.out_shapes, self.n, node.consts))
+                    except ValueError:
+                        continue
+        return found
 
     # --------------------------------------------------------------------------- walks
     def neighbours(self, u) -> Iterator[Any]:
@@ -592,9 +681,9 @@ def propagate(tracer: Tracer, n: int, everything: bool = True) -> Plan:
             strategy = run.choice[node.index][0]
         plan.entries.setdefault(kind, []).append(([tuple(s) for s in node.shapes], strategy))
         if node.index in run.choice and not getattr(node.prim, "pins_layout", False):
-            configured = node.index in graph.fixed
-            shown = run.choice[node.index][0]
-            plan.decisions.append((node.prim.name, shown if not isinstance(shown, Layout) else None, configured))
+            chosen = run.choice[node.index][0]
+            shown = None if isinstance(chosen, Layout) else _splits_of(chosen)
+            plan.decisions.append((node.prim.name, shown, node.index in graph.fixed))
     decided = sum(1 for node in graph.nodes if node.index in run.choice and node.index not in graph.fixed)
     log.info("rank %d: sharding propagation decided %d of %d ops over %d devices", ex._global_rank(), decided,
              len(graph.nodes), n)

@@ -137,12 +137,10 @@ def _parameter_plan(fn, parameter_plan) -> dict[Parameter, Any]:
     """``{Parameter: strategy}`` for ``parameter_plan`` (names as ``self.block.dense.weight``)."""
     if parameter_plan is None:
         return {}
-    from ..nn.cell import Cell
-
     if not isinstance(parameter_plan, dict):
         raise TypeError(f"For 'Shard', the 'parameter_plan' should be a dict or None, but got "
                         f"{type(parameter_plan).__name__}")
-    if not isinstance(fn, Cell):
+    if not _is_cell(fn):
         raise TypeError(f"If parameter_plan is set, type of fn must be mindspore.nn.Cell, but got {type(fn)}")
     for k, v in parameter_plan.items():
         if not isinstance(k, str) or not isinstance(v, (tuple, UserLayout)):
@@ -214,6 +212,11 @@ class ShardRegion:
         return self._move([out], self._out, "out_strategy")[0]
 
 
+def _is_cell(fn) -> bool:
+    """A ``nn.Cell``, known by its shard slot (nn.cell imports this module, so not the reverse)."""
+    return hasattr(fn, "_shard_region") and callable(getattr(fn, "construct", None))
+
+
 def _one_device() -> bool:
     return context.get_auto_parallel_context("device_num") == 1
 
@@ -253,14 +256,12 @@ def shard(fn, in_strategy, out_strategy=None, parameter_plan=None, device: str =
     """
     if _one_device():
         return fn
-    from ..nn.cell import Cell
-
-    if not isinstance(fn, Cell):
+    if not _is_cell(fn):
         log.warning("'fn' is not a mindspore.nn.Cell, and its definition cannot involve Parameter; otherwise, the "
                     "result may be incorrect.")
     _check_args(in_strategy, out_strategy, device, level)
     region = ShardRegion(fn, in_strategy, out_strategy, parameter_plan)
-    call = fn.__call__ if isinstance(fn, Cell) else fn
+    call = fn
 
     def shard_fn(*args: Any, **kwargs: Any) -> Any:
         if not context.is_sharded_mode():
