@@ -1,8 +1,9 @@
 """MindSpore's sharding propagation and shard function samples run on 8 ranks with only their imports
 changed (examples/sharding_propagation.py, examples/shard_function.py), on a small MNIST folder, and
-print the losses the same script prints in one process (stand-alone). The samples call their networks
-directly, where distinfer takes a rank's input Tensor as the whole tensor (see README), so both runs
-seed the dataset's shuffle to feed every rank the same batches."""
+print the losses the same script prints in one process (stand-alone). Called directly in auto_parallel,
+a network takes each rank's batch as its shard of the global batch (dataset_strategy "data_parallel",
+as MindSpore does); both runs seed the dataset's shuffle, so every rank reads the same batch and the
+global batch is 8 copies of the stand-alone one: the same loss and gradients."""
 from __future__ import annotations
 
 import os

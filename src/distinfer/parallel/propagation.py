@@ -62,6 +62,7 @@ from ..ops import primitive as _prim
 from ..plan import Reduce, plan_steps
 from ..tensor import Parameter, Tensor
 from . import _executor as ex
+from .inputs import distribute_inputs
 
 log = logging.getLogger(__name__)
 
@@ -769,6 +770,10 @@ def planned_call(owner, run: Callable, args: Sequence, kwargs: dict, everything:
     """
     if everything is None:
         everything = context.parallel_mode() == context.ParallelMode.AUTO_PARALLEL
+    if everything:  # a compiled graph's data inputs follow the dataset strategy (Model's already do)
+        n = ex.stage_devices()
+        args = distribute_inputs(list(args), n)
+        kwargs = dict(zip(kwargs, distribute_inputs(list(kwargs.values()), n)))
     plans = _PLANS.setdefault(owner, {})
     key = (_signature(args, kwargs), everything)
     plan = plans.get(key)
