@@ -16,11 +16,12 @@ import pytest
 
 import distinfer as ms
 from distinfer import Parameter, Tensor, nn, ops
-from distinfer.common.initializer import initializer
 from distinfer.io import read_strategy
 from distinfer.layout import DistSpec, Layout
 from distinfer.ops.primitive import Arranged, apply_rule
 from distinfer.parallel import propagation
+from propagation_nets import FFN
+from seed_net import Dense
 from simworld import forward
 
 
@@ -47,36 +48,10 @@ def _t(*shape) -> Tensor:
 
 
 # ------------------------------------------------------------------- MindSpore's own examples
-class _Dense(nn.Cell):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.weight = Parameter(initializer("normal", [cin, cout], ms.float32))
-        self.bias = Parameter(initializer("normal", [cout], ms.float32))
-        self.matmul = ops.MatMul()
-        self.add = ops.Add()
-
-    def construct(self, x):
-        return self.add(self.matmul(x, self.weight), self.bias)
-
-
-class _FFN(nn.Cell):
-    """The sharding propagation tutorial's network."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flatten = ops.Flatten()
-        self.dense1 = _Dense(28 * 28, 64)
-        self.relu = ops.ReLU()
-        self.dense2 = _Dense(64, 10)
-
-    def construct(self, x):
-        return self.dense2(self.relu(self.dense1(self.flatten(x))))
-
-
-def test_tutorial_ffn_gets_mindsporess_strategies():
+def test_tutorial_ffn_gets_mindspores_strategies():
     """The tutorial's IR at 8 devices: Add ((2, 4), (4,)), ReLU ((2, 4),), MatMul ((2, 4), (4, 1))."""
     _auto(dataset_strategy="data_parallel")
-    net = _FFN()
+    net = FFN()
     net.dense1.matmul.shard(((2, 1), (1, 4)))
     decided = _decided(net, _t(32, 1, 28, 28))
     assert decided[:3] == [("Add", ((2, 4), (4,))), ("ReLU", ((2, 4),)), ("MatMul", ((2, 4), (4, 1)))]
@@ -87,7 +62,7 @@ def test_row_parallel_linear_add_follows_its_matmul():
     """The split-technique guide: only the MatMul ((dp, 1), (1, tp)) is configured; Add becomes ((dp, tp), (tp,))."""
     for dp, tp in ((2, 4), (4, 2), (8, 1)):
         _auto()
-        net = _Dense(16, 8)
+        net = Dense(16, 8)
         net.matmul.shard(((dp, 1), (1, tp)))
         assert _decided(net, _t(16, 16)) == [("Add", ((dp, tp), (tp,)))]
 
@@ -268,7 +243,7 @@ def test_other_search_modes_are_refused(mode):
 def test_the_sharding_propagation_flag_selects_it_too():
     ms.set_auto_parallel_context(parallel_mode="auto_parallel", sharding_propagation=True, device_num=4,
                                  full_batch=True)
-    net = _Dense(8, 4)
+    net = Dense(8, 4)
     net.matmul.shard(((4, 1), (1, 1)))
     assert _decided(net, _t(8, 8)) == [("Add", ((4, 1), (1,)))]
 
@@ -280,7 +255,7 @@ def test_semi_auto_propagates_inside_shard_regions_only():
     class Net(nn.Cell):
         def __init__(self):
             super().__init__()
-            self.block = _Dense(16, 16)
+            self.block = Dense(16, 16)
             self.block.shard(in_strategy=((1, 8),), parameter_plan={"self.block.weight": (8, 1)})
             self.relu = ops.ReLU()
 
@@ -298,7 +273,7 @@ def test_semi_auto_propagates_inside_shard_regions_only():
 # ------------------------------------------------------------------------------- Cell.shard
 def test_shard_argument_checks():
     ms.set_auto_parallel_context(device_num=8)
-    net = _Dense(4, 4)
+    net = Dense(4, 4)
     with pytest.raises(TypeError, match="the 'in_strategy' should be a tuple, but got list"):
         net.shard([(2, 1)])
     with pytest.raises(TypeError, match=r"should be a tuple\(tuple\(int\)\) or tuple\(mindspore.parallel.Layout\), "
@@ -326,7 +301,7 @@ def test_shard_argument_checks():
 
 def test_shard_warnings_and_one_device(caplog):
     ms.set_auto_parallel_context(device_num=8)
-    net = _Dense(4, 4)
+    net = Dense(4, 4)
     with caplog.at_level(logging.WARNING, logger="distinfer"):
         net.shard(((2, 1),), parameter_plan={"self.nope": (2, 1), "self.weight": (2, 1)})
         net.shard(((2, 1),), parameter_plan={"self.weight": (4, 1)})
@@ -422,7 +397,7 @@ def test_an_op_sharded_with_interleaved_layouts_lays_out_as_without():
     def layouts(layout):
         ms.reset_auto_parallel_context()
         ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=4, full_batch=True)
-        net = _Dense(8, 8)
+        net = Dense(8, 8)
         net.matmul.shard((layout(("dp", *layout.extra), "None"), layout("None", "sp")))
         return ms.Model(net).infer_predict_layout(_t(8, 8))
 

@@ -14,10 +14,11 @@ sys.path[:0] = [str(ROOT / "examples"), str(Path(__file__).resolve().parent)]
 
 import distinfer as ms  # noqa: E402
 from distinfer import Parameter, Tensor, nn, ops  # noqa: E402
-from distinfer.common.initializer import initializer  # noqa: E402
 from distinfer.layout import replicated  # noqa: E402
 from distinfer.parallel import _executor as ex  # noqa: E402
 from distinfer.parallel import propagation  # noqa: E402
+
+from propagation_nets import FFN, ShardFunctionNet  # noqa: E402
 
 from _harness import Checks, assert_close, full, rank, reset, size  # noqa: E402
 
@@ -40,62 +41,6 @@ def _auto(**kw) -> None:
 def _matmul_strategy(n: int) -> tuple:
     """dense1's strategy: the tutorial's ((2, 1), (1, 4)) on 8 ranks, scaled down below."""
     return {8: ((2, 1), (1, 4)), 4: ((2, 1), (1, 2)), 2: ((1, 1), (1, 2)), 1: ((1, 1), (1, 1))}[n]
-
-
-class _Dense(nn.Cell):
-    def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.weight = Parameter(initializer("normal", [cin, cout], ms.float32))
-        self.bias = Parameter(initializer("normal", [cout], ms.float32))
-        self.matmul = ops.MatMul()
-        self.add = ops.Add()
-
-    def construct(self, x):
-        return self.add(self.matmul(x, self.weight), self.bias)
-
-
-class FFN(nn.Cell):
-    """MindSpore's sharding propagation sample network (docs/sample_code/sharding_propagation)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flatten = ops.Flatten()
-        self.dense1 = _Dense(28 * 28, 64)
-        self.relu = ops.ReLU()
-        self.dense2 = _Dense(64, 10)
-
-    def construct(self, x):
-        return self.dense2(self.relu(self.dense1(self.flatten(x))))
-
-
-class _Block(nn.Cell):
-    def __init__(self) -> None:
-        super().__init__()
-        self.dense1 = nn.Dense(128, 256)
-        self.gelu = nn.GELU()
-        self.dense2 = nn.Dense(256, 128)
-
-    def construct(self, x):
-        return self.dense2(self.gelu(self.dense1(x)))
-
-
-class Net1(nn.Cell):
-    """MindSpore's shard function sample network (docs/sample_code/shard_function_parallel): block1 runs
-    with its input split along the second axis and dense2's weight split by rows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.block1, self.block2, self.block3 = _Block(), _Block(), _Block()
-        self.flatten = nn.Flatten()
-        self.layer1 = nn.Dense(28 * 28, 128)
-        self.layer2 = nn.Dense(128, 10)
-        n = ms.get_auto_parallel_context("device_num")
-        self.block1_shard = self.block1.shard(in_strategy=((1, n),), parameter_plan={"self.block1.dense2.weight": (n, 1)})
-
-    def construct(self, x):
-        x = self.layer1(self.flatten(x))
-        x = self.block1_shard(x)
-        return self.layer2(self.block3(self.block2(x)))
 
 
 def _ffn(sharded: bool):
@@ -246,7 +191,7 @@ def _chain() -> None:
 
 def _shard_function_net():
     ms.set_seed(1)
-    return Net1()
+    return ShardFunctionNet()
 
 
 @CHECKS("shard_region_predict")
