@@ -4,6 +4,8 @@
 ``FFN`` is the propagation tutorial's network, built from the tutorials' ``Dense`` (``MatMul`` then
 ``Add``); ``ShardFunctionNet`` is the shard function sample's ``Net1``: ``block1`` runs with its input
 split along the second axis and ``block1.dense2.weight`` split by rows, over the stage's devices.
+:func:`gpt_key_ops_only` configures a GPT block the way MindSpore's split-technique guide advises for
+sharding propagation: strategies on its key ops only.
 """
 import distinfer as ms
 from distinfer import nn, ops
@@ -58,3 +60,18 @@ class ShardFunctionNet(nn.Cell):
         x = self.layer1(self.flatten(x))
         x = self.block1_shard(x)
         return self.layer2(self.block3(self.block2(x)))
+
+
+# The GPT block's ops with weights and those that change dims (the guide's "key operators").
+KEY_OPS = ("gather", "qkv", "split_qkv", "scores", "context", "proj", "fc", "fc_proj", "head")
+
+
+def gpt_key_ops_only(net, dp: int, mp: int):
+    """``net`` (a ``gpt_block.GPTBlock``) with the Megatron strategies of ``shard_gpt`` on its key ops only."""
+    from gpt_block import GPTBlock, shard_gpt
+
+    megatron = shard_gpt(GPTBlock(vocab=net.vocab, hidden=net.hidden, heads=net.heads, seq=net.seq, ffn=net.ffn),
+                         dp, mp)
+    for name in KEY_OPS:
+        getattr(net, name).shard(getattr(megatron, name).in_strategy)
+    return net

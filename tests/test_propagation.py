@@ -20,7 +20,7 @@ from distinfer.io import read_strategy
 from distinfer.layout import DistSpec, Layout
 from distinfer.ops.primitive import Arranged, apply_rule
 from distinfer.parallel import propagation
-from propagation_nets import FFN
+from propagation_nets import FFN, gpt_key_ops_only
 from seed_net import Dense
 from simworld import forward
 
@@ -432,3 +432,25 @@ def test_an_arrangement_must_cover_the_rule_matrix():
     lay = apply_rule(ops.ReLU(), ((2, 1),), [(4, 6)], [(4, 6)], 4, {})
     with pytest.raises(ValueError, match="does not cover the device matrix"):
         Arranged(((2, 1),), (4,), ((0,), (), ())).apply(lay)
+
+
+# --------------------------------------------------------------------- a transformer block
+GPT_CFG = dict(vocab=64, hidden=32, heads=4, seq=8, ffn=64)
+
+
+@pytest.mark.parametrize("dp,mp", [(2, 4), (1, 4), (2, 2), (4, 1)])
+def test_gpt_key_ops_propagate_to_the_megatron_strategies(dp, mp):
+    """Strategies on the 9 key ops: propagation gives the other 14 (layer norms, biases, softmax, residuals,
+    GeLU...) exactly the hand-written ones, and every parameter the same layout."""
+    from gpt_block import GPTBlock, shard_gpt
+
+    ids = Tensor(np.zeros((8, 8), np.int32))
+    _auto(n=dp * mp)
+    full = shard_gpt(GPTBlock(**GPT_CFG), dp, mp)
+    want = ms.Model(full).infer_predict_layout(ids)
+    want_strategies = [s for _, s, _ in propagation.last_plan(full).decisions]
+    net = gpt_key_ops_only(GPTBlock(**GPT_CFG), dp, mp)
+    assert ms.Model(net).infer_predict_layout(ids) == want
+    decisions = propagation.last_plan(net).decisions
+    assert sum(not configured for _, _, configured in decisions) == 14
+    assert [s for _, s, _ in decisions] == want_strategies

@@ -18,7 +18,7 @@ from distinfer.layout import replicated  # noqa: E402
 from distinfer.parallel import _executor as ex  # noqa: E402
 from distinfer.parallel import propagation  # noqa: E402
 
-from propagation_nets import FFN, ShardFunctionNet  # noqa: E402
+from propagation_nets import FFN, ShardFunctionNet, gpt_key_ops_only  # noqa: E402
 
 from _harness import Checks, assert_close, full, rank, reset, size  # noqa: E402
 
@@ -26,7 +26,7 @@ CHECKS = Checks()
 
 
 def check_names(n: int) -> list[str]:
-    names = ["ffn_predict_full_batch", "ffn_predict_data_parallel", "ffn_train_matches_one_process",
+    names = ["gpt_key_ops_predict", "ffn_predict_full_batch", "ffn_predict_data_parallel", "ffn_train_matches_one_process",
              "chain_moves_nothing_between_propagated_ops", "shard_region_predict", "semi_auto_function_regions",
              "shared_parameter_conflict_everywhere"]
     if n >= 4:
@@ -72,6 +72,24 @@ def _initial_weights() -> dict:
     reset()
     net = _ffn(False)
     return {k: p.init_data().asnumpy().astype(np.float64) for k, p in net.parameters_and_names()}
+
+
+@CHECKS("gpt_key_ops_predict")
+def _gpt_key_ops() -> None:
+    """The GPT block with strategies on its 9 key ops only predicts as numpy does (data_parallel inputs)."""
+    from gpt_block import GPTBlock, full_params, gpt_reference
+
+    cfg = dict(vocab=64, hidden=32, heads=4, seq=8, ffn=64)
+    n, local = size(), 2
+    dp, mp = {1: (1, 1), 2: (1, 2), 4: (2, 2), 8: (2, 4)}[n]
+    ids = np.random.RandomState(5).randint(0, cfg["vocab"], size=(local * n, cfg["seq"])).astype(np.int32)
+    reset()
+    ms.set_seed(11)
+    want = gpt_reference(full_params(GPTBlock(**cfg)), ids, heads=cfg["heads"])
+    _auto()
+    ms.set_seed(11)
+    got = ms.Model(gpt_key_ops_only(GPTBlock(**cfg), dp, mp)).predict(Tensor(ids[rank() * local:(rank() + 1) * local]))
+    assert_close(got.asnumpy(), want[rank() * local:(rank() + 1) * local], what=f"GPT key ops only, dp={dp} mp={mp}")
 
 
 @CHECKS("ffn_predict_full_batch")
