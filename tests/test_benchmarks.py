@@ -16,6 +16,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
     ("bench_ckpt.py", ["--gib", "0.05"], ["column box", "peak RSS"]),
     ("bench_predict.py", ["--ranks", "1,2", "--repeat", "1"], ["1 x 2"]),
     ("bench_train.py", ["--ranks", "1", "--steps", "2"], ["1.00"]),
+    ("bench_propagation.py", ["--hidden", "32", "--heads", "4", "--seq", "8", "--vocab", "64", "--batch", "8",
+                              "--repeat", "1"], ["2 x 4", "14/23", "True"]),
 ])
 def test_benchmark_runs(script, args, expect):
     res = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=300)

@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .. import context
 from ..layout import DistSpec, Layout, replicated
 from ..ops import primitive as _prim
-from ..plan import Reduce, plan_steps
+from ..plan import move_volumes, reduce_step
 from ..tensor import Parameter, Tensor
 from . import _executor as ex
 from .inputs import distribute_inputs
@@ -190,15 +190,15 @@ def move_cost(spec: DistSpec, target: Layout, itemsize: int = 4) -> tuple[int, i
     n = target.num_devices
     src = spec.layout if spec.layout is not None else replicated(target.shape, n)
     sent = copied = 0.0
-    for step in plan_steps(spec.laid_out(src), target):
-        if isinstance(step, Reduce):
-            group = len(step.groups[0])
-            block = math.prod(step.layout.local_shape)
-            passes = 1 if step.scatter_dim is not None else 2  # ReduceScatter; AllReduce = RS + AllGather
-            sent += n * block * passes * (group - 1) / group
-        else:
-            sent += step.moved_elements()
-            copied += sum(p.size for p in step.pieces if p.src == p.dst)
+    reduce = reduce_step(spec.laid_out(src), target)
+    if reduce is not None:
+        group = len(reduce.groups[0])
+        passes = 1 if reduce.scatter_dim is not None else 2  # ReduceScatter; AllReduce = RS + AllGather
+        sent += n * math.prod(src.local_shape) * passes * (group - 1) / group
+        src = reduce.result
+    if not src.same_blocks(target):
+        moved, local = move_volumes(src, target)
+        sent, copied = sent + moved, copied + local
     return int(round(sent * itemsize)), int(round(copied * itemsize))
 
 
@@ -734,7 +734,8 @@ def _signature(args: Sequence, kwargs: dict) -> tuple:
         except TypeError:
             return ("object", id(a))
 
-    return (context.setting("device_num"), context.setting("pipeline_stages"), id(ex._State.loaded),
+    loaded = id(ex._State.loaded) if ex._State.loaded else None  # which strategy file's strategies apply
+    return (context.setting("device_num"), context.setting("pipeline_stages"), loaded,
             tuple(one(a) for a in args), tuple(sorted((k, one(v)) for k, v in kwargs.items())))
 
 
