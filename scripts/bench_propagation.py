@@ -88,6 +88,7 @@ def main(argv=None) -> None:
     a = _args(argv)
     cfg = dict(vocab=a.vocab, hidden=a.hidden, heads=a.heads, seq=a.seq, ffn=4 * a.hidden)
     print(f"GPT block: hidden {a.hidden}, heads {a.heads}, seq {a.seq}, vocab {a.vocab}, batch {a.batch}")
+    measure(cfg, *CONFIGS[0], a.batch, 1)  # warm-up: imports and first-call caches out of the timings
     print("dp x mp | compile (auto / semi) | compile s | replay (auto / semi) | decided | = hand-written")
     for dp, mp in CONFIGS:
         r = measure(cfg, dp, mp, a.batch, a.repeat)
