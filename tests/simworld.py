@@ -81,7 +81,7 @@ def forward(prim, args: Sequence[Any], strategy: Any, n: int) -> Run:
     out_shapes, out_dtypes = [s for s, _ in specs], [d for _, d in specs]
     if strategy is None:
         strategy = prim.strategy_for(shapes, n, consts, [None] * len(arrays))
-    if not isinstance(strategy, Layout) and len(strategy) == len(args) and consts:
+    if isinstance(strategy, tuple) and len(strategy) == len(args) and consts:
         strategy = tuple(s for i, s in enumerate(strategy) if i not in consts)  # MindSpore's () for scalars
     _, lay = layouts(prim, strategy, shapes, out_shapes, n, consts)
     ctxs, locals_, outs = [], [], []

@@ -22,6 +22,8 @@ TINY_GPT = ["--vocab", "256", "--hidden", "64", "--heads", "4", "--ffn", "128", 
     ("bench_export.py", ["--ranks", "1,2", "--repeat", "1", "--hidden", "64", "--vocab", "128"], ["1 x 2"]),
     ("bench_train.py", ["--ranks", "1", "--rounds", "1", "--repeat", "1", "--no-mindspore", *TINY_GPT],
      ["distinfer 1 process", "1.00x", "subnormal-filled gradient"]),
+    ("bench_propagation.py", ["--hidden", "32", "--heads", "4", "--seq", "8", "--vocab", "64", "--batch", "8",
+                              "--repeat", "1"], ["2 x 4", "14/23", "True"]),
 ])
 def test_benchmark_runs(script, args, expect):
     res = subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True, text=True, timeout=300)

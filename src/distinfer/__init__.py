@@ -44,7 +44,7 @@ __all__ = [
     "ckpt_to_safetensors", "safetensors_to_ckpt", "export", "load",
     "load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
     "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-    "transform_checkpoints", "unified_safetensors",
+    "transform_checkpoints", "unified_safetensors", "shard",
 ]
 
 # Imported on first use: file formats pull in protobuf and safetensors, export pulls in onnx.
@@ -55,4 +55,5 @@ _CHECKPOINT = ("build_searched_strategy", "load_distributed_checkpoint", "merge_
                "transform_checkpoints", "unified_safetensors")
 __getattr__, __dir__ = lazy_exports(__name__, {
     "dataset": ".dataset", "export": ".exporter", "load": ".exporter", "Layout": ".parallel.shard_layout",
+    "shard": ".parallel.shard_region",
     **dict.fromkeys(_SERIALIZATION, ".serialization"), **dict.fromkeys(_CHECKPOINT, ".reshard.api")})

@@ -25,7 +25,7 @@ from .errors import LayoutError
 from .layout import DistSpec, Layout
 
 __all__ = ["Piece", "Plan", "PreferSelf", "NearestCoords", "PREFER_SELF", "make_plan", "local_index", "assemble",
-           "Reduce", "Step", "plan_steps"]
+           "Reduce", "Step", "plan_steps", "reduce_step", "move_volumes"]
 
 Box = tuple[tuple[int, int], ...]
 
@@ -294,10 +294,41 @@ def plan_steps(src: DistSpec, dst: Layout) -> tuple[Step, ...]:
     """
     layout = src.layout
     steps: list[Step] = []
-    if src.partial:
-        reduce = Reduce(layout, tuple(src.partial), src.reduce_op, _scatter_dim(layout, tuple(src.partial), dst))
+    reduce = reduce_step(src, dst)
+    if reduce is not None:
         steps.append(reduce)
         layout = reduce.result
     if not layout.same_blocks(dst):
         steps.append(make_plan(layout, dst))
     return tuple(steps)
+
+
+def reduce_step(src: DistSpec, dst: Layout) -> Reduce | None:
+    """The collective completing ``src``'s pending partial results on the way to ``dst`` (None: none pend).
+
+    >>> reduce_step(DistSpec(Layout((2, 2), (-1, -1), (4, 6)), partial=(0,)), Layout((2, 2), (1, -1), (4, 6))).scatter_dim
+    0
+    """
+    if not src.partial:
+        return None
+    return Reduce(src.layout, tuple(src.partial), src.reduce_op, _scatter_dim(src.layout, tuple(src.partial), dst))
+
+
+@lru_cache(maxsize=4096)
+def move_volumes(src: Layout, dst: Layout) -> tuple[int, int]:
+    """``(elements sent between ranks, elements copied within a rank)`` by ``make_plan(src, dst)``
+    (a destination holding a piece is its own source), counted without building the plan.
+
+    >>> move_volumes(Layout((4,), (0, -1), (8, 8)), Layout((4,), (-1, 0), (8, 8)))
+    (48, 16)
+    """
+    _check_compatible(src, dst)
+    blocks, holders = src.unique_blocks
+    mine = dst.boxes  # [ranks, ndim, 2]
+    lo = np.maximum(blocks[None, :, :, 0], mine[:, None, :, 0])
+    hi = np.minimum(blocks[None, :, :, 1], mine[:, None, :, 1])
+    volume = np.clip(hi - lo, 0, None).prod(axis=2)  # [ranks, blocks]
+    held = np.zeros(volume.shape, dtype=bool)
+    for b, ranks in enumerate(holders):
+        held[[r for r in ranks if r < dst.num_devices], b] = True
+    return int(volume[~held].sum()), int(volume[held].sum())

@@ -22,6 +22,7 @@ import contextlib
 from collections import OrderedDict
 from typing import Any, Iterator
 
+from .. import context
 from ..tensor import Parameter, ParameterTuple
 
 __all__ = ["Cell", "SequentialCell", "CellList"]
@@ -53,6 +54,7 @@ class Cell:
         object.__setattr__(self, "_output_dtype", None)  # amp O1: a white-listed cell's outputs go back to float32
         object.__setattr__(self, "_parameter_layout_dict", {})
         object.__setattr__(self, "requires_grad", False)
+        object.__setattr__(self, "_shard_region", None)  # set by Cell.shard
 
     # ---------------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -158,7 +160,19 @@ class Cell:
             raise ValueError(f"{type(self).__name__}.pipeline_stage must be an int >= 0, got {value!r}")
         object.__setattr__(self, "_pipeline_stage", value)
 
+    # A call of this cell is a graph of its own for sharding propagation (traced for shapes, then
+    # run with propagated strategies). Cells that run no ops of their own (training wrappers,
+    # optimizers) say False: the cells they call are the graphs.
+    _plan_boundary = True
+
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self._shard_region is not None or context.parallel_mode() == context.ParallelMode.AUTO_PARALLEL:
+            from ..parallel import propagation
+
+            return propagation.call_cell(self, inputs, kwargs)
+        return self._call(*inputs, **kwargs)
+
+    def _call(self, *inputs: Any, **kwargs: Any) -> Any:
         if self._pipeline_stage is None and self._mixed_precision is None:
             return self.construct(*inputs, **kwargs)
         from ..parallel import _executor as ex
@@ -213,8 +227,30 @@ class Cell:
     def set_inputs(self, *inputs: Any) -> None:
         """Dynamic-shape declaration; distinfer runs eagerly on every shape, so nothing is needed."""
 
-    def shard(self, *args: Any, **kwargs: Any) -> "Cell":
-        raise NotImplementedError("Cell.shard is the PyNative form; use Primitive.shard in semi-auto parallel")
+    def shard(self, in_strategy, out_strategy=None, parameter_plan=None, device: str = "Ascend", level: int = 0):
+        """Lay this cell's inputs out as ``in_strategy`` says (a split tuple or a ``Layout`` per
+        input; ``None`` leaves an input as it comes), its outputs as ``out_strategy``, and the
+        parameters named in ``parameter_plan`` (``{"self.block.dense.weight": (4, 1)}``) as given;
+        in semi-auto and auto parallel the ops inside without a strategy of their own are then
+        derived by sharding propagation (in other modes the cell runs as it is).
+
+        Arguments are checked as MindSpore checks them (TypeError, ValueError). With one device it
+        does nothing, as in MindSpore. Returns a function that calls the cell (MindSpore 2.x returns
+        None; older releases returned such a function, which their samples assign and call).
+
+        >>> import numpy as np, distinfer as ms
+        >>> from distinfer import nn
+        >>> ms.set_auto_parallel_context(device_num=8)
+        >>> block = nn.Dense(4, 4)
+        >>> block.shard(in_strategy=[(2, 1)])
+        Traceback (most recent call last):
+        ...
+        TypeError: For 'Shard', the 'in_strategy' should be a tuple, but got list.
+        >>> ms.reset_auto_parallel_context()
+        """
+        from ..parallel.shard_region import shard_cell
+
+        return shard_cell(self, in_strategy, out_strategy, parameter_plan, device, level)
 
     def extend_repr(self) -> str:
         return ""

@@ -35,6 +35,8 @@ class FixedLossScaleUpdateCell(Cell):
     (1024.0, True)
     """
 
+    _plan_boundary = False  # runs no ops of its own: not a graph for sharding propagation
+
     def __init__(self, loss_scale_value: float) -> None:
         super().__init__()
         self.loss_scale_value = float(loss_scale_value)
@@ -58,6 +60,8 @@ class DynamicLossScaleUpdateCell(Cell):
     >>> [(cell(scale, o), float(scale.asnumpy())) for o in (False, True, False, False, False)]
     [(False, 8.0), (True, 4.0), (False, 4.0), (False, 8.0), (False, 8.0)]
     """
+
+    _plan_boundary = False  # runs no ops of its own: not a graph for sharding propagation
 
     def __init__(self, loss_scale_value: float, scale_factor: int, scale_window: int) -> None:
         super().__init__()

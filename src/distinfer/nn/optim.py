@@ -57,6 +57,8 @@ class Optimizer(Cell):
     ([0.9, 2.1], [1])
     """
 
+    _plan_boundary = False  # runs no ops of its own: not a graph for sharding propagation
+
     def __init__(self, learning_rate, parameters: Iterable[Parameter], weight_decay: float = 0.0,
                  loss_scale: float = 1.0) -> None:
         super().__init__(auto_prefix=False)

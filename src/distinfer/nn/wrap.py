@@ -125,6 +125,8 @@ class DistributedGradReducer(Cell):
     True
     """
 
+    _plan_boundary = False  # runs no ops of its own: not a graph for sharding propagation
+
     def __init__(self, parameters, mean: bool = True, degree: int | None = None) -> None:
         super().__init__(auto_prefix=False)
         self.mean = mean
@@ -163,6 +165,8 @@ class TrainOneStepCell(Cell):
     >>> net.weight.asnumpy().astype(float).round(4).tolist()
     [[0.504, 1.008]]
     """
+
+    _plan_boundary = False  # runs no ops of its own: not a graph for sharding propagation
 
     def __init__(self, network: Cell, optimizer: Cell, sens: float = 1.0, return_grad: bool = False) -> None:
         super().__init__(auto_prefix=False)

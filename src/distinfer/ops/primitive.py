@@ -33,7 +33,7 @@ from ..layout import Layout, replicated
 from . import registry
 
 __all__ = ["Primitive", "FollowsInput", "OpLayouts", "Dims", "build", "check_strategy", "apply_rule", "layouts", "batch_split",
-           "user_input_layouts"]
+           "user_input_layouts", "Arranged"]
 
 # A rule's description of one tensor: per dim, the raw device position splitting it (-1: none,
 # a tuple: several positions, outermost first).
@@ -197,7 +197,47 @@ def layouts(prim: "Primitive", strategy: Any, shapes: Sequence[Sequence[int]], o
     return hit
 
 
+@dataclass(frozen=True)
+class Arranged:
+    """A split strategy run over another arrangement of the devices: the rule's layouts with each of
+    its device axes (the repeat axis included) replaced by the axes of ``dev_matrix`` listed for it
+    in ``axes`` (outermost first; none for a size-1 axis). Every tensor of the op moves the same
+    way, so each rank still holds matching blocks: the op computes the same, on other ranks.
+    Sharding propagation uses it to run an op in a neighbour's device arrangement (MindSpore's
+    strategies "under the neighbour's device matrix"); strategy files record ``strategy``.
+
+    >>> from distinfer import ops
+    >>> lay = apply_rule(ops.ReLU(), ((2, 1),), [(4, 6)], [(4, 6)], 4, {})  # rows by axis 0 of [2, 1, 2]
+    >>> Arranged(((2, 1),), (2, 2), ((1,), (), (0,))).apply(lay).inputs[0].tensor_map  # rows by the last axis
+    (0, -1)
+    """
+
+    strategy: tuple
+    dev_matrix: tuple[int, ...]
+    axes: tuple[tuple[int, ...], ...]
+
+    def apply(self, lay: OpLayouts) -> OpLayouts:
+        if len(self.axes) != len(lay.dev_matrix) or any(
+                math.prod(self.dev_matrix[a] for a in group) != size for group, size in zip(self.axes, lay.dev_matrix)):
+            raise StrategyError(f"the arrangement {self.axes} of {list(self.dev_matrix)} does not cover the device "
+                                f"matrix {list(lay.dev_matrix)} of strategy {self.strategy}")
+
+        def move(layout: Layout) -> Layout:
+            dims = [tuple(a for q in layout.dim_axes(d) for a in self.axes[q]) for d in range(layout.ndim)]
+            return Layout.from_axes(self.dev_matrix, [d if d else -1 for d in dims], layout.shape)
+
+        def moved(layouts):
+            return None if layouts is None else tuple(None if L is None else move(L) for L in layouts)
+
+        partial = tuple(tuple(a for q in axes for a in self.axes[q]) for axes in lay.partial)
+        return OpLayouts(self.dev_matrix, moved(lay.inputs), moved(lay.outputs), partial, lay.partial_op,
+                         moved(lay.final))
+
+
 def _checked_rule(prim, strategy, shapes, out_shapes, n, consts) -> tuple[Any, OpLayouts]:
+    if isinstance(strategy, Arranged):
+        inner, lay = _checked_rule(prim, strategy.strategy, shapes, out_shapes, n, consts)
+        return dataclasses.replace(strategy, strategy=inner), strategy.apply(lay)
     if not isinstance(strategy, Layout):
         strategy = check_strategy(prim.name, strategy, shapes, n)
     lay = apply_rule(prim, strategy, shapes, list(out_shapes), n, consts)

@@ -1,10 +1,12 @@
-"""``mindspore.parallel``: the executor that runs sharded ops, ``Layout``, and MindSpore's checkpoint functions.
+"""``mindspore.parallel``: the executor that runs sharded ops, ``Layout``, ``shard``, and MindSpore's checkpoint
+functions.
 
 The checkpoint functions live in :mod:`distinfer.reshard.api`; they are imported on first use,
 so that importing the executor (as every op does) does not load the resharding engine.
 """
 from . import _executor  # noqa: F401  (registers the primitive executor)
 from .shard_layout import Layout
+from .shard_region import shard
 from .._lazy import lazy_exports
 
 _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -12,7 +14,7 @@ _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_
             "merge_pipeline_strategys", "convert_checkpoints", "convert_checkpoint_by_rank",
             "rank_list_for_convert", "unified_safetensors")
 
-__all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout"]
+__all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout", "shard"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(_RESHARD, "..reshard.api"),

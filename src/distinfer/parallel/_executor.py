@@ -50,6 +50,10 @@ class _State:
     observers: list = []
     stage_stack: list = []  # pipeline stages of the Cells being called (innermost last)
     mixed_precision: list = []  # ``Cell.to_float`` dtypes of the Cells being called (innermost last)
+    # Sharding propagation (parallel/propagation.py): a Tracer records calls for shapes only; a
+    # Plan gives the calls of a followed graph their propagated strategies.
+    tracer: Any = None
+    plan: Any = None
 
 
 @dataclass
@@ -92,10 +96,22 @@ def loaded_strategies(items: dict):
     return _override("loaded", items)
 
 
+def tracing(tracer):
+    """Ops called inside are only recorded by ``tracer`` (``tracer.record(prim, args)``)."""
+    return _override("tracer", tracer)
+
+
+def following(plan):
+    """Ops called inside take the strategies ``plan`` propagated (``plan.strategy(prim, shapes)``)."""
+    return _override("plan", plan)
+
+
 def _strategy_for(prim, tensors, shapes, n: int, consts):
     """The strategy ``prim`` runs with: its ``.shard()``, else one loaded from a strategy file,
     else its default (for ops that keep their input's layout: that Layout)."""
     raw = prim.in_strategy
+    if raw is None and _State.plan is not None:
+        raw = _State.plan.strategy(prim, shapes)
     if raw is None and _State.loaded:
         first = next((t for t in tensors if isinstance(t, Parameter)), None)
         if first is not None:
@@ -258,12 +274,31 @@ def _op_layouts(prim, tensors, consts, n_args: int, out_shapes) -> tuple[OpLayou
     n = stage_devices()
     shapes = [t.global_shape for t in tensors]
     raw = _strategy_for(prim, tensors, shapes, n, consts)
-    if not isinstance(raw, Layout):
+    if isinstance(raw, tuple):
         raw = _drop_const_strategies(raw, n_args, consts)
     strategy, lay = _prim.layouts(prim, raw, shapes, out_shapes, n, consts)
+    wanted = lay.inputs
     if prim.in_layouts is not None:
-        _adopt_user_layouts(prim, tensors, _prim.user_input_layouts(prim, shapes, n))
+        wanted = _prim.user_input_layouts(prim, shapes, n)
+        _adopt_user_layouts(prim, tensors, wanted)
+    if not prim.follows_input:  # shape ops take a parameter as it is laid out
+        _check_parameter_users(prim, tensors, wanted)
+    if isinstance(strategy, _prim.Arranged):
+        strategy = strategy.strategy  # recorded as the split tuples it arranges
     return lay, (None if isinstance(strategy, Layout) else strategy)
+
+
+def _check_parameter_users(prim, tensors, wanted) -> None:
+    """A parameter is laid out as its first consumer wants; another op wanting other blocks of it is
+    refused with MindSpore's error (a RuntimeError naming both layouts)."""
+    for t, want in zip(tensors, wanted):
+        if not isinstance(t, Parameter) or t.layout is None or want is None:
+            continue
+        held = t.layout.without_opt_shard()
+        if held != want and not held.same_blocks(want):
+            raise RuntimeError(f"The parameter: {t.name} has multiple users, but the TensorInfo are different, they "
+                               f"are {held} and {want} ({prim.name} wants it split differently from the op that "
+                               f"laid it out; give its users strategies that split it the same way)")
 
 
 def _adopt_user_layouts(prim, tensors, users: list[Layout]) -> None:
@@ -276,6 +311,11 @@ def _adopt_user_layouts(prim, tensors, users: list[Layout]) -> None:
 
 def execute(prim, args) -> Any:
     """Run ``prim`` on ``args`` (Tensors, arrays and constants) on this rank."""
+    if _State.tracer is not None:
+        return _State.tracer.record(prim, args)
+    if _State.plan is not None and _State.plan.idle:  # one logical call (casts inside are part of it)
+        with _State.plan.calling(prim):
+            return execute(prim, args)
     first = next((a.name for a in args if isinstance(a, Parameter)), None)  # names the op in comm errors
     with _backend.op_scope(prim.name, f"{prim.name}({first})" if first else prim.name):
         return _execute(prim, args)

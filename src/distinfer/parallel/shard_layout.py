@@ -6,9 +6,16 @@ axes) gives that tensor's layout, for ``Primitive.shard`` or ``dataset_strategy`
 ``alias_name`` is device axis ``len(device_matrix) - 1 - i`` in tensor-map terms (spec §10.3).
 
 This is the user's way of writing a strategy; :class:`distinfer.layout.Layout` is the layout
-algebra underneath (:meth:`Layout.to_layout` gives one). An op sharded with Layouts runs when
-the blocks they give every rank are the ones its split-count strategy gives; otherwise the
-call raises, naming both (distinfer's op rules place blocks by split counts).
+algebra underneath (:meth:`Layout.to_layout` gives one). An op sharded with Layouts lays its
+parameters out as they say and redistributes inputs that arrive otherwise to its rule's layouts.
+
+``"interleaved_parallel"`` (allowed only as the last alias) is a virtual device axis: a rank
+holds every piece along it, which MindSpore computes one after another to overlap computation
+with communication. distinfer computes a rank's pieces at once, so the layout is its block
+layout with that axis dropped. That is exact when the axis is the innermost split of its tensor
+dim (``("dp", "interleaved_parallel")``: a rank's pieces are adjacent, one contiguous block); a
+dim split with the interleaved axis outside another (``("interleaved_parallel", "dp")``) would
+give a rank pieces that are not adjacent, which no block layout describes, and is refused.
 
 >>> import distinfer as ms
 >>> layout = ms.Layout((2, 4), ("dp", "mp"))
@@ -16,6 +23,12 @@ call raises, naming both (distinfer's op rules place blocks by split counts).
 ((1, 0), (0, -1))
 >>> layout(("dp", "mp"), "None").splits()
 (8, 1)
+>>> inter = ms.Layout((2, 2, 2), ("dp", "sp", "interleaved_parallel"))   # 4 devices, 2 pieces each
+>>> x = inter(("dp", "interleaved_parallel"), "sp")
+>>> x.to_dict()["tensor_map"], x.to_dict()["interleaved_parallel"], x.splits()
+(((2, 0), 1), True, (2, 2))
+>>> x.to_layout((8, 6))
+Layout(dev_matrix=[2, 2], tensor_map=[1, 0], shape=[8, 6])
 """
 from __future__ import annotations
 
@@ -26,6 +39,8 @@ from ..errors import StrategyError
 from ..layout import Layout as _BlockLayout
 
 __all__ = ["Layout"]
+
+_INTERLEAVED = "interleaved_parallel"
 
 
 class Layout:
@@ -44,9 +59,11 @@ class Layout:
                 isinstance(a, str) for a in alias_name):
             raise TypeError(f"Layout: alias_name must be a tuple of {len(device_matrix)} str (one per device axis), "
                             f"got {alias_name!r}")
-        if len(set(alias_name)) != len(alias_name) or {"None", "interleaved_parallel"} & set(alias_name):
-            raise ValueError(f"Layout: alias names must be distinct and not 'None' or 'interleaved_parallel', "
-                             f"got {alias_name}")
+        if len(set(alias_name)) != len(alias_name) or "None" in alias_name:
+            raise ValueError(f"Layout: alias names must be distinct and not 'None', got {alias_name}")
+        if _INTERLEAVED in alias_name[:-1]:
+            raise ValueError(f"When alias_name {alias_name} contains keyword 'interleaved_parallel', it should be at "
+                             f"the last dim of alias_name, which means the virtual sharding.")
         if rank_list is not None and list(rank_list) != list(range(math.prod(device_matrix))):
             raise NotImplementedError("Layout: a rank_list other than all ranks in order is not supported by distinfer")
         self._device_matrix = tuple(device_matrix)
@@ -60,8 +77,6 @@ class Layout:
         def axis(name) -> int:
             if name == "None":
                 return -1
-            if name == "interleaved_parallel":
-                raise NotImplementedError("Layout: 'interleaved_parallel' is not supported by distinfer")
             if name not in self._alias_name:
                 raise ValueError(f"Layout: {name!r} is not one of the aliases {self._alias_name}")
             if name in used:
@@ -77,19 +92,40 @@ class Layout:
         """MindSpore's dict form: ``device_matrix``, ``tensor_map``, ``interleaved_parallel``, ``alias_name``, ``rank_list``."""
         if self._tensor_map is None:
             raise ValueError("Layout: the tensor_map is not set; call the layout with one alias per dim first")
-        return {"device_matrix": self._device_matrix, "tensor_map": self._tensor_map, "interleaved_parallel": False,
-                "alias_name": self._alias_name, "rank_list": list(range(math.prod(self._device_matrix)))}
+        return {"device_matrix": self._device_matrix, "tensor_map": self._tensor_map,
+                "interleaved_parallel": _INTERLEAVED in self._alias_name, "alias_name": self._alias_name,
+                "rank_list": list(range(math.prod(self._device_matrix)))}
+
+    def _blocks(self) -> tuple[tuple[int, ...], tuple]:
+        """(device matrix, tensor map) of the devices that hold blocks: an interleaved axis (the
+        last, map value 0) is dropped, as a rank holds all its pieces (see the module doc)."""
+        d = self.to_dict()
+        dev, tm = d["device_matrix"], d["tensor_map"]
+        if not d["interleaved_parallel"]:
+            return dev, tm
+
+        def entry(e):
+            axes = e if isinstance(e, tuple) else (e,)
+            if 0 in axes and axes[-1] != 0:
+                raise NotImplementedError(
+                    f"Layout {self}: 'interleaved_parallel' splits a tensor dim outside another axis, so a rank's "
+                    f"pieces of that dim are not adjacent; distinfer lays a rank's data out as one block, so list "
+                    f"'interleaved_parallel' last in that dim's aliases")
+            kept = tuple(v - 1 for v in axes if v > 0)
+            return kept if isinstance(e, tuple) else (kept[0] if kept else -1)
+
+        return dev[:-1] or (1,), tuple(entry(e) for e in tm)
 
     def splits(self) -> tuple[int, ...]:
-        """How many pieces each tensor dim is cut into (the split-count strategy of this layout)."""
-        return _BlockLayout.map_splits(self.to_dict()["device_matrix"], self._tensor_map)
+        """How many blocks each tensor dim is cut into (the split-count strategy of this layout)."""
+        return _BlockLayout.map_splits(*self._blocks())
 
     def to_layout(self, shape: Sequence[int]) -> _BlockLayout:
         """The block layout of a tensor of full ``shape`` (which block each rank holds)."""
-        d = self.to_dict()
-        if len(d["tensor_map"]) != len(shape):
-            raise StrategyError(f"Layout {self}: {len(d['tensor_map'])} dims for a tensor of shape {tuple(shape)}")
-        return _BlockLayout(d["device_matrix"], d["tensor_map"], tuple(shape))
+        dev, tm = self._blocks()
+        if len(tm) != len(shape):
+            raise StrategyError(f"Layout {self}: {len(tm)} dims for a tensor of shape {tuple(shape)}")
+        return _BlockLayout(dev, tm, tuple(shape))
 
     def __repr__(self) -> str:
         names = {len(self._alias_name) - 1 - i: a for i, a in enumerate(self._alias_name)}

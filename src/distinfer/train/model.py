@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any
 
 from .. import context
-from ..errors import LayoutError, check_type
+from ..errors import check_type
 from ..layout import Layout, replicated
 from ..parallel import _executor as ex
+from ..parallel.inputs import distribute_inputs as _distribute_inputs
 from ..tensor import Tensor
 
 log = logging.getLogger(__name__)
@@ -47,52 +48,6 @@ def layout_dict_entry(layout: Layout) -> list:
         opt_group = f"{layout.opt_group_size}-opt-shard-group"
     return [list(norm.dev_matrix), norm.tensor_map_list(), list(layout.local_shape), 0, True, opt_group,
             list(layout.shape), list(layout.local_shape), False, False, 0, 0]
-
-
-def _input_layout(shape: Sequence[int], index: int, n: int) -> Layout | None:
-    """Layout of network input ``index`` of global ``shape`` under the dataset strategy."""
-    strategy = context.get_auto_parallel_context("dataset_strategy")
-    if strategy == "full_batch":
-        return None
-    if strategy == "data_parallel":
-        if not shape:
-            return None
-        return Layout((n,), (0,) + (-1,) * (len(shape) - 1), tuple(shape))
-    if index < len(strategy) and hasattr(strategy[index], "to_layout"):  # a distinfer.Layout
-        lay = strategy[index].to_layout(shape)
-        if lay.num_devices != n:
-            raise ValueError(f"dataset_strategy: input {index}'s {strategy[index]} covers {lay.num_devices} devices, "
-                             f"but the stage has {n}")
-        return lay
-    s = tuple(strategy[index]) if index < len(strategy) else (1,) * len(shape)
-    try:
-        return Layout.from_splits(s, shape, n)
-    except LayoutError as exc:
-        raise ValueError(f"dataset_strategy {strategy}: input {index} of shape {tuple(shape)}: {exc}") from None
-
-
-def _distribute_inputs(inputs: Sequence[Any], n: int) -> list[Any]:
-    """Wrap each rank's fed data as the global tensors it belongs to."""
-    out = []
-    full = context.get_auto_parallel_context("dataset_strategy") == "full_batch"
-    for i, x in enumerate(inputs):
-        if not isinstance(x, Tensor):
-            out.append(x)
-            continue
-        local = x.asnumpy()
-        if full:
-            out.append(Tensor._make(local, local.shape, None, dtype=x.dtype))
-            continue
-        strategy = context.get_auto_parallel_context("dataset_strategy")
-        if strategy == "data_parallel":
-            shape = (local.shape[0] * n,) + tuple(local.shape[1:]) if local.ndim else ()
-        else:
-            s = (1,) * local.ndim if i >= len(strategy) else strategy[i].splits() if hasattr(
-                strategy[i], "splits") else tuple(strategy[i])
-            shape = tuple(d * v for d, v in zip(local.shape, s))
-        layout = _input_layout(shape, i, n)
-        out.append(Tensor._make(local, shape, layout, dtype=x.dtype))
-    return out
 
 
 def _output_layout(t: Tensor, n: int) -> Layout:
@@ -425,7 +380,7 @@ class Model(_TrainMixin):
             "only_trainable_params"])
         with ex.abstract(), ex.recording(rec), ex.loaded_strategies(self._file_strategies()):
             n = ex.stage_devices()
-            inputs = [Tensor._make(None, x.shape, None, dtype=x.dtype) if isinstance(x, Tensor) else x
+            inputs = [Tensor._make(None, x.shape, x.layout, dtype=x.dtype) if isinstance(x, Tensor) else x
                       for x in _distribute_inputs(data, n)]
             network(*inputs)
         return self._after_compile(rec)
