@@ -22,9 +22,9 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "distinfer"
 FLOORS: dict[str, float] = {
     "distinfer.dtype": 1, "distinfer.errors": 1, "distinfer.layout": 1, "distinfer.plan": 1,
     "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer._logging": 1,
-    "distinfer.launch": 1,
+    "distinfer.launch": 1, "distinfer._format": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
-    "distinfer.io": 2,
+    "distinfer.io": 2, "distinfer.runtime": 2,
     "distinfer.ops": 3,
     "distinfer.parallel": 4, "distinfer.autograd": 4, "distinfer.nn": 4, "distinfer.amp": 4,
     "distinfer.reshard": 4.5, "distinfer.parallel.checkpoint": 4.5, "distinfer.parallel.reshard": 4.5,
@@ -32,7 +32,12 @@ FLOORS: dict[str, float] = {
     "distinfer.serialization": 5, "distinfer.train": 5, "distinfer.exporter": 5, "distinfer.dataset": 5,
     "distinfer.cli": 5, "distinfer.__main__": 5,
 }
-FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "distinfer.common"}
+FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "distinfer.common",
+         # MindSpore's module paths, each re-exporting objects that live elsewhere
+         "distinfer.common.dtype", "distinfer.common.tensor", "distinfer.common.parameter", "distinfer.nn.utils",
+         "distinfer.nn.optim.optimizer", "distinfer.nn.optim.sgd", "distinfer.nn.optim.momentum",
+         "distinfer.nn.optim.adam", "distinfer.train.serialization", "distinfer.parallel.shard",
+         "distinfer.parallel.nn", "distinfer.parallel.auto_parallel"}
 
 # Known violations still being removed (issue 16); the test fails for any other, and for an entry
 # here that no longer occurs, so this list only shrinks.

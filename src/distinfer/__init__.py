@@ -56,7 +56,14 @@ from .parallel.checkpoint import (build_searched_strategy, load_distributed_chec
                                   transform_checkpoint_by_rank, transform_checkpoints)
 from .parallel.unified import unified_safetensors  # noqa: E402
 from .parallel.shard_layout import Layout  # noqa: E402
+from .parallel.pipeline_sync import sync_pipeline_shared_parameters  # noqa: E402
+from .common.api import JitConfig, jit, jit_class, lazy_inline, no_inline  # noqa: E402
+from .context import set_device  # noqa: E402
+from . import runtime  # noqa: E402,F401
+from .communication import comm_func as _comm_func  # noqa: E402  (so communication.comm_func is an attribute)
+del _comm_func
 
 __all__ += ["load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
             "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-            "transform_checkpoints", "unified_safetensors"]
+            "transform_checkpoints", "unified_safetensors", "sync_pipeline_shared_parameters", "jit", "jit_class",
+            "JitConfig", "lazy_inline", "no_inline", "set_device", "runtime"]

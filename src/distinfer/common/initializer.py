@@ -13,19 +13,36 @@ elements from further streams, element by element, so they stay position-determi
 >>> full = w.init_data().asnumpy()
 >>> bool((w.init.block((4, 6), ((0, 4), (3, 6)), w.init_seed) == full[:, 3:]).all())
 True
+
+numpy's global generator. MindSpore's random initializers take a seed from numpy's global
+generator (one ``randint`` draw) each time they produce values, so the numbers a script draws
+from numpy afterwards depend on how many parameters were initialised before. distinfer's random
+initializers make the same draw at the same moments: when a lazily initialised Tensor is
+materialised, and when a Parameter is created outside (semi-)auto parallel mode and outside
+:func:`no_init_parameters` (MindSpore initialises it there and then; in (semi-)auto parallel
+mode it waits for the first run, as MindSpore waits for the compile). The draw only advances
+numpy's generator: the values still come from the counter-based stream above, so they do not
+depend on the rank count or on the pipeline stage that computes them.
+
+>>> import numpy as np
+>>> np.random.seed(0); _ = ms.Parameter(initializer("normal", [2])); after_param = np.random.rand()
+>>> np.random.seed(0); _ = np.random.randint(1, 1 << 63, dtype=np.int64); bool(np.random.rand() == after_param)
+True
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .. import dtype as mstype
 
 __all__ = ["Initializer", "initializer", "Normal", "Uniform", "Zero", "One", "Constant", "TruncatedNormal",
-           "XavierUniform", "XavierNormal", "HeUniform", "HeNormal", "set_seed", "get_seed"]
+           "XavierUniform", "XavierNormal", "HeUniform", "HeNormal", "set_seed", "get_seed", "no_init_parameters",
+           "initializes_at_creation"]
 
 Box = Sequence[tuple[int, int]]
 
@@ -66,6 +83,47 @@ def get_seed() -> int | None:
     7
     """
     return _SeedState.seed
+
+
+class _Deferral:
+    depth = 0  # open no_init_parameters blocks
+
+
+@contextlib.contextmanager
+def no_init_parameters() -> Iterator[None]:
+    """MindSpore's ``nn.utils.no_init_parameters``: Parameters created inside keep their
+    initializers (no values, no draw from numpy) until ``Cell.init_parameters_data()`` or their
+    first use, whatever the parallel mode.
+
+    >>> import distinfer as ms
+    >>> from distinfer import nn
+    >>> with no_init_parameters():
+    ...     net = nn.Dense(3, 2)
+    >>> net.weight.has_init, [p.has_init for p in net.init_parameters_data()]
+    (True, [False, False])
+    """
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+
+
+def initializes_at_creation() -> bool:
+    """True when a Parameter built from an initializer gets its values at once, as MindSpore's
+    do outside (semi-)auto parallel mode and outside :func:`no_init_parameters`.
+
+    >>> initializes_at_creation()
+    True
+    """
+    from .. import context
+
+    return _Deferral.depth == 0 and not context.is_sharded_mode()
+
+
+def _advance_numpy() -> None:
+    """The draw MindSpore's random initializers make from numpy's global generator for their seed."""
+    np.random.randint(low=1, high=1 << 63, dtype=np.int64)
 
 
 def _next_seed() -> int:
@@ -128,6 +186,8 @@ class Initializer:
     [[1.0, 2.0], [4.0, 5.0]]
     """
 
+    draws_numpy = True  # random: each block() advances numpy's global generator (module doc)
+
     def __init__(self, **kwargs) -> None:
         self._kwargs = kwargs
 
@@ -136,6 +196,8 @@ class Initializer:
 
     def block(self, shape: Sequence[int], box: Box, seed: int, dtype=mstype.float32) -> np.ndarray:
         """Values of the sub-box ``box`` of the full tensor of ``shape``; never builds the rest."""
+        if self.draws_numpy:
+            _advance_numpy()
         shape = tuple(int(s) for s in shape)
         box = tuple((int(a), int(b)) for a, b in box)
         np_dtype = mstype.get_dtype(dtype).np
@@ -167,6 +229,8 @@ class Constant(Initializer):
     >>> Constant(0.5).block((2, 2), ((0, 2), (0, 2)), seed=0).tolist()
     [[0.5, 0.5], [0.5, 0.5]]
     """
+
+    draws_numpy = False
 
     def __init__(self, value: float) -> None:
         super().__init__(value=value)

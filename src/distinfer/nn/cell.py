@@ -213,6 +213,42 @@ class Cell:
     def set_inputs(self, *inputs: Any) -> None:
         """Dynamic-shape declaration; distinfer runs eagerly on every shape, so nothing is needed."""
 
+    def set_comm_fusion(self, fusion_type: int, recurse: bool = True) -> "Cell":
+        """Set the gradient-communication fusion group of this cell's parameters (and its sub-cells'
+        with ``recurse``). MindSpore fuses the collectives of one group into one; distinfer records the
+        group on each parameter (``Parameter.comm_fusion``) and reduces each gradient as it is needed.
+
+        >>> from distinfer import nn
+        >>> net = nn.SequentialCell([nn.Dense(2, 2), nn.Dense(2, 2)])
+        >>> _ = net[1].set_comm_fusion(3)
+        >>> [p.comm_fusion for p in net.get_parameters()]
+        [1, 1, 3, 3]
+        """
+        for p in self.get_parameters(expand=recurse):
+            p.comm_fusion = fusion_type
+        return self
+
+    def init_parameters_data(self, auto_parallel_mode: bool = False) -> dict:
+        """Give every lazily initialised parameter its values now (this rank's block if it is laid
+        out); returns ``{parameter: parameter}`` as MindSpore does.
+
+        >>> from distinfer import nn
+        >>> from distinfer.nn.utils import no_init_parameters
+        >>> with no_init_parameters():
+        ...     net = nn.Dense(3, 2)
+        >>> sorted(p.name for p in net.init_parameters_data()), net.weight.has_init
+        (['bias', 'weight'], False)
+        """
+        params = list(self.get_parameters())
+        for p in params:
+            if p.has_init:
+                p.init_data()
+        return {p: p for p in params}
+
+    def set_jit_config(self, jit_config: Any) -> None:
+        """Compilation options for this cell (a ``JitConfig`` or a dict); recorded, no effect on CPUs."""
+        object.__setattr__(self, "_jit_config", jit_config)
+
     def shard(self, *args: Any, **kwargs: Any) -> "Cell":
         raise NotImplementedError("Cell.shard is the PyNative form; use Primitive.shard in semi-auto parallel")
 

@@ -21,6 +21,7 @@ from ._elementwise import (Abs, Add, BiasAdd, Cast, Div, Equal, Erf, Exp, FastGe
 from ._matmul import BatchMatMul, MatMul
 from ._nn_ops import (Dropout, Gather, LayerNorm, OneHot, SoftmaxCrossEntropyWithLogits,
                       SparseSoftmaxCrossEntropyWithLogits)
+from ._print import Print
 from ._reduce import ArgMaxWithValue, ReduceMax, ReduceMean, ReduceMin, ReduceSum
 from ._shape import Concat, ExpandDims, Flatten, Reshape, Split, Squeeze, TensorGetItem, Transpose, encode_index
 from .primitive import Primitive
@@ -31,7 +32,7 @@ __all__ = [
     "Neg", "Square", "Abs", "Erf", "Cast", "Softmax", "LogSoftmax", "BiasAdd", "Identity", "MatMul", "BatchMatMul",
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMaxWithValue", "Reshape", "Flatten", "Transpose",
     "ExpandDims", "Squeeze", "Concat", "Split", "TensorGetItem", "Gather", "OneHot", "LayerNorm", "Dropout",
-    "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits",
+    "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits", "Print",
     "add", "sub", "mul", "div", "matmul", "bmm", "relu", "gelu", "erf", "sigmoid", "tanh", "exp", "log", "sqrt", "neg",
     "square", "abs", "maximum", "minimum", "pow", "softmax", "log_softmax", "reshape", "flatten", "transpose",
     "expand_dims", "squeeze", "concat", "cat", "split", "gather", "one_hot", "cast", "sum", "mean", "reduce_sum",
@@ -393,9 +394,9 @@ _tensor._OPERATORS.update(
 
 
 def __getattr__(name: str):
-    # GradOperation lives with autograd (floor 4); exposed here under MindSpore's name.
-    if name == "GradOperation":
-        from ..autograd import GradOperation
+    # GradOperation, value_and_grad and grad live with autograd (floor 4); exposed here under MindSpore's names.
+    if name in ("GradOperation", "value_and_grad", "grad"):
+        from .. import autograd
 
-        return GradOperation
+        return getattr(autograd, name)
     raise AttributeError(f"module 'distinfer.ops' has no attribute {name!r}")
