@@ -2,7 +2,14 @@
 
 MindSpore compiles a function decorated with :func:`jit` (or a Cell's ``construct``) into a graph;
 distinfer runs every op eagerly on every rank, so a compiled and an uncompiled call are the same
-computation. The markers keep MindSpore's signatures and argument checks and change nothing else.
+computation. The markers keep MindSpore's signatures and argument checks.
+
+One thing a compiled graph does in MindSpore's (semi-)auto parallel mode is kept: a call of a
+:func:`jit` function from outside any graph runs as a parallel graph, its Tensor inputs being
+each rank's share of the global inputs under the dataset strategy and its Tensor outputs coming
+back as each rank's share (as ``Model.predict`` treats them), and its first call writes the
+strategy file if ``strategy_ckpt_config["save_file"]`` asks for one. Calls made inside a graph
+(a nested jit function, a network run by ``Model`` or ``AutoParallel``) are plain calls.
 
 >>> import numpy as np, distinfer as ms
 >>> @ms.jit(jit_level="O1")
@@ -13,10 +20,47 @@ computation. The markers keep MindSpore's signatures and argument checks and cha
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
-__all__ = ["jit", "jit_class", "JitConfig", "lazy_inline", "no_inline"]
+__all__ = ["jit", "jit_class", "JitConfig", "lazy_inline", "no_inline", "graph_scope", "in_graph", "run_as_graph"]
+
+
+class _Graph:
+    depth = 0  # graphs running (nested calls inside one are plain calls)
+    # Runs a jit function called from outside any graph: (function, args, kwargs, first call?) -> outputs.
+    # Set by distinfer.train.auto_parallel, which knows the dataset strategy (a floor above this one).
+    runner: Optional[Callable[..., Any]] = None
+
+
+@contextlib.contextmanager
+def graph_scope() -> Iterator[None]:
+    """Mark the block as running inside a graph (nested :func:`jit` calls are then plain calls).
+
+    >>> from distinfer.common.api import graph_scope, in_graph
+    >>> with graph_scope():
+    ...     in_graph()
+    True
+    """
+    _Graph.depth += 1
+    try:
+        yield
+    finally:
+        _Graph.depth -= 1
+
+
+def in_graph() -> bool:
+    """True inside :func:`graph_scope`."""
+    return _Graph.depth > 0
+
+
+def run_as_graph(fn: Callable, args: tuple, kwargs: dict, first: bool, layout_only: bool = False) -> Any:
+    """Run ``fn`` as a parallel graph called from outside any graph (see the module doc)."""
+    if _Graph.runner is None:
+        return None if layout_only else fn(*args, **kwargs)
+    with graph_scope():
+        return _Graph.runner(fn, args, kwargs, first, layout_only=layout_only)
 
 _CAPTURE_MODES = ("ast", "bytecode", "trace")
 _JIT_LEVELS = ("O0", "O1")  # the levels the jit decorator takes (MindSpore 2.x)
@@ -50,10 +94,14 @@ def jit(function: Optional[Callable] = None, *, capture_mode: str = "ast", jit_l
     def wrap(fn: Callable) -> Callable:
         if not callable(fn):
             return fn
+        calls = [0]
 
         @functools.wraps(fn)
         def compiled(*args: Any, **kwargs: Any) -> Any:
-            return fn(*args, **kwargs)
+            if in_graph():
+                return fn(*args, **kwargs)
+            calls[0] += 1
+            return run_as_graph(fn, args, kwargs, calls[0] == 1)
 
         compiled.jit_level = jit_level  # type: ignore[attr-defined]
         return compiled

@@ -22,6 +22,8 @@ import contextlib
 from collections import OrderedDict
 from typing import Any, Iterator
 
+from .. import context
+from ..common import api
 from ..tensor import Parameter, ParameterTuple
 
 __all__ = ["Cell", "SequentialCell", "CellList"]
@@ -159,6 +161,10 @@ class Cell:
         object.__setattr__(self, "_pipeline_stage", value)
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        if _top_level_graph():
+            first = not self.__dict__.get("_compiled", False)
+            object.__setattr__(self, "_compiled", True)
+            return api.run_as_graph(self, inputs, kwargs, first)
         if self._pipeline_stage is None and self._mixed_precision is None:
             return self.construct(*inputs, **kwargs)
         from ..parallel import _executor as ex
@@ -213,6 +219,23 @@ class Cell:
     def set_inputs(self, *inputs: Any) -> None:
         """Dynamic-shape declaration; distinfer runs eagerly on every shape, so nothing is needed."""
 
+    def compile(self, *inputs: Any, **kwargs: Any) -> None:
+        """MindSpore's compile: in (semi-)auto parallel mode, lay the parameters out for these inputs
+        (a layout-only run: no arithmetic, no messages) and write the strategy file if one is asked
+        for; otherwise nothing (the network runs eagerly).
+
+        >>> import numpy as np, distinfer as ms
+        >>> from distinfer import nn
+        >>> ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=2, full_batch=True)
+        >>> net = nn.Dense(4, 2); net.compile(ms.Tensor(np.ones((2, 4), np.float32)))
+        >>> net.weight.layout is not None, net.weight.has_init  # laid out; its values still wait
+        (True, False)
+        >>> ms.reset_auto_parallel_context()
+        """
+        if context.is_sharded_mode() and not api.in_graph():
+            object.__setattr__(self, "_compiled", True)
+            api.run_as_graph(self, inputs, kwargs, True, layout_only=True)
+
     def set_comm_fusion(self, fusion_type: int, recurse: bool = True) -> "Cell":
         """Set the gradient-communication fusion group of this cell's parameters (and its sub-cells'
         with ``recurse``). MindSpore fuses the collectives of one group into one; distinfer records the
@@ -260,6 +283,14 @@ class Cell:
         for name, child in self._cells.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines)
+
+
+def _top_level_graph() -> bool:
+    """A Cell called from outside any graph in GRAPH_MODE under (semi-)auto parallel runs as a graph,
+    as MindSpore compiles it (``distinfer.common.api``); inside a graph, or a gradient function, it
+    is a plain call."""
+    return (not api.in_graph() and context.get_context("mode") == context.GRAPH_MODE
+            and context.is_sharded_mode())
 
 
 class SequentialCell(Cell):

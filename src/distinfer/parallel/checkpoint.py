@@ -16,8 +16,9 @@ Where distinfer differs from MindSpore (on purpose):
   does; ``merge_sliced_parameter`` returns float32 for bf16 slices, as MindSpore does.
 * ``transform_checkpoints`` also writes safetensors from ckpt input (``output_format``), and does
   not require the device counts to divide each other.
-* Work is divided among MPI ranks when run under ``mpirun``, or among ``process_num`` spawned
-  worker processes otherwise.
+* ``transform_checkpoints(..., split_among_ranks=True)`` divides the destination ranks among the
+  ranks of an ``mpirun`` job (by default, as in MindSpore, each caller writes them all, with
+  ``process_num`` worker processes).
 """
 from __future__ import annotations
 
@@ -68,9 +69,6 @@ def _dst_layout(dst: Optional[TrainStrategy], name: str, shape: tuple[int, ...],
     """(write it?, layout or None for the full tensor) of ``name`` on destination ``rank``."""
     if dst is None:
         return True, None
-    if name not in dst:
-        log.info("%s is not in the destination strategy %s; written whole", name, dst.path)
-        return True, None
     if dst.is_pipeline and dst.stage_of(name) != rank // dst.stage_devices:
         return False, None
     return True, dst.layout(name, shape)
@@ -120,6 +118,11 @@ class TransformJob:
         else:
             names = self.source.reader(min(self.files)).names()
             self.params = [n for n in names if self.dst is not None and n in self.dst]
+        # Sliced parameters the destination strategy does not name (optimizer state of a training
+        # strategy going to a predict strategy): each destination rank keeps a source rank's slice
+        # unchanged, as MindSpore's transform does (see _kept_source).
+        self.kept = [n for n in self.params if self.dst is not None and n not in self.dst]
+        self.params = [n for n in self.params if n not in self.kept]
         self.layouts: dict[int, dict[str, Optional[Layout]]] = {}
         for r in dst_ranks:
             lay: dict[str, Optional[Layout]] = {}
@@ -138,6 +141,7 @@ class TransformJob:
                 self.source.plan(name, dl, r, self._hint(r))  # every piece has a readable source
             self.layouts[r] = lay
             self._reference(r)
+            self._copied(r)  # every kept slice has its source file
 
     def _hint(self, rank: int) -> int:
         return rank % self.source.stage_devices
@@ -154,6 +158,26 @@ class TransformJob:
         rd = self.source.reader(self._reference(rank))
         skip = set(self.source.strategy.params) if self.source.strategy is not None else set(self.params)
         return [n for n in rd.names() if n not in skip]
+
+    def _kept_source(self, rank: int, name: str) -> int:
+        """The source rank whose slice of ``name`` (in the source strategy, not in the destination's)
+        destination ``rank`` keeps: the same local rank, in the stage that holds ``name`` (MindSpore
+        takes source local rank ``dst local rank % source stage devices``)."""
+        src = self.source.strategy
+        local = (rank % self.dst.stage_devices) % src.stage_devices
+        global_rank = src.stage_of(name) * src.stage_devices + local
+        key = local if self.source.stage_local else global_rank
+        if key not in self.files:
+            raise ValueError(f"parameter {name!r} is in the source strategy but not in the destination strategy "
+                             f"{self.dst.path}, so destination rank {rank} keeps source rank {global_rank}'s slice of "
+                             f"it unchanged (as MindSpore does), but no checkpoint file of source rank {global_rank} "
+                             f"was given")
+        return key
+
+    def _copied(self, rank: int) -> list[tuple[str, int]]:
+        """``(name, source file rank)`` of every entry written to ``rank`` as it is in a source file."""
+        ref = self._reference(rank)
+        return [(n, ref) for n in self.extras(rank)] + [(n, self._kept_source(rank, n)) for n in self.kept]
 
     def output_bytes(self, rank: int) -> int:
         return sum(math.prod(dl.local_shape if dl is not None else self.source.layout(n).shape)
@@ -181,7 +205,7 @@ class TransformJob:
                 n = read_cost(src.local_shape, box, item)
                 files[self.files[key]] = files.get(self.files[key], 0) + n
                 needed += pc.size * item
-        extras = sum(self.source.reader(self._reference(rank)).entry(n).nbytes for n in self.extras(rank))
+        extras = sum(self.source.reader(r).entry(n).nbytes for n, r in self._copied(rank))
         read = sum(files.values())
         return {"rank": rank, "files": dict(sorted(files.items())), "bytes_read": read, "bytes_needed": needed,
                 "over_read": read / needed if needed else 1.0, "bytes_written": self.output_bytes(rank) + extras,
@@ -190,8 +214,7 @@ class TransformJob:
     def write(self, rank: int, path: PathLike, output_format: str = "ckpt") -> int:
         """Write destination ``rank`` to ``path`` (atomically); returns the bytes of tensor data."""
         lays = self.layouts[rank]
-        ref = self.source.reader(self._reference(rank))
-        extras = self.extras(rank)
+        copied = {n: self.source.reader(r) for n, r in self._copied(rank)}
         written = [0]
 
         def count(_name: str, n: int) -> None:
@@ -200,10 +223,10 @@ class TransformJob:
         if output_format == "safetensors":
             # Streamed in the file's data order: one block held at a time, as for .ckpt output.
             kept = {}
-            for n in extras:
-                e = ref.entry(n)
+            for n, rd in copied.items():
+                e = rd.entry(n)
                 if not e.dtype.safetensors:  # str and Int4 records
-                    log.warning("%s: %s record %r cannot be stored in safetensors; skipped", ref.path, e.dtype, n)
+                    log.warning("%s: %s record %r cannot be stored in safetensors; skipped", rd.path, e.dtype, n)
                     continue
                 kept[n] = e
             specs = safetensors_order(
@@ -211,16 +234,17 @@ class TransformJob:
                  for n, lay in lays.items()] + [(n, e.dtype.np, e.shape) for n, e in kept.items()])
             blocks = iter_blocks(self.source, [n for n, _, _ in specs if n in lays], lays, rank, self._hint(rank),
                                  count, reuse=True)
-            write_safetensors_stream(path, specs, ((n, ref.read(n)) if n in kept else next(blocks) for n, _, _ in specs))
+            write_safetensors_stream(path, specs, ((n, copied[n].read(n)) if n in kept else next(blocks)
+                                                   for n, _, _ in specs))
         else:
             # write_ckpt is done with each block before asking for the next: one reused buffer.
             blocks = iter_blocks(self.source, list(lays), lays, rank, self._hint(rank), count, reuse=True)
 
             def items():
                 yield from blocks
-                for n in extras:
-                    e = ref.entry(n)
-                    value = ref.read(n)
+                for n, rd in copied.items():
+                    e = rd.entry(n)
+                    value = rd.read(n)
                     if e.dtype is mstype.qint4x2:
                         value = RawValue(e.dtype, e.shape, value)
                     yield n, value
@@ -429,7 +453,8 @@ def _source_stage(src_strategy_file: Optional[PathLike], dst_strategy_file: Opti
 
 def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ckpt_prefix: str,
                           src_strategy_file: Optional[str] = None, dst_strategy_file: Optional[str] = None,
-                          process_num: int = 1, output_format: str = "ckpt") -> None:
+                          process_num: int = 1, output_format: str = "ckpt", *,
+                          split_among_ranks: bool = False) -> None:
     """Reshard every rank of ``src_checkpoints_dir`` to the destination strategy (MindSpore 2.10 semantics).
 
     Input ``src_dir/rank_<r>/*.ckpt`` (lexicographically last file of each rank; or
@@ -437,8 +462,14 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     ``dst_dir/rank_<r>/{ckpt_prefix}{r}.ckpt`` (``.safetensors`` with ``output_format``).
     ``dst_strategy_file=None`` merges to one full checkpoint (rank 0). Entries not in the
     strategy (``global_step``...) are copied from source rank ``r % source devices``. All
-    validation runs before the first file is written. Under ``mpirun`` the destination ranks
-    are divided among the MPI ranks; otherwise among ``process_num`` spawned processes.
+    validation runs before the first file is written.
+
+    As in MindSpore the call is not collective: whoever calls it writes every destination rank
+    (one rank of an ``mpirun`` job may call it alone), ``process_num`` spawned processes sharing the
+    work. Several ranks calling it at once each write every file; the writes are atomic, so the
+    files are whole whichever finishes last. ``split_among_ranks=True`` (distinfer's option)
+    divides the destination ranks among the MPI ranks instead: then every rank of the job must call
+    it, and it returns when all files are written.
 
     **Per-sub-network mode** (MindSpore's ``_transform_checkpoint_by_stage``): when both
     strategies have one stage and the source strategy's parameters are a strict subset of the
@@ -487,9 +518,9 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
         suffix = f"_part{stage}"
     from ..communication import _backend
 
-    world = _backend.world() if _backend.launched_size() > 1 else None
+    world = _backend.world() if split_among_ranks and _backend.launched_size() > 1 else None
     ranks = sorted(job.layouts)
-    if world is not None and world.size > 1:
+    if world is not None:
         ranks = ranks[world.rank::world.size]
     dst_dir = os.fspath(dst_checkpoints_dir)
     outputs = {r: os.path.join(dst_dir, f"rank_{r}", f"{ckpt_prefix}{r}{suffix}.{output_format}") for r in ranks}
@@ -499,7 +530,7 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
         _run_jobs(job, outputs, output_format, process_num if world is None else 1)
     finally:
         job.close()
-    if world is not None and world.size > 1:
+    if world is not None:
         world.barrier()
 
 

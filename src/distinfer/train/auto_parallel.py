@@ -32,13 +32,16 @@ import inspect
 import os
 from typing import Any, Callable, Iterator
 
+import numpy as np
+
 from .. import context
+from ..common import api
 from ..nn.cell import Cell
 from ..parallel import _executor as ex
 from ..tensor import Tensor
 from .model import _distribute_inputs, _loaded_strategy_items, _map_outputs, _output_layout
 
-__all__ = ["AutoParallel"]
+__all__ = ["AutoParallel", "run_graph"]
 
 _MODES = {"semi_auto": ("semi_auto_parallel", None), "sharding_propagation": ("auto_parallel", "sharding_propagation"),
           "recursive_programming": ("auto_parallel", "recursive_programming")}
@@ -61,13 +64,14 @@ def _operator_file(file_path: Any) -> str:
 
 
 class _ParametersOf:
-    """The parameters a wrapped function reaches: those of the Cells its closure and globals name
-    (its network, its optimizer), for the strategy file of a functional training step."""
+    """The parameters a function reaches: those of the Cells its closure and globals name (its
+    network, its optimizer) and of a Cell it is called on, for the strategy file of a functional
+    training step."""
 
-    def __init__(self, fn: Callable) -> None:
+    def __init__(self, fn: Callable, args: tuple = ()) -> None:
         refs = inspect.getclosurevars(fn) if inspect.isfunction(fn) else None
         values = [] if refs is None else list(refs.nonlocals.values()) + list(refs.globals.values())
-        self.cells = [v for v in values if isinstance(v, Cell)]
+        self.cells = [v for v in list(args[:1]) + values if isinstance(v, Cell)]
 
     def parameters_and_names(self) -> Iterator[tuple[str, Any]]:
         seen: set[int] = set()
@@ -327,18 +331,62 @@ class AutoParallel(Cell):
         return self.network(*args, **kwargs)
 
     def _run(self, args: tuple, kwargs: dict) -> Any:
-        """One call as MindSpore runs a compiled parallel graph (module doc)."""
-        n = ex.stage_devices()
         first = not self._compiled
-        rec = ex.Recorder(trainable_only=self._only_trainable_params) if first else None
-        with ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
-            out = self.network(*_distribute_inputs(args, n), **kwargs)
-            out = _map_outputs(out, lambda t: Tensor(ex.output_block(t, _output_layout(t, n))))
-        if first:
-            self._compiled = True
-            if self._save_strategy_file_path:
-                from ..parallel.strategy import save_strategy
+        self._compiled = True
+        owner = self.network if isinstance(self.network, Cell) else _ParametersOf(self.network)
+        return run_graph(self.network, args, kwargs, first, owner)
 
-                owner = self.network if isinstance(self.network, Cell) else _ParametersOf(self.network)
-                save_strategy(self._save_strategy_file_path, rec, owner)
-        return out
+
+def run_graph(fn: Callable, args: tuple, kwargs: dict, first: bool, owner: Any = None,
+              layout_only: bool = False) -> Any:
+    """Run ``fn`` as MindSpore runs a compiled graph in the current parallel mode (module doc): in
+    (semi-)auto parallel mode the Tensor inputs and outputs follow the dataset strategy, and the first
+    call records the operator strategies and writes the strategy file if one is asked for. ``owner``
+    holds the parameters the strategy file lists (default: what ``fn`` reaches). ``layout_only``
+    compiles without computing (``Cell.compile``): parameters get their layouts, nothing is returned.
+
+    :func:`distinfer.jit` functions, and Cells called from outside any graph in ``GRAPH_MODE``, run
+    through this.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer.train.auto_parallel import run_graph
+    >>> run_graph(lambda x: x * 2, (ms.Tensor(np.ones(2, np.float32)),), {}, True).asnumpy().tolist()
+    [2.0, 2.0]
+    """
+    with api.graph_scope():
+        if not context.is_sharded_mode():
+            return None if layout_only else fn(*args, **kwargs)
+        config = context.get_auto_parallel_context("strategy_ckpt_config")
+        rec = ex.Recorder(trainable_only=config["only_trainable_params"]) if first else None
+        with ex.recording(rec), ex.loaded_strategies(_loaded_strategy_items()):
+            out = _layout_run(fn, args, kwargs) if layout_only else _run(fn, args, kwargs)
+    if first and config["save_file"]:
+        from ..parallel.strategy import save_strategy
+
+        save_strategy(config["save_file"], rec, owner if owner is not None else _ParametersOf(fn, args))
+    return out
+
+
+def _run(fn: Callable, args: tuple, kwargs: dict) -> Any:
+    n = ex.stage_devices()
+    out = fn(*_distribute_inputs(args, n), **kwargs)
+    return _map_outputs(out, lambda t: _graph_output(t, n))
+
+
+def _graph_output(t: Tensor, n: int) -> Tensor:
+    """This rank's share of a graph output; zeros for one this rank has no data of (the gradient of
+    another pipeline stage's parameter), as MindSpore's stages return."""
+    target = _output_layout(t, n)
+    if t._local is None and t.init is None and t._stage is None:
+        return Tensor(np.zeros(target.local_shape, dtype=t.dtype.np))
+    return Tensor(ex.output_block(t, target))
+
+
+def _layout_run(fn: Callable, args: tuple, kwargs: dict) -> None:
+    with ex.abstract():
+        inputs = _distribute_inputs(args, ex.stage_devices())
+        fn(*[Tensor._make(None, x.shape, x.layout, dtype=x.dtype) if isinstance(x, Tensor) else x for x in inputs],
+           **kwargs)
+
+
+api._Graph.runner = run_graph  # how ms.jit runs a function called from outside any graph

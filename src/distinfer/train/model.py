@@ -20,6 +20,7 @@ import math
 from typing import Any, Sequence
 
 from .. import context
+from ..common.api import graph_scope
 from ..errors import LayoutError, check_type
 from ..layout import Layout, replicated
 from ..parallel import _executor as ex
@@ -112,11 +113,12 @@ def _map_outputs(out: Any, fn) -> Any:
 
 
 def _in_network_scope(method):
-    """Run a Model method inside its network's own parallel configuration (``AutoParallel``)."""
+    """Run a Model method as a graph (nested ``ms.jit`` calls are plain calls), inside its network's
+    own parallel configuration if it has one (``AutoParallel``)."""
     @functools.wraps(method)
     def run(self, *args: Any, **kwargs: Any) -> Any:
         scope = getattr(self._network, "parallel_scope", None)
-        with scope() if scope is not None else contextlib.nullcontext():
+        with graph_scope(), scope() if scope is not None else contextlib.nullcontext():
             return method(self, *args, **kwargs)
     return run
 
