@@ -133,9 +133,12 @@ def main() -> int:
     print(f"held-out accuracy of the trained weights on 1,000 test digits: {accuracy:.1%}")
     print(f"exported weights vs checkpoints: {'match' if report.ok else 'MISMATCH'} ({report})")
     print("files:")
-    for what, path in [("checkpoints", "src_checkpoints/rank_{0..7}/"), ("strategy", "src_strategy.ckpt"),
-                       ("saving logs", "log_output/saving/rank.{0..7}/stdout"),
-                       ("loading logs", "log_output/1/rank.{0..7}/stdout"), ("exports", "mindir/net_rank_{0..7}.mindir")]:
+    files = [("checkpoints", "src_checkpoints/rank_{0..7}/"), ("strategy", "src_strategy.ckpt"),
+             ("saving logs", "log_output/saving/rank.{0..7}/stdout"), ("loading logs", "log_output/1/rank.{0..7}/stdout"),
+             ("exports", "mindir/net_rank_{0..7}.mindir")]
+    if not (workdir / "log_output" / "saving").is_dir():  # checkpoints made before the saving logs were kept
+        files.pop(2)
+    for what, path in files:
         print(f"  {what:14s} {workdir / path}")
     return 0 if report.ok else 1
 

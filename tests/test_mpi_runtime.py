@@ -6,13 +6,12 @@ and each check becomes one pytest item here.
 """
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from distinfer import launch
+from _mpi_checks import check_names, launch_checks
 
 pytestmark = pytest.mark.mpi
 
@@ -21,35 +20,13 @@ RANKS = (1, 2, 4, 8)
 TIMEOUT = 240
 
 
-def _check_names(n: int) -> list[str]:
-    spec = importlib.util.spec_from_file_location("_runtime_checks_names", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.check_names(n)
-
-
 @lru_cache(maxsize=None)
 def _launch(n: int) -> tuple[dict[str, str], str]:
     """Run the checks on ``n`` ranks once; ``({name: "" or error}, diagnostics)``."""
-    try:
-        res = launch.run(n, [str(SCRIPT)], capture_output=True, text=True, timeout=TIMEOUT)
-    except Exception as exc:  # noqa: BLE001 - a hang or a missing mpirun fails every item
-        return {}, f"launch failed: {exc!r}"
-    outcomes: dict[str, str] = {}
-    for line in res.stdout.splitlines():
-        if line.startswith("PASS "):
-            outcomes[line[5:].strip()] = ""
-        elif line.startswith("FAIL "):
-            name, _, err = line[5:].partition(": ")
-            outcomes[name.strip()] = err or "failed"
-    done = f"DONE {n}" in res.stdout
-    diag = "" if done and res.returncode == 0 else \
-        f"exit code {res.returncode}, DONE line {'present' if done else 'missing'}\n" \
-        f"stdout tail:\n{res.stdout[-2000:]}\nstderr tail:\n{res.stderr[-3000:]}"
-    return outcomes, diag
+    return launch_checks(SCRIPT, n, TIMEOUT)
 
 
-CASES = [(n, name) for n in RANKS for name in _check_names(n)]
+CASES = [(n, name) for n in RANKS for name in check_names(SCRIPT, n)]
 
 
 @pytest.mark.parametrize("n,name", CASES, ids=[f"n{n}-{name}" for n, name in CASES])
@@ -65,4 +42,4 @@ def test_launch_reports_every_check(n: int) -> None:
     """The run finished cleanly and reported exactly the checks expected for ``n`` ranks."""
     outcomes, diag = _launch(n)
     assert not diag, diag
-    assert sorted(outcomes) == sorted(_check_names(n))
+    assert sorted(outcomes) == sorted(check_names(SCRIPT, n))
