@@ -552,3 +552,35 @@ def test_transform_matches_mindspore(tmp_path):
                 assert sorted(a.names()) == sorted(b.names())
                 for n in b.names():
                     np.testing.assert_array_equal(a.read(n), b.read(n), err_msg=f"{mine} {n}")
+
+
+# ------------------------------------------------------------------------- graph calls
+@pytest.fixture
+def graph_mode_semi_auto():
+    old = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", full_batch=True)
+    yield
+    ms.reset_auto_parallel_context()
+    ms.set_context(mode=old)
+
+
+def test_graph_mode_cell_call_and_gradients(graph_mode_semi_auto):
+    """In GRAPH_MODE a top-level Cell call is a graph (its output an ordinary Tensor); a gradient function
+    called at top level records the Cells it calls as plain calls, so the gradients reach the parameters."""
+    ms.set_seed(2)
+    net = nn.Dense(3, 2)
+    x = ms.Tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    out = net(x)
+    assert out.layout is None and out.shape == (2, 2)
+    loss, (gw, gb) = ms.value_and_grad(lambda v: ops.reduce_sum(net(v)), None, net.trainable_params())(x)
+    assert np.allclose(gw.asnumpy(), np.tile(x.asnumpy().sum(axis=0), (2, 1))) and gb.asnumpy().tolist() == [2.0, 2.0]
+    assert np.isclose(float(loss.asnumpy()), out.asnumpy().sum())
+
+
+def test_graph_mode_export_traces_the_network(graph_mode_semi_auto, tmp_path):
+    net = nn.SequentialCell([nn.Dense(3, 2), nn.ReLU()])
+    x = ms.Tensor(np.ones((2, 3), np.float32))
+    graph = ms.load(ms.export(net, x, file_name=str(tmp_path / "net")))
+    ms.reset_auto_parallel_context()
+    assert np.allclose(nn.GraphCell(graph)(x).asnumpy(), net(x).asnumpy())

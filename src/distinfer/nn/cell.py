@@ -287,10 +287,9 @@ class Cell:
 
 def _top_level_graph() -> bool:
     """A Cell called from outside any graph in GRAPH_MODE under (semi-)auto parallel runs as a graph,
-    as MindSpore compiles it (``distinfer.common.api``); inside a graph, or a gradient function, it
-    is a plain call."""
-    return (not api.in_graph() and context.get_context("mode") == context.GRAPH_MODE
-            and context.is_sharded_mode())
+    as MindSpore compiles it (``distinfer.common.api``); inside a graph it is a plain call."""
+    return (context.get_context("mode") == context.GRAPH_MODE and context.is_sharded_mode()
+            and not api.in_graph())
 
 
 class SequentialCell(Cell):

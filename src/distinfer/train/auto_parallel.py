@@ -346,7 +346,8 @@ def run_graph(fn: Callable, args: tuple, kwargs: dict, first: bool, owner: Any =
     compiles without computing (``Cell.compile``): parameters get their layouts, nothing is returned.
 
     :func:`distinfer.jit` functions, and Cells called from outside any graph in ``GRAPH_MODE``, run
-    through this.
+    through this. A call made while a gradient tape or an export tracer records the ops is a plain call:
+    its inputs and outputs belong to that recording.
 
     >>> import numpy as np, distinfer as ms
     >>> from distinfer.train.auto_parallel import run_graph
@@ -354,7 +355,8 @@ def run_graph(fn: Callable, args: tuple, kwargs: dict, first: bool, owner: Any =
     [2.0, 2.0]
     """
     with api.graph_scope():
-        if not context.is_sharded_mode():
+        # A gradient tape or an export tracer recording the ops holds the call inside its own run.
+        if not context.is_sharded_mode() or ex.is_observed():
             return None if layout_only else fn(*args, **kwargs)
         config = context.get_auto_parallel_context("strategy_ckpt_config")
         rec = ex.Recorder(trainable_only=config["only_trainable_params"]) if first else None
