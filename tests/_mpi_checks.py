@@ -1,13 +1,17 @@
-"""The pytest side of the check scripts in ``tests/mpi/`` (see ``tests/mpi/_harness.py``): list a script's
-checks for a rank count, and launch it once per rank count, reading rank 0's ``PASS``/``FAIL`` lines."""
+"""The pytest side of the check scripts in ``tests/mpi/`` (see ``tests/mpi/_harness.py``): each script is
+launched once per rank count, and rank 0's ``PASS``/``FAIL`` lines become one pytest item per check."""
 from __future__ import annotations
 
 import importlib.util
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable, Sequence
+
+import pytest
 
 from distinfer import launch
 
-__all__ = ["check_names", "launch_checks"]
+__all__ = ["check_names", "launch_checks", "check_tests"]
 
 
 def check_names(script: Path, n: int) -> list[str]:
@@ -36,3 +40,25 @@ def launch_checks(script: Path, n: int, timeout: float) -> tuple[dict[str, str],
         f"exit code {res.returncode}, DONE line {'present' if done else 'missing'}\n" \
         f"stdout tail:\n{res.stdout[-2000:]}\nstderr tail:\n{res.stderr[-3000:]}"
     return outcomes, diag
+
+
+def check_tests(script: Path, ranks: Sequence[int], timeout: float) -> tuple[Callable, Callable]:
+    """The two tests of a check script: one item per (rank count, check), and one per rank count
+    asserting that the run finished cleanly and reported exactly the checks expected."""
+    launched = lru_cache(maxsize=None)(lambda n: launch_checks(script, n, timeout))
+    cases = [(n, name) for n in ranks for name in check_names(script, n)]
+
+    @pytest.mark.parametrize("n,name", cases, ids=[f"n{n}-{name}" for n, name in cases])
+    def test_check(n: int, name: str) -> None:
+        outcomes, diag = launched(n)
+        if name not in outcomes:
+            pytest.fail(f"check {name!r} did not report on {n} ranks. {diag}")
+        assert outcomes[name] == "", f"{name} on {n} ranks: {outcomes[name]}"
+
+    @pytest.mark.parametrize("n", ranks)
+    def test_launch_reports_every_check(n: int) -> None:
+        outcomes, diag = launched(n)
+        assert not diag, diag
+        assert sorted(outcomes) == sorted(check_names(script, n))
+
+    return test_check, test_launch_reports_every_check

@@ -6,36 +6,14 @@ line per check; it is launched once per rank count and each check becomes one py
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from _mpi_checks import check_names, launch_checks
+from _mpi_checks import check_tests
 
 pytestmark = pytest.mark.mpi
 
 SCRIPT = Path(__file__).resolve().parent / "mpi" / "dropin_checks.py"
-RANKS = (1, 2, 4, 8)
-CASES = [(n, name) for n in RANKS for name in check_names(SCRIPT, n)]
 
-
-@lru_cache(maxsize=None)
-def _launch(n: int) -> tuple[dict[str, str], str]:
-    return launch_checks(SCRIPT, n, timeout=300)
-
-
-@pytest.mark.parametrize("n,name", CASES, ids=[f"n{n}-{name}" for n, name in CASES])
-def test_dropin_check(n: int, name: str) -> None:
-    outcomes, diag = _launch(n)
-    if name not in outcomes:
-        pytest.fail(f"check {name!r} did not report on {n} ranks. {diag}")
-    assert outcomes[name] == "", f"{name} on {n} ranks: {outcomes[name]}"
-
-
-@pytest.mark.parametrize("n", RANKS)
-def test_launch_reports_every_check(n: int) -> None:
-    """The run finished cleanly and reported exactly the checks expected for ``n`` ranks."""
-    outcomes, diag = _launch(n)
-    assert not diag, diag
-    assert sorted(outcomes) == sorted(check_names(SCRIPT, n))
+test_dropin_check, test_launch_reports_every_check = check_tests(SCRIPT, ranks=(1, 2, 4, 8), timeout=300)
