@@ -10,7 +10,6 @@ depend only on the seed and the order the parameters are created in, not on the 
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 import sys
@@ -22,30 +21,19 @@ import pytest
 import distinfer as ms
 from distinfer import nn
 from distinfer.common.initializer import HeUniform, initializer
-from distinfer.dataset import embedded_mnist_dir
 from distinfer.dataset.idx import read_idx
 from distinfer.io import CkptFile, read_strategy
-from distinfer.launch import run
 
-ROOT = Path(__file__).resolve().parents[1]
+from _examples import ROOT, launch_example, printed_arrays, write_mnist
+
 BATCH = 32
 LOSS_LINE = re.compile(r"^epoch: (\d+), step: 0, loss is (\S+)$", re.M)
-NUMBER = re.compile(r"-?\d+\.\d*(?:e[-+]?\d+)?")
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    path.write_bytes(header + np.ascontiguousarray(arr).tobytes())
 
 
 @pytest.fixture(scope="module")
 def one_batch(tmp_path_factory) -> Path:
     """32 training digits of the embedded subset as plain idx files: one batch per epoch."""
-    folder = tmp_path_factory.mktemp("mnist32")
-    src = Path(embedded_mnist_dir())
-    _write_idx(folder / "train-images-idx3-ubyte", read_idx(str(src / "train-images-idx3-ubyte.gz"))[:BATCH])
-    _write_idx(folder / "train-labels-idx1-ubyte", read_idx(str(src / "train-labels-idx1-ubyte.gz"))[:BATCH])
-    return folder
+    return write_mnist(tmp_path_factory.mktemp("mnist32"), BATCH)
 
 
 def _batch(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -55,21 +43,6 @@ def _batch(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, read_idx(str(folder / "train-labels-idx1-ubyte")).astype(np.int64)
 
 
-def _launch(n: int, example: str, cwd: Path, data: Path | None, *args: str) -> list[str]:
-    """Run an example on ``n`` ranks; each rank's output (stdout and stderr), in rank order."""
-    env = dict(os.environ)
-    if data is not None:
-        env["DATA_PATH"] = str(data)
-    logs = cwd / f"log_{Path(example).stem}_{len(list(cwd.glob('log_*')))}"
-    proc = run(n, [str(ROOT / "examples" / example), *args], ["--output", f"merge-stderr-to-stdout,dir={logs}"],
-               capture_output=True, text=True, timeout=900, cwd=cwd, env=env)
-    files = [next(logs.glob(f"*/rank.{r}/stdout"), None) for r in range(n)]  # none for a rank that printed nothing
-    outputs = [f.read_text() if f is not None else "" for f in files]
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-2000:] + "".join(
-        f"\n--- rank {r}\n{o[-2000:]}" for r, o in enumerate(outputs))
-    return outputs
-
-
 def _losses(outputs: list[str]) -> dict[int, list[float]]:
     """``{epoch: [each rank's printed loss]}`` from the samples' ``epoch: E, step: 0, loss is L`` lines."""
     found: dict[int, list[float]] = {}
@@ -77,16 +50,6 @@ def _losses(outputs: list[str]) -> dict[int, list[float]]:
         for epoch, value in LOSS_LINE.findall(out):
             found.setdefault(int(epoch), []).append(float(value))
     return found
-
-
-def _printed_arrays(outputs: list[str], shape: tuple[int, ...]) -> list[np.ndarray]:
-    """The array each rank printed with ``print(tensor)`` (numpy's text)."""
-    arrays = []
-    for r, out in enumerate(outputs):
-        match = re.search(r"^\[\[.*?\]\]$", out, flags=re.M | re.S)
-        assert match, f"rank {r} printed no array:\n{out[-2000:]}"
-        arrays.append(np.array(NUMBER.findall(match.group(0)), float).reshape(shape))
-    return arrays
 
 
 # ----------------------------------------------------------------------- numpy references
@@ -144,7 +107,7 @@ def _check_losses(out: list[str], reference: list[float], ranks: int = 8, skip_z
 def test_operator_parallel_samples(tmp_path, one_batch, example):
     """MatMul((2, 4), (4, 1)) etc. on 8 ranks: the MindSpore 2.5 form (set_auto_parallel_context, ms.jit)
     and the 2.6 form (AutoParallel, no_init_parameters) train exactly as one numpy process does."""
-    out = _launch(8, example, tmp_path, one_batch)
+    out = launch_example(8, example, tmp_path, one_batch)
     ms.set_seed(1)
     weights = [[initializer("normal", s, ms.float32).asnumpy()] for s in ([784, 512], [512, 512], [512, 10])]
     x, y = _batch(one_batch)
@@ -154,7 +117,7 @@ def test_operator_parallel_samples(tmp_path, one_batch, example):
 def test_optimizer_parallel_sample(tmp_path, one_batch):
     """The parallel optimizer (weights and SGD state sharded over the 8 data-parallel replicas) with
     one communication fusion group per layer trains as plain SGD does."""
-    out = _launch(8, "optimizer_parallel.py", tmp_path, one_batch)
+    out = launch_example(8, "optimizer_parallel.py", tmp_path, one_batch)
     x, y = _batch(one_batch)
     _check_losses(out, _train_mlp(_dense_layers((784, 512), (512, 512), (512, 10)), x, y, 10))
 
@@ -163,7 +126,7 @@ def test_pipeline_parallel_sample(tmp_path, one_batch):
     """Two stages of 4 ranks, 4 micro-batches: the last stage prints the summed micro-batch loss (four
     times the mean, as each micro-batch is one rank's whole batch), the first stage prints 0 as in
     MindSpore, and ops.Print shows each rank's [8, 512] block of the first layer's output."""
-    out = _launch(8, "pipeline_parallel.py", tmp_path, one_batch)
+    out = launch_example(8, "pipeline_parallel.py", tmp_path, one_batch)
     ms.set_seed(1)
     first = initializer(HeUniform(math.sqrt(5)), [784, 512]).asnumpy()
     second, third = nn.Dense(512, 512), nn.Dense(512, 10)
@@ -178,7 +141,7 @@ def test_pipeline_parallel_sample(tmp_path, one_batch):
 def test_pipeline_inference_sample(tmp_path):
     """Four stages of 2 ranks: the embedding table of stage 0 is also the head's weight on stage 3, and
     the result is broadcast to every rank. Each rank prints numpy's logits."""
-    out = _launch(8, "pipeline_inference.py", tmp_path, None)
+    out = launch_example(8, "pipeline_inference.py", tmp_path, None)
     ms.set_seed(1)  # the sample's seed also seeds numpy, which then draws the input ids
     layers = [nn.Dense(32, 32), nn.Dense(32, 32)]
     ids = np.random.randint(low=0, high=32, size=(8, 1))
@@ -187,7 +150,7 @@ def test_pipeline_inference_sample(tmp_path):
     for layer in layers:
         state = state @ layer.weight.asnumpy().T + layer.bias.asnumpy()
     want = state @ table.T
-    for got in _printed_arrays(out, (8, 32)):
+    for got in printed_arrays(out, (8, 32)):
         np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
@@ -196,7 +159,7 @@ def test_pipeline_inference_sample(tmp_path):
 def test_data_parallel_samples(tmp_path, one_batch, example, sizes):
     """DATA_PARALLEL: each rank trains on its shard of the 32 digits (4 each) and the gradients are
     averaged; the mean of the 8 printed shard losses is the loss of the whole batch."""
-    out = _launch(8, example, tmp_path, one_batch)
+    out = launch_example(8, example, tmp_path, one_batch)
     x, y = _batch(one_batch)
     reference = _train_mlp(_dense_layers(*sizes, weight_init="normal", bias_init="zeros"), x, y, 10,
                            relu_last=example == "startup_net.py")
@@ -223,7 +186,7 @@ def saved(tmp_path_factory, one_batch) -> Path:
     """MindSpore's saving sample on 8 ranks, its rank files renamed ``rank_<r>/checkpoint_<r>.ckpt``
     as the transformation tutorial asks."""
     folder = tmp_path_factory.mktemp("saved")
-    _launch(8, "train_saving.py", folder, one_batch)
+    launch_example(8, "train_saving.py", folder, one_batch)
     for r in range(8):
         (src,) = (folder / "src_checkpoints" / f"rank_{r}").glob("checkpoint-*.ckpt")
         src.rename(src.with_name(f"checkpoint_{r}.ckpt"))
@@ -244,15 +207,15 @@ def test_transformation_infer_sample(tmp_path, saved, one_batch):
     work = _copy_run(saved, tmp_path)
     for r in range(4):
         (work / "dst_checkpoints" / f"rank_{r}").mkdir(parents=True)
-    _launch(4, "transformation_infer.py", work, one_batch, "--only_compile=1")
-    out = _launch(4, "transformation_infer.py", work, one_batch)
+    launch_example(4, "transformation_infer.py", work, one_batch, "--only_compile=1")
+    out = launch_example(4, "transformation_infer.py", work, one_batch)
     full = _full_weights(work / "src_checkpoints", work / "src_strategy.ckpt")
     np.random.seed(1)  # the sample seeds numpy through ms.set_seed(1), then draws its input
     state = np.random.randn(1, 28 * 28)
     for layer in (1, 2, 3):
         state = state @ full[f"layer{layer}.weight"] + full[f"layer{layer}.bias"]
         state = np.maximum(state, 0) if layer < 3 else state
-    for got in _printed_arrays(out, (1, 10)):
+    for got in printed_arrays(out, (1, 10)):
         np.testing.assert_allclose(got, state, rtol=1e-4, atol=1e-6)
     for r in range(4):
         with CkptFile(work / "dst_checkpoints" / f"rank_{r}" / f"checkpoint_{r}.ckpt") as dst, \
@@ -268,8 +231,8 @@ def test_transformation_retrain_sample(tmp_path, saved, one_batch):
     transform_checkpoints on every rank at once (not collective: each writes every file), then loaded
     for two more epochs. Each converted file holds that rank's blocks of the merged weights."""
     work = _copy_run(saved, tmp_path)
-    _launch(4, "transformation_retrain.py", work, one_batch, "--only_compile=1")
-    _launch(4, "transformation_retrain.py", work, one_batch)
+    launch_example(4, "transformation_retrain.py", work, one_batch, "--only_compile=1")
+    launch_example(4, "transformation_retrain.py", work, one_batch)
     full = _full_weights(work / "src_checkpoints", work / "src_strategy.ckpt")
     strategy = read_strategy(str(work / "dst_strategy.ckpt")).layouts
     for r in range(4):
@@ -282,9 +245,9 @@ def test_transformation_retrain_sample(tmp_path, saved, one_batch):
 def test_pipeline_transformation_sample(tmp_path, one_batch):
     """A 2-stage pipeline run on 8 ranks, then rank 0 alone merges its strategies and converts its
     checkpoints for 4 non-pipeline ranks (the other ranks do not wait for it), then training goes on."""
-    _launch(8, "pipeline_train.py", tmp_path, one_batch)
-    _launch(4, "pipeline_transformation_retrain.py", tmp_path, one_batch, "--only_compile=1")
+    launch_example(8, "pipeline_train.py", tmp_path, one_batch)
+    launch_example(4, "pipeline_transformation_retrain.py", tmp_path, one_batch, "--only_compile=1")
     assert sorted(p.name for p in (tmp_path / "dst_checkpoints_pipeline").iterdir()) == [f"rank_{r}" for r in range(4)]
-    _launch(4, "pipeline_transformation_retrain.py", tmp_path, one_batch)
+    launch_example(4, "pipeline_transformation_retrain.py", tmp_path, one_batch)
     merged = read_strategy(str(tmp_path / "src_pipeline_strategy.ckpt")).layouts
     assert {"0-layer1.weight", "1-layer3.weight"} <= set(merged)
