@@ -59,6 +59,7 @@ def check_tests(script: Path, ranks: Sequence[int], timeout: float) -> tuple[Cal
     def test_launch_reports_every_check(n: int) -> None:
         outcomes, diag = launched(n)
         assert not diag, diag
-        assert sorted(outcomes) == sorted(check_names(script, n))
+        expected = sorted(check_names(script, n))
+        assert sorted(outcomes) == expected, f"reported {sorted(outcomes)}, expected {expected}"
 
     return test_check, test_launch_reports_every_check
