@@ -153,9 +153,9 @@ def side_distinfer(a: argparse.Namespace, d: Path) -> dict:
         step = nn.TrainOneStepCell(nn.WithLossCell(net, TokenLoss()), nn.Momentum(net.trainable_params(), 0.01, 0.9))
         feed = [ms.Tensor(ids), ms.Tensor(labels)]
         if world.size > 1:
-            from distinfer.train.model import _distribute_inputs
+            from distinfer.parallel.inputs import distribute_inputs
 
-            feed = _distribute_inputs(feed, world.size)
+            feed = distribute_inputs(feed, world.size)
         out["first_loss"] = float(step(*feed).asnumpy())
         out["seconds"] = _timed(lambda: step(*feed), a.repeat, world.barrier)
     from distinfer._cpu import blas_threads

@@ -25,9 +25,10 @@ FLOORS: dict[str, float] = {
     "distinfer._proto": 1, "distinfer.communication._backend": 1, "distinfer.communication._guard": 1,
     "distinfer.communication._agree": 1, "distinfer._logging": 1,
     "distinfer.launch": 1, "distinfer._version": 1, "distinfer._random": 1, "distinfer._cpu": 1, "distinfer._lazy": 1,
+    "distinfer._format": 1,
     "distinfer.context": 2, "distinfer.communication": 2, "distinfer.tensor": 2, "distinfer.common": 2,
     "distinfer._initializers": 2,
-    "distinfer.io": 2,
+    "distinfer.io": 2, "distinfer.runtime": 2,
     "distinfer.ops": 3,
     "distinfer.parallel": 4, "distinfer.autograd": 4, "distinfer.nn": 4, "distinfer.amp": 4,
     "distinfer.reshard": 4.5, "distinfer.reshard.api": 5,
@@ -35,7 +36,12 @@ FLOORS: dict[str, float] = {
     "distinfer.cli": 5, "distinfer.__main__": 5,
 }
 FACES = {"distinfer", "distinfer.nn", "distinfer.parallel", "distinfer.train", "distinfer.common", "distinfer.ops",
-         "distinfer.ops.functional", "distinfer.ops.composite"}
+         "distinfer.ops.functional", "distinfer.ops.composite",
+         # MindSpore's module paths, each re-exporting objects that live elsewhere
+         "distinfer.common.dtype", "distinfer.common.tensor", "distinfer.common.parameter", "distinfer.nn.utils",
+         "distinfer.nn.optim.optimizer", "distinfer.nn.optim.sgd", "distinfer.nn.optim.momentum",
+         "distinfer.nn.optim.adam", "distinfer.train.serialization", "distinfer.parallel.shard",
+         "distinfer.parallel.nn", "distinfer.parallel.auto_parallel"}
 
 def modules() -> dict[str, Path]:
     out = {}

@@ -14,7 +14,7 @@ import distinfer as ms
 from distinfer import communication as comm
 from distinfer import nn, ops
 from distinfer.common import initializer as init_mod
-from distinfer.common.initializer import initializer
+from distinfer.common.initializer import initializer, no_init_parameters
 from distinfer.errors import CommError, StrategyError
 from distinfer.layout import Layout
 from distinfer.parallel import _executor as ex
@@ -323,8 +323,16 @@ def test_tensor_and_parameter_basics() -> None:
     assert p.name == "w" and p.requires_grad and p.shape == (2, 3)
     with pytest.raises(RuntimeError, match=r"\(4,\).*\(2, 3\)"):
         p.set_data(np.zeros(4, np.float32))
-    lazy = ms.Parameter(initializer("normal", (4, 4)), name="lazy")
-    assert lazy.has_init and "not materialised" in repr(ms.Tensor(shape=(2,), dtype=ms.float32, init="zeros"))
+    # As in MindSpore: outside (semi-)auto parallel a Parameter gets its values when it is created;
+    # in semi-auto parallel, and inside no_init_parameters, it stays lazy until it is used.
+    eager = ms.Parameter(initializer("normal", (4, 4)), name="eager")
+    with no_init_parameters():
+        lazy = ms.Parameter(initializer("normal", (4, 4)), name="lazy")
+    ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel")
+    lazy_sharded = ms.Parameter(initializer("normal", (4, 4)), name="lazy_sharded")
+    ms.reset_auto_parallel_context()
+    assert not eager.has_init and lazy.has_init and lazy_sharded.has_init
+    assert "not materialised" in repr(ms.Tensor(shape=(2,), dtype=ms.float32, init="zeros"))
 
 
 def test_scalar_parameter_stays_0d_under_a_layout() -> None:

@@ -394,11 +394,11 @@ def test_dataset_strategy_layouts_feed_inputs():
     import numpy as np
 
     import distinfer as ms
-    from distinfer.train.model import _distribute_inputs
+    from distinfer.parallel.inputs import distribute_inputs
 
     ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", dataset_strategy=(ms.Layout((1,), ("dp",))("dp", "None"),))
     try:
-        (t,) = _distribute_inputs([ms.Tensor(np.ones((4, 3), np.float32))], 1)
+        (t,) = distribute_inputs([ms.Tensor(np.ones((4, 3), np.float32))], 1)
         assert t.shape == (4, 3) and t.layout.dev_matrix == (1,)
     finally:
         ms.reset_auto_parallel_context()

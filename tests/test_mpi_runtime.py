@@ -6,44 +6,14 @@ and each check becomes one pytest item here.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from mpi_checks import check_names, launch_checks
+from _mpi_checks import check_tests
 
 pytestmark = pytest.mark.mpi
 
 SCRIPT = Path(__file__).resolve().parent / "mpi" / "runtime_checks.py"
-RANKS = (1, 2, 4, 8)
-TIMEOUT = 240
 
-
-def _check_names(n: int) -> list[str]:
-    return check_names(SCRIPT, n)
-
-
-@lru_cache(maxsize=None)
-def _launch(n: int) -> tuple[dict[str, str], str]:
-    """Run the checks on ``n`` ranks once; ``({name: "" or error}, diagnostics)``."""
-    return launch_checks(SCRIPT, n, TIMEOUT)
-
-
-CASES = [(n, name) for n in RANKS for name in _check_names(n)]
-
-
-@pytest.mark.parametrize("n,name", CASES, ids=[f"n{n}-{name}" for n, name in CASES])
-def test_runtime_check(n: int, name: str) -> None:
-    outcomes, diag = _launch(n)
-    if name not in outcomes:
-        pytest.fail(f"check {name!r} did not report on {n} ranks. {diag}")
-    assert outcomes[name] == "", f"{name} on {n} ranks: {outcomes[name]}"
-
-
-@pytest.mark.parametrize("n", RANKS)
-def test_launch_reports_every_check(n: int) -> None:
-    """The run finished cleanly and reported exactly the checks expected for ``n`` ranks."""
-    outcomes, diag = _launch(n)
-    assert not diag, diag
-    assert sorted(outcomes) == sorted(_check_names(n))
+test_runtime_check, test_launch_reports_every_check = check_tests(SCRIPT, ranks=(1, 2, 4, 8), timeout=240)

@@ -44,7 +44,8 @@ __all__ = [
     "ckpt_to_safetensors", "safetensors_to_ckpt", "export", "load",
     "load_distributed_checkpoint", "merge_sliced_parameter", "build_searched_strategy",
     "merge_pipeline_strategys", "rank_list_for_transform", "transform_checkpoint_by_rank",
-    "transform_checkpoints", "unified_safetensors", "shard",
+    "transform_checkpoints", "unified_safetensors", "shard", "sync_pipeline_shared_parameters", "jit", "jit_class",
+    "JitConfig", "lazy_inline", "no_inline", "set_device", "runtime",
 ]
 
 # Imported on first use: file formats pull in protobuf and safetensors, export pulls in onnx.
@@ -55,5 +56,11 @@ _CHECKPOINT = ("build_searched_strategy", "load_distributed_checkpoint", "merge_
                "transform_checkpoints", "unified_safetensors")
 __getattr__, __dir__ = lazy_exports(__name__, {
     "dataset": ".dataset", "export": ".exporter", "load": ".exporter", "Layout": ".parallel.shard_layout",
-    "shard": ".parallel.shard_region",
+    "shard": ".parallel.shard_region", "sync_pipeline_shared_parameters": ".parallel.pipeline_sync",
     **dict.fromkeys(_SERIALIZATION, ".serialization"), **dict.fromkeys(_CHECKPOINT, ".reshard.api")})
+
+from .common.api import JitConfig, jit, jit_class, lazy_inline, no_inline  # noqa: E402
+from .context import set_device  # noqa: E402
+from . import runtime  # noqa: E402,F401
+from .communication import comm_func as _comm_func  # noqa: E402  (so communication.comm_func is an attribute)
+del _comm_func

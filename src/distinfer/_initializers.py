@@ -17,12 +17,14 @@ True
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from . import context
 from . import dtype as mstype
 from ._random import flat_indices, next_seed, standard_normal, uniform01
 
@@ -32,6 +34,52 @@ __all__ = ["Initializer", "Normal", "Uniform", "Zero", "One", "Constant", "Trunc
 Box = Sequence[tuple[int, int]]
 
 _ROWS_PER_CHUNK_ELEMS = 1 << 22  # bound temporaries when a block is large
+
+
+def _advance_numpy() -> None:
+    """The draw MindSpore's random initializers make from numpy's global generator for their seed.
+
+    MindSpore's random initializers take a seed from numpy's global generator (one ``randint``
+    draw) each time they produce values, so what a script draws from numpy afterwards depends on
+    how many parameters were initialised before. distinfer's make the same draw at the same
+    moments; the values themselves still come from the counter-based streams of :mod:`._random`,
+    so they do not depend on the rank count or on the pipeline stage that computes them.
+    """
+    np.random.randint(low=1, high=1 << 63, dtype=np.int64)
+
+
+class _Deferral:
+    depth = 0  # open no_init_parameters blocks
+
+
+@contextlib.contextmanager
+def no_init_parameters() -> Iterator[None]:
+    """MindSpore's ``nn.utils.no_init_parameters``: Parameters created inside keep their
+    initializers (no values, no draw from numpy) until ``Cell.init_parameters_data()`` or their
+    first use, whatever the parallel mode.
+
+    >>> import distinfer as ms
+    >>> from distinfer import nn
+    >>> with no_init_parameters():
+    ...     net = nn.Dense(3, 2)
+    >>> net.weight.has_init, [p.has_init for p in net.init_parameters_data()]
+    (True, [False, False])
+    """
+    _Deferral.depth += 1
+    try:
+        yield
+    finally:
+        _Deferral.depth -= 1
+
+
+def initializes_at_creation() -> bool:
+    """True when a Parameter built from an initializer gets its values at once, as MindSpore's
+    do outside (semi-)auto parallel mode and outside :func:`no_init_parameters`.
+
+    >>> initializes_at_creation()
+    True
+    """
+    return _Deferral.depth == 0 and not context.is_sharded_mode()
 
 
 def _fans(shape: Sequence[int]) -> tuple[int, int]:
@@ -57,6 +105,8 @@ class Initializer:
     [[1.0, 2.0], [4.0, 5.0]]
     """
 
+    draws_numpy = True  # random: each block() advances numpy's global generator (see _advance_numpy)
+
     def __init__(self, **kwargs) -> None:
         self._kwargs = kwargs
 
@@ -65,6 +115,8 @@ class Initializer:
 
     def block(self, shape: Sequence[int], box: Box, seed: int, dtype=mstype.float32) -> np.ndarray:
         """Values of the sub-box ``box`` of the full tensor of ``shape``; never builds the rest."""
+        if self.draws_numpy:
+            _advance_numpy()
         shape = tuple(int(s) for s in shape)
         box = tuple((int(a), int(b)) for a, b in box)
         np_dtype = mstype.get_dtype(dtype).np
@@ -96,6 +148,8 @@ class Constant(Initializer):
     >>> Constant(0.5).block((2, 2), ((0, 2), (0, 2)), seed=0).tolist()
     [[0.5, 0.5], [0.5, 0.5]]
     """
+
+    draws_numpy = False
 
     def __init__(self, value: float) -> None:
         super().__init__(value=value)

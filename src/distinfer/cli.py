@@ -182,7 +182,8 @@ def _transform(args: argparse.Namespace) -> int:
     from .reshard.api import transform_checkpoints
 
     transform_checkpoints(args.src_dir, args.dst_dir, args.prefix, args.src_strategy, args.dst_strategy,
-                          process_num=args.process_num, output_format=args.format)
+                          process_num=args.process_num, output_format=args.format,
+                          split_among_ranks=args.split_among_ranks)
     return 0
 
 
@@ -195,6 +196,8 @@ def _(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix", default="checkpoint_", help="output name prefix (default checkpoint_)")
     p.add_argument("-j", "--process-num", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--format", choices=("ckpt", "safetensors"), default="ckpt", help="output format")
+    p.add_argument("--split-among-ranks", action="store_true",
+                   help="under mpirun: divide the destination ranks among the MPI ranks (every rank runs it)")
 
 
 # ------------------------------------------------------------------------------- merge

@@ -8,12 +8,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import type_error
 
-__all__ = ["set_context", "get_context", "set_auto_parallel_context", "get_auto_parallel_context",
+__all__ = ["set_context", "get_context", "set_device", "set_auto_parallel_context", "get_auto_parallel_context",
            "reset_auto_parallel_context", "ParallelMode", "GRAPH_MODE", "PYNATIVE_MODE"]
 
 GRAPH_MODE = 0
@@ -49,6 +50,7 @@ _CONTEXT_DEFAULTS: dict[str, Any] = {
     "aoe_tune_mode": "", "op_timeout": 900, "mempool_block_size": "1GB", "enable_reduce_precision": True,
     "enable_dump": False, "save_dump_path": ".", "variable_memory_max_size": "30GB", "gpu_config": {},
     "comm_timeout": None,  # distinfer's watchdog (seconds); None: DISTINFER_COMM_TIMEOUT, else 600
+    "jit_level": "",
 }
 _context: dict[str, Any] = dict(_CONTEXT_DEFAULTS)
 # The types MindSpore's set_context checks (a wrong type is a TypeError); bool passes for int, as there.
@@ -62,7 +64,10 @@ _CONTEXT_TYPES: dict[str, tuple] = {
     "inter_op_parallel_num": (int,), "aoe_tune_mode": (str,), "op_timeout": (int,), "mempool_block_size": (str,),
     "enable_reduce_precision": (bool,), "variable_memory_max_size": (str,), "gpu_config": (dict,),
     "comm_timeout": (int, float),
+    "jit_level": (str,),
 }
+# set_context(jit_config=...): its keys and their values.
+_JIT_CONFIG = {"jit_level": ["O0", "O1", "O2"], "infer_boost": ["on", "off"]}
 
 
 def _reject(func: str, key: str, value: Any, allowed: Any) -> None:
@@ -95,6 +100,8 @@ def set_context(**kwargs: Any) -> None:
             _reject("set_context", key, value, "one of 'CPU', 'GPU', 'Ascend'")
         if key == "comm_timeout":
             _set_comm_timeout(value)
+        if key == "jit_config":
+            _check_jit_config(value)
         _context[key] = value
 
 
@@ -115,6 +122,36 @@ def _set_comm_timeout(value: Any) -> None:
     from .communication import _backend
 
     _backend.set_comm_timeout(value)
+
+
+def _check_jit_config(config: dict) -> None:
+    for k, v in config.items():
+        if k not in _JIT_CONFIG:
+            raise ValueError(f"For 'context.set_context', the key of argument 'jit_config' must be one of "
+                             f"{_JIT_CONFIG}, but got {k}.")
+        if v not in _JIT_CONFIG[k]:
+            raise ValueError(f"For 'jit_config', the value of argument {k} must be one of {_JIT_CONFIG[k]}, but "
+                             f"got {v}.")
+
+
+def set_device(device_target: str, device_id: int | None = None) -> None:
+    """``mindspore.set_device``: the device type (and id) the process runs on; distinfer computes
+    on the CPU whatever it is, and records it for :func:`get_context`.
+
+    >>> import distinfer as ms
+    >>> ms.set_device("CPU"); ms.get_context("device_target")
+    'CPU'
+    >>> ms.set_device("TPU")
+    Traceback (most recent call last):
+    ...
+    ValueError: The argument 'device_target' must be one of ['CPU', 'GPU', 'Ascend'], but got TPU.
+    """
+    if device_target not in ("CPU", "GPU", "Ascend"):
+        raise ValueError(f"The argument 'device_target' must be one of ['CPU', 'GPU', 'Ascend'], but got "
+                         f"{device_target}.")
+    set_context(device_target=device_target)
+    if device_id is not None:
+        set_context(device_id=device_id)
 
 
 def get_context(key: str) -> Any:
@@ -362,6 +399,35 @@ def reset_auto_parallel_context() -> None:
 
     if _backend.is_started():
         _on_comm_init(_backend.world().rank, _backend.world().size)
+
+
+@contextlib.contextmanager
+def auto_parallel_scope(**overrides: Any) -> Iterator[None]:
+    """Auto-parallel keys set (and checked) as :func:`set_auto_parallel_context` sets them, for the
+    duration of a block; the previous values come back afterwards, even on errors. This is how a
+    network wrapped in ``AutoParallel`` carries its own configuration.
+
+    >>> import distinfer as ms
+    >>> from distinfer.context import auto_parallel_scope
+    >>> with auto_parallel_scope(parallel_mode="semi_auto_parallel", pipeline_stages=2):
+    ...     ms.get_auto_parallel_context("pipeline_stages")
+    2
+    >>> ms.get_auto_parallel_context("pipeline_stages"), ms.get_auto_parallel_context("parallel_mode")
+    (1, 'stand_alone')
+    """
+    saved, explicit = copy.deepcopy(_ap), set(_explicit)
+    try:
+        set_auto_parallel_context(**overrides)
+        yield
+    finally:
+        _ap.clear()
+        _ap.update(saved)
+        _explicit.clear()
+        _explicit.update(explicit)
+        from .communication import _backend
+
+        if _backend.is_started():  # init() may have run inside the block
+            _on_comm_init(_backend.world().rank, _backend.world().size)
 
 
 def _on_comm_init(rank: int, size: int) -> None:

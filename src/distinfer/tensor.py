@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import _format
 from . import dtype as mstype
-from ._initializers import as_initializer
+from ._initializers import as_initializer, initializes_at_creation
 from ._random import next_seed
 from .layout import DistSpec, Layout
 
@@ -224,11 +225,28 @@ class Tensor:
         return int(self.asnumpy())
 
     def __repr__(self) -> str:
-        if self._local is None:
-            return f"Tensor(shape={list(self._shape)}, dtype={self._dtype}, value=<not materialised>)"
-        return f"Tensor(shape={list(self._shape)}, dtype={self._dtype}, value=\n{self._local})"
+        """MindSpore's ``Tensor(shape=[...], dtype=..., value=...)``: the shape is the global one,
+        the values this rank's block (the whole tensor unless it is laid out across ranks).
 
-    __str__ = __repr__
+        >>> import numpy as np, distinfer as ms
+        >>> ms.Tensor(np.float32(2.3014357))
+        Tensor(shape=[], dtype=Float32, value= 2.30144)
+        """
+        if self._local is None or self._spec.partial:
+            state = "not materialised" if self._local is None else "pending partial sums"
+            return f"Tensor(shape={list(self._shape)}, dtype={self._dtype}, value=<{state}>)"
+        return _format.tensor_repr(self._local, str(self._dtype), self._shape)
+
+    def __str__(self) -> str:
+        """The values as numpy prints them, as MindSpore's ``print(tensor)`` shows them.
+
+        >>> import numpy as np, distinfer as ms
+        >>> print(ms.Tensor(np.float32(2.3014357)), ms.Tensor(np.array([1, 2], np.int32)))
+        2.3014357 [1 2]
+        """
+        if self._local is None and self.init is None or self._spec.partial:
+            return repr(self)
+        return _format.tensor_str(self.asnumpy(), str(self._dtype))
 
     def __getitem__(self, index):
         return _OPERATORS["getitem"](self, index)
@@ -346,6 +364,13 @@ class Parameter(Tensor):
         self.sliced = False
         self.is_init = False
         self.param_info = None
+        self._init_now_unless_deferred()
+
+    def _init_now_unless_deferred(self) -> None:
+        """Outside (semi-)auto parallel mode MindSpore gives a Parameter its values when it is
+        created (drawing from numpy's generator); in those modes they wait for the first run."""
+        if self._local is None and self.init is not None and initializes_at_creation():
+            self.init_data()
 
     @property
     def name(self) -> str:
@@ -367,6 +392,19 @@ class Parameter(Tensor):
     @property
     def global_shape(self) -> tuple[int, ...]:
         return self._shape
+
+    @property
+    def comm_fusion(self) -> int:
+        """The gradient-communication fusion group (``Cell.set_comm_fusion``); 1 by default."""
+        return self.__dict__.get("_comm_fusion", 1)
+
+    @comm_fusion.setter
+    def comm_fusion(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"The input value must be int, but got {type(value).__name__!r}")
+        if value < 0:
+            raise ValueError(f"The input value must be int and must >= 0, but got '{value}' with type 'int'.")
+        self._comm_fusion = value
 
     def _materialize(self, layout: Layout, rank: int) -> None:
         """Adopt ``layout`` and keep only ``rank``'s block (from the initializer or the full data)."""
@@ -395,6 +433,7 @@ class Parameter(Tensor):
         if isinstance(data, Tensor) and data.has_init and not self.sliced:
             self._local, self.init, self.init_seed = None, data.init, data.init_seed
             self._shape, self._dtype = data._shape, data._dtype
+            self._init_now_unless_deferred()
             return self
         layout = self.layout
         if self.sliced and layout is not None:
@@ -439,6 +478,23 @@ class Parameter(Tensor):
                 new._spec, new.sliced = DistSpec(self.layout), self.sliced
         new.parallel_optimizer = self.parallel_optimizer
         return new
+
+    @property
+    def data(self) -> Tensor:
+        """The parameter's value as a plain Tensor sharing its block (and initializer, if lazy).
+
+        >>> import numpy as np, distinfer as ms
+        >>> p = ms.Parameter(ms.Tensor(np.ones(2, np.float32)), name="w")
+        >>> type(p.data).__name__, p.data.asnumpy().tolist(), p.value().dtype
+        ('Tensor', [1.0, 1.0], Float32)
+        """
+        view = Tensor.__new__(Tensor)
+        view.__dict__.update(self.__dict__)  # the Tensor fields; the Parameter ones are inert on a Tensor
+        return view
+
+    def value(self) -> Tensor:
+        """MindSpore's ``Parameter.value()``: the same as :attr:`data`."""
+        return self.data
 
     def __repr__(self) -> str:
         return (f"Parameter (name={self.name}, shape={self.shape}, dtype={self._dtype}, "

@@ -82,9 +82,9 @@ def run(kind, sharded, data, labels, n, rank, full_batch, model="seed", opt_shar
             lo, hi = rank * len(x) // n, (rank + 1) * len(x) // n
             x, y = x[lo:hi], y[lo:hi]
         if sharded:
-            from distinfer.train.model import _distribute_inputs
+            from distinfer.parallel.inputs import distribute_inputs
 
-            feed = _distribute_inputs([ms.Tensor(x), ms.Tensor(y)], n)
+            feed = distribute_inputs([ms.Tensor(x), ms.Tensor(y)], n)
         else:
             feed = [ms.Tensor(x), ms.Tensor(y)]
         losses.append(float(step(*feed).asnumpy()))
@@ -151,9 +151,9 @@ def loss_scaled_float16(data, labels, n, rank):
         for i in range(STEPS):
             feed = [ms.Tensor(data[i]), ms.Tensor(labels[i])]
             if sharded:
-                from distinfer.train.model import _distribute_inputs
+                from distinfer.parallel.inputs import distribute_inputs
 
-                feed = _distribute_inputs(feed, n)
+                feed = distribute_inputs(feed, n)
             _, overflow, scale = step(*feed)
             flags.append(bool(overflow.asnumpy()))
             scales.append(float(scale.asnumpy()))

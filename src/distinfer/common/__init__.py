@@ -1,6 +1,6 @@
-"""``mindspore.common``: initializers, dtypes, Tensor and Parameter."""
-from .. import dtype
-from ..tensor import Parameter, Tensor
-from . import initializer
+"""``mindspore.common``: initializers, dtypes, Tensor and Parameter, and the compilation markers (``api``)."""
+from . import api, dtype, initializer
+from .parameter import Parameter, ParameterTuple
+from .tensor import Tensor
 
-__all__ = ["dtype", "Tensor", "Parameter", "initializer"]
+__all__ = ["dtype", "Tensor", "Parameter", "ParameterTuple", "initializer", "api"]

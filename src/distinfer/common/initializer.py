@@ -10,17 +10,29 @@ one until its layout is known); this module is where MindSpore scripts import th
 >>> w = initializer(Normal(0.02), [4, 6], ms.float32)
 >>> w.init_data().asnumpy().shape
 (4, 6)
+
+numpy's global generator: MindSpore's random initializers take a seed from it (one ``randint``
+draw) each time they produce values; distinfer's make the same draw at the same moments (when a
+lazily initialised Tensor is materialised, and when a Parameter is created outside (semi-)auto
+parallel mode and outside :func:`no_init_parameters`, where MindSpore initialises it at once), so a
+script that seeds numpy draws MindSpore's numbers afterwards.
+
+>>> import numpy as np
+>>> np.random.seed(0); _ = ms.Parameter(initializer("normal", [2])); after_param = np.random.rand()
+>>> np.random.seed(0); _ = np.random.randint(1, 1 << 63, dtype=np.int64); bool(np.random.rand() == after_param)
+True
 """
 from __future__ import annotations
 
 from .. import dtype as mstype
 from .._initializers import (Constant, HeNormal, HeUniform, Initializer, Normal, One, TruncatedNormal, Uniform,
-                             XavierNormal, XavierUniform, Zero)
+                             XavierNormal, XavierUniform, Zero, initializes_at_creation, no_init_parameters)
 from .._random import get_seed, set_seed
 from ..tensor import Tensor, lazy_tensor
 
 __all__ = ["Initializer", "initializer", "Normal", "Uniform", "Zero", "One", "Constant", "TruncatedNormal",
-           "XavierUniform", "XavierNormal", "HeUniform", "HeNormal", "set_seed", "get_seed"]
+           "XavierUniform", "XavierNormal", "HeUniform", "HeNormal", "set_seed", "get_seed", "no_init_parameters",
+           "initializes_at_creation"]
 
 
 def initializer(init, shape=None, dtype=mstype.float32) -> Tensor:

@@ -49,7 +49,7 @@ class UnsupportedOpError(DistinferError, NotImplementedError):
     """
 
 
-@dataclass
+@dataclass(repr=False)
 class Graph:
     """A loaded MindIR model: weights, inputs, nodes and (for distinfer files) the rank it belongs to.
 
@@ -97,6 +97,28 @@ class Graph:
     def weights(self) -> dict[str, np.ndarray]:
         """``{parameter name: local block}``."""
         return {self.ref_keys[k]: v for k, v in self.params.items()}
+
+    def __repr__(self) -> str:
+        """One line: the file, who made it, which rank, and the sizes (not the protobuf, which holds
+        every weight).
+
+        >>> import os, tempfile, numpy as np, distinfer as ms
+        >>> from distinfer import nn
+        >>> x = ms.Tensor(np.ones((1, 3), np.float32))
+        >>> ms.load(ms.export(nn.Dense(3, 2), x, file_name=os.path.join(tempfile.mkdtemp(), "dense")))  # doctest: +ELLIPSIS
+        Graph('/.../dense.mindir', producer distinfer, rank 0 of 1, inputs [x (1, 3)], 11 nodes, 2 weights (32 B))
+        """
+        where = "" if self.rank is None else f", rank {self.rank} of {self.device_num}"
+        ins = ", ".join(f"{name.split(':')[-1]} {shape}" for name, shape, _ in self.inputs)
+        size = sum(v.nbytes for v in self.params.values())
+        return (f"Graph({self.path!r}, producer {self.producer}{where}, inputs [{ins}], {len(self.nodes)} nodes, "
+                f"{len(self.params)} weights ({_bytes(size)}))")
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
 
 
 def _fail(path: str, msg: str) -> FormatError:

@@ -259,7 +259,8 @@ def trace_network(net: Any, inputs: Sequence[Any]) -> Trace:
     >>> [step.prim.name for step in tr.steps], list(tr.params)
     (['MatMul', 'BiasAdd', 'ReLU'], ['0.weight', '0.bias'])
     """
-    from ..train.model import _distribute_inputs, _loaded_strategy_items, _output_layout
+    from ..parallel.inputs import distribute_inputs
+    from ..train.model import _loaded_strategy_items, _output_layout
 
     net.set_train(False)
     tr = Trace(input_names=input_names(net, len(inputs)))
@@ -267,7 +268,7 @@ def trace_network(net: Any, inputs: Sequence[Any]) -> Trace:
     if tr.sharded:
         tr.device_num = ex.stage_devices()
         tr.rank = ex.stage_rank()
-        fed = _distribute_inputs(list(inputs), tr.device_num)
+        fed = distribute_inputs(list(inputs), tr.device_num)
     else:
         fed = [Tensor._make(x.asnumpy(), x.shape, None, dtype=x.dtype) if isinstance(x, Tensor) else x
                for x in inputs]

@@ -2,7 +2,8 @@
 from .cell import Cell, CellList, SequentialCell
 from .loss import CrossEntropyLoss, L1Loss, LossBase, MSELoss, SoftmaxCrossEntropyWithLogits
 from .optim import SGD, Adam, AdamWeightDecay, Momentum, Optimizer
-from .wrap import DistributedGradReducer, PipelineCell, TrainOneStepCell, WithEvalCell, WithLossCell
+from .wrap import (DistributedGradReducer, PipelineCell, PipelineGradReducer, TrainOneStepCell, WithEvalCell,
+                   WithLossCell)
 from .loss_scale import DynamicLossScaleUpdateCell, FixedLossScaleUpdateCell, TrainOneStepWithLossScaleCell
 from .layers import (GELU, Dense, Dropout, Embedding, Flatten, Identity, LayerNorm, LogSoftmax, ReLU, Sigmoid,
                      Softmax, Tanh)
@@ -11,6 +12,7 @@ __all__ = ["Cell", "CellList", "SequentialCell", "Dense", "ReLU", "GELU", "Sigmo
            "LogSoftmax", "LayerNorm", "Embedding", "Dropout", "Identity", "LossBase", "SoftmaxCrossEntropyWithLogits",
            "CrossEntropyLoss", "MSELoss", "L1Loss", "Optimizer", "SGD", "Momentum", "Adam", "AdamWeightDecay",
            "WithLossCell", "WithEvalCell", "TrainOneStepCell", "DistributedGradReducer", "PipelineCell",
+           "PipelineGradReducer",
            "TrainOneStepWithLossScaleCell", "DynamicLossScaleUpdateCell", "FixedLossScaleUpdateCell"]
 
 from .._lazy import lazy_exports  # noqa: E402

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from typing import Any, Iterator
 
 from .. import context
+from ..common import api
 from ..tensor import Parameter, ParameterTuple
 
 __all__ = ["Cell", "SequentialCell", "CellList"]
@@ -166,6 +167,10 @@ class Cell:
     _plan_boundary = True
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        if _top_level_graph():
+            first = not self.__dict__.get("_compiled", False)
+            object.__setattr__(self, "_compiled", True)
+            return api.run_as_graph(self, inputs, kwargs, first)
         if self._shard_region is not None or context.parallel_mode() == context.ParallelMode.AUTO_PARALLEL:
             from ..parallel import propagation
 
@@ -227,6 +232,59 @@ class Cell:
     def set_inputs(self, *inputs: Any) -> None:
         """Dynamic-shape declaration; distinfer runs eagerly on every shape, so nothing is needed."""
 
+    def compile(self, *inputs: Any, **kwargs: Any) -> None:
+        """MindSpore's compile: in (semi-)auto parallel mode, lay the parameters out for these inputs
+        (a layout-only run: no arithmetic, no messages) and write the strategy file if one is asked
+        for; otherwise nothing (the network runs eagerly).
+
+        >>> import numpy as np, distinfer as ms
+        >>> from distinfer import nn
+        >>> ms.set_auto_parallel_context(parallel_mode="semi_auto_parallel", device_num=2, full_batch=True)
+        >>> net = nn.Dense(4, 2); net.compile(ms.Tensor(np.ones((2, 4), np.float32)))
+        >>> net.weight.layout is not None, net.weight.has_init  # laid out; its values still wait
+        (True, False)
+        >>> ms.reset_auto_parallel_context()
+        """
+        if context.is_sharded_mode() and not api.in_graph():
+            object.__setattr__(self, "_compiled", True)
+            api.run_as_graph(self, inputs, kwargs, True, layout_only=True)
+
+    def set_comm_fusion(self, fusion_type: int, recurse: bool = True) -> "Cell":
+        """Set the gradient-communication fusion group of this cell's parameters (and its sub-cells'
+        with ``recurse``). MindSpore fuses the collectives of one group into one; distinfer records the
+        group on each parameter (``Parameter.comm_fusion``) and reduces each gradient as it is needed.
+
+        >>> from distinfer import nn
+        >>> net = nn.SequentialCell([nn.Dense(2, 2), nn.Dense(2, 2)])
+        >>> _ = net[1].set_comm_fusion(3)
+        >>> [p.comm_fusion for p in net.get_parameters()]
+        [1, 1, 3, 3]
+        """
+        for p in self.get_parameters(expand=recurse):
+            p.comm_fusion = fusion_type
+        return self
+
+    def init_parameters_data(self, auto_parallel_mode: bool = False) -> dict:
+        """Give every lazily initialised parameter its values now (this rank's block if it is laid
+        out); returns ``{parameter: parameter}`` as MindSpore does.
+
+        >>> from distinfer import nn
+        >>> from distinfer.nn.utils import no_init_parameters
+        >>> with no_init_parameters():
+        ...     net = nn.Dense(3, 2)
+        >>> sorted(p.name for p in net.init_parameters_data()), net.weight.has_init
+        (['bias', 'weight'], False)
+        """
+        params = list(self.get_parameters())
+        for p in params:
+            if p.has_init:
+                p.init_data()
+        return {p: p for p in params}
+
+    def set_jit_config(self, jit_config: Any) -> None:
+        """Compilation options for this cell (a ``JitConfig`` or a dict); recorded, no effect on CPUs."""
+        object.__setattr__(self, "_jit_config", jit_config)
+
     def shard(self, in_strategy, out_strategy=None, parameter_plan=None, device: str = "Ascend", level: int = 0):
         """Lay this cell's inputs out as ``in_strategy`` says (a split tuple or a ``Layout`` per
         input; ``None`` leaves an input as it comes), its outputs as ``out_strategy``, and the
@@ -260,6 +318,13 @@ class Cell:
         for name, child in self._cells.items():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
         return "\n".join(lines)
+
+
+def _top_level_graph() -> bool:
+    """A Cell called from outside any graph in GRAPH_MODE under (semi-)auto parallel runs as a graph,
+    as MindSpore compiles it (``distinfer.common.api``); inside a graph it is a plain call."""
+    return (context.get_context("mode") == context.GRAPH_MODE and context.is_sharded_mode()
+            and not api.in_graph())
 
 
 class SequentialCell(Cell):

@@ -13,11 +13,13 @@ from ..autograd import Tape, gradients
 from ..communication import _backend
 from ..layout import replicated
 from ..parallel import _executor as ex
+from ..ops import function as F
 from ..ops import operations as P
 from ..tensor import Tensor
 from .cell import Cell
 
-__all__ = ["WithLossCell", "TrainOneStepCell", "WithEvalCell", "DistributedGradReducer", "PipelineCell"]
+__all__ = ["WithLossCell", "TrainOneStepCell", "WithEvalCell", "DistributedGradReducer", "PipelineCell",
+           "PipelineGradReducer"]
 
 
 class WithLossCell(Cell):
@@ -142,6 +144,38 @@ class DistributedGradReducer(Cell):
             total = world.allreduce(g.asnumpy(), ((tuple(range(world.size))),))
             out.append(Tensor(total / degree if self.mean else total))
         return tuple(out)
+
+
+class PipelineGradReducer(Cell):
+    """``PipelineGradReducer(parameters, scale_sense=1.0, opt_shard=None)``: the gradient step of
+    functional pipeline training (``grads = reducer(grads)`` before the optimizer).
+
+    In MindSpore the pipeline graph accumulates each micro-batch's gradients into ``accu_grads``
+    buffers that this cell reads, divides by ``scale_sense`` and clears. distinfer's backward pass
+    through :class:`PipelineCell` already yields the gradients summed over the micro-batches and
+    reduced over the data-parallel ranks, so the cell only divides them by ``scale_sense``.
+
+    >>> import numpy as np, distinfer as ms
+    >>> from distinfer import nn
+    >>> net = nn.Dense(2, 1)
+    >>> grads = (ms.Tensor(np.full((1, 2), 4.0, np.float32)), ms.Tensor(np.full(1, 2.0, np.float32)))
+    >>> [g.asnumpy().tolist() for g in nn.PipelineGradReducer(net.trainable_params(), scale_sense=2.0)(grads)]
+    [[[2.0, 2.0]], [1.0]]
+    """
+
+    def __init__(self, parameters, scale_sense: float = 1.0, opt_shard: bool | None = None) -> None:
+        super().__init__(auto_prefix=False)
+        if isinstance(scale_sense, bool) or not isinstance(scale_sense, (int, float)) or scale_sense <= 0:
+            raise ValueError(f"For 'PipelineGradReducer', 'scale_sense' must be a positive number, got {scale_sense!r}")
+        self.parameters = tuple(parameters)
+        self.scale_sense = float(scale_sense)
+        self.opt_shard = context.get_auto_parallel_context("enable_parallel_optimizer") if opt_shard is None \
+            else opt_shard
+
+    def construct(self, grads):
+        if self.scale_sense == 1.0:
+            return tuple(grads)
+        return tuple(F.div(g, self.scale_sense) for g in grads)
 
 
 def _replicated_value(t: Tensor) -> Tensor:

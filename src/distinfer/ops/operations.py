@@ -13,6 +13,7 @@ from ._elementwise import (Abs, Add, BiasAdd, Cast, Div, Equal, Erf, Exp, FastGe
                            Identity, Less, LessEqual, Log, LogSoftmax, Maximum, Minimum, Mul, Neg, Pow, RealDiv, ReLU,
                            Rsqrt, Sigmoid, Softmax, Sqrt, Square, Sub, Tanh)
 from ._matmul import BatchMatMul, MatMul
+from ._print import Print
 from ._nn_ops import (Dropout, Gather, LayerNorm, OneHot, SoftmaxCrossEntropyWithLogits,
                       SparseSoftmaxCrossEntropyWithLogits)
 from ._reduce import ArgMaxWithValue, ReduceMax, ReduceMean, ReduceMin, ReduceSum
@@ -24,5 +25,5 @@ __all__ = [
     "Square", "Abs", "Erf", "Cast", "Softmax", "LogSoftmax", "BiasAdd", "Identity", "MatMul", "BatchMatMul",
     "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ArgMaxWithValue", "Reshape", "Flatten", "Transpose",
     "ExpandDims", "Squeeze", "Concat", "Split", "Gather", "OneHot", "LayerNorm", "Dropout",
-    "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits",
+    "SparseSoftmaxCrossEntropyWithLogits", "SoftmaxCrossEntropyWithLogits", "Print",
 ]

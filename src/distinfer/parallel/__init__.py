@@ -5,8 +5,10 @@ The checkpoint functions live in :mod:`distinfer.reshard.api`; they are imported
 so that importing the executor (as every op does) does not load the resharding engine.
 """
 from . import _executor  # noqa: F401  (registers the primitive executor)
+from . import shard as _shard_module  # noqa: F401  (first, so that the function below is ``parallel.shard``)
 from .shard_layout import Layout
 from .shard_region import shard
+from .pipeline_sync import sync_pipeline_shared_parameters
 from .._lazy import lazy_exports
 
 _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -14,7 +16,7 @@ _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_
             "merge_pipeline_strategys", "convert_checkpoints", "convert_checkpoint_by_rank",
             "rank_list_for_convert", "unified_safetensors")
 
-__all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout", "shard"]
+__all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout", "shard", "sync_pipeline_shared_parameters"]
 
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(_RESHARD, "..reshard.api"),

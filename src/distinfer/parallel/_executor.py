@@ -465,6 +465,11 @@ def observing(observer):
     return _override("observers", _State.observers + [observer])
 
 
+def is_observed() -> bool:
+    """True while an observer (an autograd tape, an export tracer) sees the ops being run."""
+    return bool(_State.observers)
+
+
 def _notify_comm(kind: str, **info: Any) -> None:
     for obs in _State.observers:
         obs.comm(kind, **info)

@@ -31,9 +31,12 @@ def param_layout_of(layout) -> ParamLayout:
 def save_strategy(path: str, recorder, network) -> None:
     """Write ``recorder``'s op strategies and ``network``'s parameter layouts to ``path``.
 
-    Without pipeline stages every rank holds the same strategy and rank 0 writes it; with stages each
-    rank writes its stage's (give each rank its own path, e.g. ``src_strategy_{rank}.ckpt``, and merge
-    them with ``merge_pipeline_strategys``). Parent directories are created.
+    Every rank calls it (it is collective over the world, as a compile is) and each returns only once
+    the file is complete and visible to all: the lowest rank naming a path writes it (atomically),
+    then the ranks meet at a barrier. So every rank may read the file as soon as it returns. Ranks
+    of one pipeline stage hold the same strategy; with stages, give each rank its own path (e.g.
+    ``src_strategy_{rank}.ckpt``) and merge them with ``merge_pipeline_strategys``. Parent
+    directories are created.
 
     The example lays a Dense out on 4 simulated devices (a layout run needs no MPI), writes
     its strategy file and puts the default context back.
@@ -49,11 +52,17 @@ def save_strategy(path: str, recorder, network) -> None:
     >>> {name: (pl.dev_matrix, pl.tensor_map) for name, pl in io.read_strategy(p).layouts.items()}
     {'weight': ([4], [-1, 0]), 'bias': ([2, 2], [-1])}
     """
-    from .. import context
     from ..communication import _backend
 
-    if _backend.world().rank != 0 and context.get_auto_parallel_context("pipeline_stages") == 1:
-        return
+    world = _backend.world()
+    target = os.path.abspath(path)
+    writers = world.allgather_object(target)  # the same path on several ranks: the lowest one writes it
+    if writers.index(target) == world.rank:
+        _write_strategy(target, recorder, network)
+    world.barrier()
+
+
+def _write_strategy(path: str, recorder, network) -> None:
     only_trainable = recorder.trainable_only
     layouts = {}
     for name, p in network.parameters_and_names():
@@ -62,7 +71,6 @@ def save_strategy(path: str, recorder, network) -> None:
             continue
         layouts[name] = param_layout_of(p.layout)
     items = {key: (stage, [list(s) for s in strat]) for key, (stage, strat) in recorder.strategies.items()}
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     write_strategy(path, StrategyFile(items=items, layouts=layouts))
     log.info("wrote strategy file %s (%d layouts, %d strategies)", path, len(layouts), len(items))

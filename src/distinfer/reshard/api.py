@@ -139,7 +139,8 @@ def transform_checkpoint_by_rank(rank_id: int, checkpoint_files_map: Mapping[int
 
 def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ckpt_prefix: str,
                           src_strategy_file: Optional[str] = None, dst_strategy_file: Optional[str] = None,
-                          process_num: int = 1, output_format: str = "ckpt") -> None:
+                          process_num: int = 1, output_format: str = "ckpt", *,
+                          split_among_ranks: bool = False) -> None:
     """Reshard every rank of ``src_checkpoints_dir`` to the destination strategy (MindSpore 2.10 semantics).
 
     Input ``src_dir/rank_<r>/*.ckpt`` (lexicographically last file of each rank; or
@@ -147,8 +148,14 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     ``dst_dir/rank_<r>/{ckpt_prefix}{r}.ckpt`` (``.safetensors`` with ``output_format``).
     ``dst_strategy_file=None`` merges to one full checkpoint (rank 0). Entries not in the
     strategy (``global_step``...) are copied from source rank ``r % source devices``. All
-    validation runs before the first file is written. Under ``mpirun`` the destination ranks
-    are divided among the MPI ranks; otherwise among ``process_num`` spawned processes.
+    validation runs before the first file is written. A sliced parameter the destination strategy
+    does not name (optimizer state) keeps source rank ``r % source devices``'s slice, as in MindSpore.
+
+    As in MindSpore the call is not collective: whoever calls it writes every destination rank
+    (one rank of an ``mpirun`` job may call it alone), ``process_num`` spawned processes sharing the
+    work. ``split_among_ranks=True`` (distinfer's option) divides the destination ranks among the
+    ranks of an ``mpirun`` job instead: then every rank must call it, with the same arguments (they
+    are checked), and it returns when all files are written.
 
     **Per-sub-network mode** (MindSpore's ``_transform_checkpoint_by_stage``): when both
     strategies have one stage and the source strategy's parameters are a strict subset of the
@@ -198,10 +205,11 @@ def transform_checkpoints(src_checkpoints_dir: str, dst_checkpoints_dir: str, ck
     dst_dir = os.fspath(dst_checkpoints_dir)
     outputs = {r: os.path.join(dst_dir, f"rank_{r}", f"{ckpt_prefix}{r}{suffix}.{output_format}")
                for r in sorted(job.layouts)}
-    _agree("transform_checkpoints", src=_real(src_dir), dst=_real(dst_dir), prefix=ckpt_prefix,
-           strategies=[_real(src_strategy_file), _real(dst_strategy_file)], output_format=output_format)
+    if split_among_ranks:
+        _agree("transform_checkpoints", src=_real(src_dir), dst=_real(dst_dir), prefix=ckpt_prefix,
+               strategies=[_real(src_strategy_file), _real(dst_strategy_file)], output_format=output_format)
     try:
-        fan_out(job, outputs, process_num, desc="transform")
+        fan_out(job, outputs, process_num, desc="transform", divide=split_among_ranks)
     finally:
         job.close()
 

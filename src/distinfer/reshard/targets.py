@@ -137,9 +137,6 @@ def dst_layout(dst: Optional[TrainStrategy], name: str, shape: tuple[int, ...],
     """(write it?, layout or None for the full tensor) of ``name`` on destination ``rank``."""
     if dst is None:
         return True, None
-    if name not in dst:
-        log.info("%s is not in the destination strategy %s; written whole", name, dst.path)
-        return True, None
     if not dst.holds(name, rank):
         return False, None
     return True, dst.layout(name, shape)
@@ -191,6 +188,11 @@ class TransformJob:
         else:
             names = self.source.reader(min(self.files)).names()
             self.params = [n for n in names if self.dst is not None and n in self.dst]
+        # Sliced parameters the destination strategy does not name (optimizer state of a training
+        # strategy going to a predict strategy): each destination rank keeps a source rank's slice
+        # unchanged, as MindSpore's transform does (see _kept_source).
+        self.kept = [n for n in self.params if self.dst is not None and n not in self.dst]
+        self.params = [n for n in self.params if n not in self.kept]
         self.layouts: dict[int, dict[str, Optional[Layout]]] = {r: self._plan_rank(r) for r in dst_ranks}
 
     def _plan_rank(self, rank: int) -> dict[str, Optional[Layout]]:
@@ -208,7 +210,7 @@ class TransformJob:
                     f"checkpoint's is {shape}: the destination strategy is for a different network")
             lay[name] = dl
             self.source.plan(name, dl, rank, self.hint(rank))
-        self._reference(rank)
+        self._copied(rank)  # every copied entry and kept slice has its source file
         return lay
 
     def hint(self, rank: int) -> int:
@@ -228,6 +230,26 @@ class TransformJob:
         skip = set(self.source.strategy.params) if self.source.strategy is not None else set(self.params)
         return [n for n in rd.names() if n not in skip]
 
+    def _kept_source(self, rank: int, name: str) -> int:
+        """The source rank whose slice of ``name`` (in the source strategy, not in the destination's)
+        destination ``rank`` keeps: the same local rank, in the stage that holds ``name`` (MindSpore
+        takes source local rank ``dst local rank % source stage devices``)."""
+        src = self.source.strategy
+        local = (rank % self.dst.stage_devices) % src.stage_devices
+        global_rank = src.stage_of(name) * src.stage_devices + local
+        key = local if self.source.stage_local else global_rank
+        if key not in self.files:
+            raise ValueError(f"parameter {name!r} is in the source strategy but not in the destination strategy "
+                             f"{self.dst.path}, so destination rank {rank} keeps source rank {global_rank}'s slice of "
+                             f"it unchanged (as MindSpore does), but no checkpoint file of source rank {global_rank} "
+                             f"was given")
+        return key
+
+    def _copied(self, rank: int) -> list[tuple[str, int]]:
+        """``(name, source file rank)`` of every entry written to ``rank`` as it is in a source file."""
+        ref = self._reference(rank)
+        return [(n, ref) for n in self.extras(rank)] + [(n, self._kept_source(rank, n)) for n in self.kept]
+
     def output_bytes(self, rank: int) -> int:
         return sum(math.prod(block_shape(self.source, n, dl)) * np.dtype(self.source.dtype(n)).itemsize
                    for n, dl in self.layouts[rank].items())
@@ -237,7 +259,7 @@ class TransformJob:
     def file(self, rank: int) -> OutputFile:
         """Destination ``rank``'s file: its blocks in source-strategy order, then the copied entries."""
         return OutputFile(self.source, tuple((n, n, dl) for n, dl in self.layouts[rank].items()), rank,
-                          self.hint(rank), self.source.reader(self._reference(rank)), tuple(self.extras(rank)))
+                          self.hint(rank), tuple((n, self.source.reader(r)) for n, r in self._copied(rank)))
 
     def rebuild(self, keys: Sequence[int]) -> tuple[Callable[..., "TransformJob"], tuple]:
         """Spawned workers rebuild the job from paths (no user data is pickled)."""
@@ -262,7 +284,7 @@ class TransformJob:
                 path = self.files[self.source.file_rank(name, pc.src)]
                 files[path] = files.get(path, 0) + read_cost(plan.src.local_shape, file_box(pc, plan.src), item)
                 needed += pc.size * item
-        extras = sum(self.source.reader(self._reference(rank)).entry(n).nbytes for n in self.extras(rank))
+        extras = sum(self.source.reader(r).entry(n).nbytes for n, r in self._copied(rank))
         read = sum(files.values())
         return {"rank": rank, "files": dict(sorted(files.items())), "bytes_read": read, "bytes_needed": needed,
                 "over_read": read / needed if needed else 1.0, "bytes_written": self.output_bytes(rank) + extras,
@@ -618,7 +640,8 @@ class SliceJob:
                                   for name, stored, lay in targets)
         hyper = self.uc.hyper()
         copied = sorted(n for n in hyper.names() if n not in by_name) if hyper is not None else []
-        return OutputFile(self.uc, tuple((n, *by_name[n]) for n, _, _ in specs), rank, rank, hyper, tuple(copied))
+        return OutputFile(self.uc, tuple((n, *by_name[n]) for n, _, _ in specs), rank, rank,
+                          tuple((n, hyper) for n in copied))
 
     def size(self, rank: int) -> int:
         targets, _ = self.targets(rank, self.output_names())

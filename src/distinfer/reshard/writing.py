@@ -16,8 +16,8 @@ ranks of an ``mpirun`` job, then commits it (``commit``) and waits for every ran
 >>> d = tempfile.mkdtemp(); write_ckpt(f"{d}/full.ckpt", [("w", np.arange(8.0).reshape(4, 2)), ("step", 3)])
 >>> with SourceCheckpoint(None, {0: f"{d}/full.ckpt"}) as src:
 ...     rows = Layout((2,), (0, -1), (4, 2))                    # rank 1 of 2 gets rows 2..3
-...     write_file(OutputFile(src, (("w", "w", rows),), dst_rank=1, hint=1, copy_from=src.reader(0),
-...                           copied=("step",)), f"{d}/rank1.ckpt")
+...     write_file(OutputFile(src, (("w", "w", rows),), dst_rank=1, hint=1, copied=(("step", src.reader(0)),)),
+...                f"{d}/rank1.ckpt")
 32
 >>> with CkptFile(f"{d}/rank1.ckpt") as f: print(f.names(), f.read("w").tolist())
 ['w', 'step'] [[4.0, 5.0], [6.0, 7.0]]
@@ -57,8 +57,9 @@ class OutputFile:
 
     ``blocks`` are ``(name written, name in the source, destination layout)``: ``dst_rank``'s
     block of each (the whole tensor when the layout is None) read from ``source``, ``hint``
-    being the destination rank in the source's terms (the replica choice). ``copied`` names
-    entries copied unchanged from the file ``copy_from`` (``global_step``, hyper params...).
+    being the destination rank in the source's terms (the replica choice). ``copied`` lists
+    entries copied unchanged, each with the reader of the file it comes from (``global_step``,
+    hyper params, or a slice the destination keeps as it is).
     A ``.ckpt`` holds the blocks in the given order, then the copied entries; a
     ``.safetensors`` file holds everything in :func:`~distinfer.io.safetensors_order`.
     """
@@ -67,8 +68,7 @@ class OutputFile:
     blocks: Sequence[tuple[str, str, Optional[Layout]]]
     dst_rank: int = 0
     hint: int = 0
-    copy_from: Optional[Reader] = None
-    copied: Sequence[str] = ()
+    copied: Sequence[tuple[str, Reader]] = ()
 
 
 class OutputSet(Protocol):
@@ -109,7 +109,7 @@ def write_file(out: OutputFile, path: PathLike, on_done: Optional[Callable[[str,
     # Read under the written names, so that two written names of one stored tensor keep their layouts.
     view = Renamed(out.source, {name: stored for name, stored, _ in out.blocks})
     layouts = {name: lay for name, _, lay in out.blocks}
-    ref = out.copy_from
+    copied = dict(out.copied)
     written = 0
 
     def done(name: str, n: int) -> None:
@@ -120,16 +120,17 @@ def write_file(out: OutputFile, path: PathLike, on_done: Optional[Callable[[str,
 
     if path.endswith(".safetensors"):
         # The header comes first, from the shapes alone; then the data in the header's order.
-        copied = {n: ref.entry(n) for n in out.copied if safetensors_storable(ref, n)}
+        stored = {n: rd.entry(n) for n, rd in copied.items() if safetensors_storable(rd, n)}
         specs = safetensors_order([(n, np.dtype(view.dtype(n)), block_shape(view, n, lay)) for n, lay in layouts.items()]
-                                  + [(n, e.dtype.np, e.shape) for n, e in copied.items()])
+                                  + [(n, e.dtype.np, e.shape) for n, e in stored.items()])
         blocks = iter_blocks(view, [n for n, _, _ in specs if n in layouts], layouts, out.dst_rank, out.hint, done,
                              reuse=True)
-        write_safetensors_stream(path, specs, ((n, ref.read(n)) if n in copied else next(blocks) for n, _, _ in specs))
+        write_safetensors_stream(path, specs, ((n, copied[n].read(n)) if n in stored else next(blocks)
+                                               for n, _, _ in specs))
     else:
         # write_ckpt is done with each block before asking for the next: reused buffers.
         blocks = iter_blocks(view, list(layouts), layouts, out.dst_rank, out.hint, done, reuse=True)
-        write_ckpt(path, chain(blocks, ((n, _copied_value(ref, n)) for n in out.copied)))
+        write_ckpt(path, chain(blocks, ((n, _copied_value(rd, n)) for n, rd in out.copied)))
     log.info("wrote %s (%d tensors, %d bytes of blocks)", path, len(layouts) + len(out.copied), written)
     return written
 
@@ -169,7 +170,7 @@ def fan_out(outputs: OutputSet, paths: Mapping[int, str], processes: int = 1, de
         os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
     with tqdm(total=sum(outputs.size(k) for k in paths), unit="B", unit_scale=True, desc=desc, disable=None,
               leave=False) as bar:
-        if world is not None or processes <= 1 or len(paths) <= 1:
+        if divided or processes <= 1 or len(paths) <= 1:
             for k, p in paths.items():
                 write_file(outputs.file(k), p, lambda _name, n: bar.update(n))
         else:

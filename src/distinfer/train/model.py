@@ -14,11 +14,13 @@ gets back its own shard of the result; a tuple strategy gives each input pre-sli
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from typing import Any
 
 from .. import context
+from ..common.api import graph_scope
 from ..errors import check_type
 from ..layout import Layout, replicated
 from ..parallel import _executor as ex
@@ -65,6 +67,17 @@ def _map_outputs(out: Any, fn) -> Any:
     return out
 
 
+def _in_network_scope(method):
+    """Run a Model method as a graph (nested ``ms.jit`` calls are plain calls), inside its network's
+    own parallel configuration if it has one (``AutoParallel``)."""
+    @functools.wraps(method)
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        scope = getattr(self._network, "parallel_scope", None)
+        with graph_scope(), scope() if scope is not None else contextlib.nullcontext():
+            return method(self, *args, **kwargs)
+    return run
+
+
 class _TrainMixin:
     """Model.train / eval / infer_train_layout (kept apart from prediction for readability)."""
 
@@ -86,6 +99,7 @@ class _TrainMixin:
             return _distribute_inputs(batch, ex.stage_devices())
         return batch
 
+    @_in_network_scope
     def train(self, epoch: int, train_dataset, callbacks=None, dataset_sink_mode: bool = False, sink_size: int = -1,
               initial_epoch: int = 0) -> None:
         """Train for ``epoch`` epochs over ``train_dataset`` (batches of ``(data, label)``)."""
@@ -146,6 +160,7 @@ class _TrainMixin:
         self._strategy_saved = True
         return loss
 
+    @_in_network_scope
     def infer_train_layout(self, train_dataset, dataset_sink_mode: bool = True, sink_size: int = -1) -> dict:
         """Layouts of the training network's parameters (and optimizer state) for the first batch."""
         if not context.is_sharded_mode():
@@ -166,6 +181,7 @@ class _TrainMixin:
             self._optimizer._adopt_layouts()
         return self._after_compile(rec, train_net)
 
+    @_in_network_scope
     def eval(self, valid_dataset, callbacks=None, dataset_sink_mode: bool = False) -> dict:
         """Metrics over ``valid_dataset``; supports "accuracy"/"acc" and "loss"."""
         from .metrics import evaluate
@@ -334,6 +350,7 @@ class Model(_TrainMixin):
             raise TypeError(f"For 'Model.predict', {where}every predict data must be a Tensor (or int, float, "
                             f"bool, str, None), but input {i} is {type(x).__name__}")
 
+    @_in_network_scope
     def predict(self, *predict_data: Any, backend=None, config=None) -> Any:
         """Run the network for inference; outputs follow the dataset strategy (module doc)."""
         self._check_predict_data(predict_data)
@@ -359,6 +376,7 @@ class Model(_TrainMixin):
             self._loaded_items, self._loaded_from = _loaded_strategy_items(), path
         return self._loaded_items
 
+    @_in_network_scope
     def infer_predict_layout(self, *predict_data: Any, skip_backend_compile: bool = False) -> dict:
         """Each parameter's layout for this input, as ``{name: [dev_matrix, tensor_map, slice_shape, ...]}``.
 

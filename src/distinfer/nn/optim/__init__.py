@@ -27,13 +27,13 @@ import numpy as np
 
 import math
 
-from .. import context
-from .. import dtype as mstype
-from ..layout import DistSpec, Layout
-from ..parallel import _executor as ex
-from ..plan import local_index
-from ..tensor import Parameter, ParameterTuple, Tensor
-from .cell import Cell
+from ... import context
+from ... import dtype as mstype
+from ...layout import DistSpec, Layout
+from ...parallel import _executor as ex
+from ...plan import local_index
+from ...tensor import Parameter, ParameterTuple, Tensor
+from ..cell import Cell
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamWeightDecay"]
 
