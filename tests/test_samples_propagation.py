@@ -12,14 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-import distinfer as ms
 from distinfer.launch import run
 from test_examples import small_mnist  # noqa: F401  (the fixture: 256 digits as idx files)
 
 ROOT = Path(__file__).resolve().parents[1]
-LOSS = re.compile(r"epoch: (\d+), step: (\d+), loss is Tensor\(shape=\[\], dtype=Float32, value=\s*([-\d.e]+)\)")
+# print(loss) shows the value as numpy prints it (MindSpore's str of a Tensor).
+LOSS = re.compile(r"epoch: (\d+), step: (\d+), loss is ([-\d.e]+)")
 
 
 def _losses(out: str) -> dict[tuple[int, int], list[float]]:
@@ -62,7 +60,5 @@ def test_shard_function_sample(tmp_path, small_mnist):  # noqa: F811
     _compare("shard_function.py", tmp_path, small_mnist)
 
 
-@pytest.mark.skipif(not hasattr(ms, "jit"), reason="the sample decorates its step with ms.jit, which this "
-                                                   "branch of distinfer does not define yet")
 def test_sharding_propagation_sample(tmp_path, small_mnist):  # noqa: F811
     _compare("sharding_propagation.py", tmp_path, small_mnist)

@@ -7,6 +7,7 @@ failing assertion on one rank cannot leave the others waiting.
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable
@@ -84,6 +85,8 @@ class Checks:
                 last = traceback.extract_tb(exc.__traceback__)[-1]
                 msg = f"{type(exc).__name__}: {exc} [{last.filename.rsplit('/', 1)[-1]}:{last.lineno}]"
                 results.append((name, msg.replace("\n", " ")))
+                if os.environ.get("DISTINFER_CHECK_TRACEBACKS"):  # the whole traceback, for debugging a check
+                    traceback.print_exc()
         gathered = _backend.world().allgather_object(results)
         if rank() == 0:
             for i, (name, _) in enumerate(results):

@@ -253,7 +253,8 @@ class Guard:
         if not head:
             self._check_fingerprints(comm, step)
         buf = np.empty((pieces, head + data.size // pieces), dtype)
-        buf[:, :head] = stamp(step.fingerprint, op, dtype)
+        if head:
+            buf[:, :head] = stamp(step.fingerprint, op, dtype)
         # Splitting the contiguous last axis of the body is always a view: one copy, with the cast.
         buf[:, head:].reshape((pieces, data.shape[0] // pieces) + data.shape[1:])[...] = \
             data.reshape((pieces, data.shape[0] // pieces) + data.shape[1:])

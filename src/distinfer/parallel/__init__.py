@@ -8,7 +8,6 @@ from . import _executor  # noqa: F401  (registers the primitive executor)
 from . import shard as _shard_module  # noqa: F401  (first, so that the function below is ``parallel.shard``)
 from .shard_layout import Layout
 from .shard_region import shard
-from .pipeline_sync import sync_pipeline_shared_parameters
 from .._lazy import lazy_exports
 
 _RESHARD = ("load_distributed_checkpoint", "merge_sliced_parameter", "rank_list_for_transform",
@@ -21,4 +20,5 @@ __all__: list[str] = [*_RESHARD, "load_segmented_checkpoints", "Layout", "shard"
 __getattr__, __dir__ = lazy_exports(__name__, {
     **dict.fromkeys(_RESHARD, "..reshard.api"),
     "load_segmented_checkpoints": "..serialization",  # MindSpore lists it under mindspore.parallel too
+    "sync_pipeline_shared_parameters": ".pipeline_sync",  # a Cell-level function: nn loads on first use
 })
